@@ -1,0 +1,70 @@
+"""The per-class, per-split list: the contract between validation and records.
+
+`results/lists/{class}/{split}.tsv` has one row per kept image. Boxes are in
+pixels of the upright image (EXIF orientation applied, as LabelImg shows it);
+`width`/`height` are that upright image's size, read from the image itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from . import fileio
+
+COLUMNS = ("image", "sha256", "format", "width", "height", "orientation", "xml", "objects")
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: int = 0
+    truncated: int = 0
+    pose: str = "Unspecified"
+
+
+@dataclass(frozen=True)
+class ListedImage:
+    image: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+    orientation: int = 1
+    xml: str = ""
+    objects: tuple[ListedObject, ...] = field(default_factory=tuple)
+
+    def row(self) -> list:
+        objects = json.dumps([asdict(o) for o in self.objects], separators=(",", ":"))
+        return [self.image, self.sha256, self.format, self.width, self.height,
+                self.orientation, self.xml, objects]
+
+
+def write_list(path, images: Iterable[ListedImage]) -> None:
+    """Sorted by content hash, so the same images always give the same bytes."""
+    ordered = sorted(images, key=lambda item: (item.sha256, item.image))
+    fileio.write_tsv(path, COLUMNS, (item.row() for item in ordered))
+
+
+def read_list(path) -> list[ListedImage]:
+    images = []
+    for row in fileio.read_tsv(path):
+        objects = tuple(ListedObject(**o) for o in json.loads(row["objects"]))
+        images.append(
+            ListedImage(
+                image=row["image"],
+                sha256=row["sha256"],
+                format=row["format"],
+                width=int(row["width"]),
+                height=int(row["height"]),
+                orientation=int(row["orientation"] or 1),
+                xml=row["xml"],
+                objects=objects,
+            )
+        )
+    return images
