@@ -160,6 +160,11 @@ class WorkflowConfig:
         raise ConfigError(f"class {name!r} is not configured; classes are {self.class_names}")
 
 
+def default_annotations_dir(name: str, spec: dict) -> str:
+    """Where LabelImg XML lives: the demo generates its own, users label data/{class}."""
+    return f"resources/demo/{name}" if spec.get("demo") else f"data/{name}"
+
+
 def _build(cls, data: dict):
     """Build a flat dataclass from a dict whose keys the schema has checked."""
     kwargs = {}
@@ -201,7 +206,7 @@ def parse(raw: dict) -> WorkflowConfig:
                 demo=_build(DemoSource, spec["demo"]) if spec.get("demo") else None,
                 max_images=spec.get("max_images"),
                 annotation=spec.get("annotation", "labelimg"),
-                annotations_dir=spec.get("annotations_dir") or f"data/{name}",
+                annotations_dir=spec.get("annotations_dir") or default_annotations_dir(name, spec),
                 aliases=tuple(spec.get("aliases", [])),
             )
         )
