@@ -1,0 +1,99 @@
+import json
+import shlex
+from pathlib import Path
+
+from tumbletrain import config as tt_config
+
+CLASSES = list(config["classes"])
+SPLITS = list(tt_config.SPLITS)
+RUN = config["train"]["run"]
+CFG = tt_config.parse(config)
+
+
+wildcard_constraints:
+    cls="|".join(CLASSES),
+    split="|".join(SPLITS),
+    run=RUN,
+
+
+def stage_json(stage, cls=None):
+    """The stage's part of the config, quoted for the shell.
+
+    Passed as a param, so Snakemake re-runs a rule when (and only when) the
+    part of the config it reads changes.
+    """
+    part = tt_config.stage_config(config, stage, cls)
+    return shlex.quote(json.dumps(part, sort_keys=True, separators=(",", ":")))
+
+
+def class_config(cls):
+    return CFG.get_class(cls)
+
+
+def demo_classes():
+    return [c.name for c in CFG.classes if c.demo is not None]
+
+
+def annotations_dir(cls):
+    return class_config(cls).annotations_dir
+
+
+def xml_files(wildcards):
+    """The class's LabelImg XML: adding, editing or deleting one re-runs the class."""
+    cls = class_config(wildcards.cls)
+    if cls.annotation != "labelimg" or cls.demo is not None:
+        return []
+    root = Path(cls.annotations_dir).expanduser()
+    return sorted(str(p) for p in root.rglob("*.xml")) if root.is_dir() else []
+
+
+def demo_input(wildcards):
+    cls = class_config(wildcards.cls)
+    return [f"resources/demo/{cls.name}"] if cls.demo is not None else []
+
+
+def record_files(cls, split):
+    shards = config["records"]["shards"]
+    base = f"results/records/{cls}_{split}.tfrecord"
+    if shards == 1:
+        return [base]
+    return [f"{base}-{i:05d}-of-{shards:05d}" for i in range(shards)]
+
+
+def training_records():
+    return [f for cls in CLASSES for f in record_files(cls, "training")]
+
+
+def verification_records():
+    return [f for cls in CLASSES for f in record_files(cls, "verification")]
+
+
+def checkpoint_input():
+    """The extracted checkpoint, or nothing when training from scratch."""
+    if CFG.model.checkpoint is None:
+        return []
+    return [f"resources/checkpoints/{checkpoint_name()}/checkpoint.json"]
+
+
+def checkpoint_name():
+    url = CFG.model.checkpoint.url
+    return Path(url.rstrip("/")).name.split(".")[0]
+
+
+def gpu_resources():
+    """GPUs for the TensorFlow rules, only when the config asks for them."""
+    gpus = config["train"]["gpus"]
+    return {"gpu": gpus} if gpus > 0 else {}
+
+
+def all_targets():
+    targets = expand("results/lists/{cls}/summary.json", cls=CLASSES)
+    targets += training_records() + verification_records()
+    targets += ["results/label_map.pbtxt", "results/label_map.csv"]
+    targets += [
+        f"results/train/{RUN}/final.json",
+        f"results/eval/{RUN}/metrics.json",
+        f"results/export/{RUN}/export.json",
+        "results/summary.md",
+    ]
+    return targets
