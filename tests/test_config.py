@@ -77,14 +77,12 @@ def test_stage_config_narrows_to_what_the_stage_reads():
     ids=["unknown-key", "wrong-type", "missing-classes"],
 )
 def test_snakemake_stops_at_start_on_a_bad_config(repo, tmp_path, tool_env, bad, message):
-    configfile = tmp_path / "bad.yaml"
-    configfile.write_text(yaml.safe_dump(bad))
-    # --configfile replaces the default file's values key by key; a test of
-    # "missing classes" needs the default's classes gone, hence --config too.
-    extra = ["--config", "classes={}"] if "classes" not in bad else []
+    # The Snakefile's configfile is relative to the working directory, as a
+    # user's own project directory would have it.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
-        ["snakemake", "-n", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
-         "--configfile", str(configfile), *extra],
+        ["snakemake", "-n", "-s", str(repo / "Snakefile"), "-d", str(tmp_path)],
         capture_output=True, text=True, env=tool_env, timeout=300,
     )
     assert result.returncode != 0
