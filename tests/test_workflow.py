@@ -1,0 +1,152 @@
+"""The whole workflow, for real: Snakemake runs every stage on a tiny demo in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tumbletrain import config as tt_config
+
+# Two demo classes, a few images, a model small enough to train a few steps in
+# seconds on a CPU. Every stage runs; nothing is downloaded.
+TINY_CONFIG = {
+    "classes": {
+        "circle": {"demo": {"images": 8}},
+        "square": {"demo": {"images": 8}},
+    },
+    "demo": {"seed": 3, "min_side": 96, "max_side": 160, "max_objects": 2},
+    "split": {"verification_percent": 25},
+    "model": {
+        "checkpoint": None,
+        "input_size": 128,
+        "overrides": {
+            "task": {
+                "model": {
+                    "backbone": {"mobilenet": {"filter_size_scale": 0.35}},
+                    "decoder": {"fpn": {"num_filters": 16}},
+                    "head": {"num_convs": 1, "num_filters": 16},
+                }
+            }
+        },
+    },
+    "train": {
+        "run": "tiny",
+        "steps": 4,
+        "batch_size": 2,
+        "warmup_steps": 1,
+        "checkpoint_every": 2,
+        "eval_every": 4,
+    },
+}
+
+
+def snakemake(project: Path, env: dict, *args: str, timeout: int = 1500):
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        ["snakemake", "-s", str(repo / "Snakefile"), "-d", str(project), "--cores", "2", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def write_project(project: Path, raw: dict) -> Path:
+    (project / "config").mkdir(parents=True, exist_ok=True)
+    path = project / "config" / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tool_env):
+    """One full run of the tiny project, shared by the tests below."""
+    project = tmp_path_factory.mktemp("tiny_project")
+    write_project(project, TINY_CONFIG)
+    result = snakemake(project, tool_env)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return project, result
+
+
+def test_dry_run_lists_the_whole_dag(repo, tmp_path, tool_env):
+    write_project(tmp_path, TINY_CONFIG)
+    result = snakemake(tmp_path, tool_env, "-n", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = result.stdout + result.stderr
+    for rule in ("demo", "harvest", "annotations", "records", "label_map", "train",
+                 "evaluate", "export", "summary", "all"):
+        assert rule in listed, f"{rule} missing from the dry run:\n{listed[-3000:]}"
+    assert not (tmp_path / "results").exists(), "a dry run wrote outputs"
+
+
+def test_lint_is_clean(repo, tool_env):
+    result = subprocess.run(["snakemake", "--lint"], cwd=repo, capture_output=True, text=True,
+                            env=tool_env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_snakefmt_and_ruff_are_clean(repo, tool_env):
+    for command in (["snakefmt", "--check", "."], ["ruff", "check", "scripts", "tests"]):
+        result = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=tool_env)
+        assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_every_stage_produces_its_outputs(tiny_run):
+    project, _ = tiny_run
+    cfg = tt_config.parse(TINY_CONFIG)
+    for cls in cfg.class_names:
+        assert (project / f"resources/manifests/{cls}.tsv").stat().st_size > 0
+        summary = json.loads((project / f"results/lists/{cls}/summary.json").read_text())
+        assert summary, f"empty validation summary for {cls}"
+        for split in tt_config.SPLITS:
+            assert (project / f"results/records/{cls}_{split}.tfrecord").exists()
+    label_map = (project / "results/label_map.csv").read_text().splitlines()
+    assert label_map[1:] == ["1,circle", "2,square"]
+    final = json.loads((project / "results/train/tiny/final.json").read_text())
+    assert final["step"] == TINY_CONFIG["train"]["steps"]
+    metrics = json.loads((project / "results/eval/tiny/metrics.json").read_text())
+    assert "AP50" in json.dumps(metrics)
+    assert (project / "results/export/tiny/export.json").exists()
+    assert (project / "results/summary.md").read_text().strip()
+
+
+@pytest.mark.slow
+def test_every_job_has_a_log_and_a_benchmark(tiny_run):
+    project, _ = tiny_run
+    logs = list((project / "logs").rglob("*.log"))
+    benchmarks = list((project / "benchmarks").rglob("*.tsv"))
+    assert logs and benchmarks
+    assert len(benchmarks) >= len(logs) - 1 or len(benchmarks) >= 10
+    header = benchmarks[0].read_text().splitlines()[0].split("\t")
+    assert "s" in header and "max_rss" in header
+
+
+@pytest.mark.slow
+def test_a_second_run_does_nothing(tiny_run, tool_env):
+    project, _ = tiny_run
+    result = snakemake(project, tool_env, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_nothing_is_written_outside_results_resources_logs(tiny_run):
+    project, _ = tiny_run
+    top = {p.name for p in project.iterdir()}
+    assert top <= {"config", "results", "resources", "logs", "benchmarks", ".snakemake"}, top
+
+
+@pytest.mark.slow
+def test_report_builds(tiny_run, tool_env):
+    project, _ = tiny_run
+    report = project / "results" / "report.html"
+    result = snakemake(project, tool_env, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for category in ("Harvest", "Annotations", "Records", "Training", "Evaluation"):
+        assert category in html, f"report has no {category} category"
