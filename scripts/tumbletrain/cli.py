@@ -33,7 +33,9 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("ERROR: interrupted; re-run the same command to continue where it stopped",
-              file=sys.stderr)
+        print(
+            "ERROR: interrupted; re-run the same command to continue where it stopped",
+            file=sys.stderr,
+        )
         sys.exit(130)
     sys.exit(code or 0)

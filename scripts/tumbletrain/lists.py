@@ -41,8 +41,16 @@ class ListedImage:
 
     def row(self) -> list:
         objects = json.dumps([asdict(o) for o in self.objects], separators=(",", ":"))
-        return [self.image, self.sha256, self.format, self.width, self.height,
-                self.orientation, self.xml, objects]
+        return [
+            self.image,
+            self.sha256,
+            self.format,
+            self.width,
+            self.height,
+            self.orientation,
+            self.xml,
+            objects,
+        ]
 
 
 def write_list(path, images: Iterable[ListedImage]) -> None:
