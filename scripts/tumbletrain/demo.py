@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lxml import etree
 from PIL import Image, ImageDraw
 
 from . import cli
 from . import config as tt_config
+from .vocxml import VocObject, labelimg_xml
 
 log = logging.getLogger("tumbletrain.demo")
 
@@ -134,40 +134,6 @@ def place_boxes(rng: np.random.Generator, width: int, height: int, count: int) -
     return boxes
 
 
-def labelimg_xml(
-    class_name: str,
-    filename: str,
-    path: str,
-    size: tuple[int, int] | None,
-    boxes: list[Box],
-) -> bytes:
-    """Pascal VOC XML laid out exactly as LabelImg's pascal_voc_io writes it."""
-    root = etree.Element("annotation")
-    etree.SubElement(root, "folder").text = class_name
-    etree.SubElement(root, "filename").text = filename
-    etree.SubElement(root, "path").text = path
-    source = etree.SubElement(root, "source")
-    etree.SubElement(source, "database").text = "Unknown"
-    if size is not None:
-        size_el = etree.SubElement(root, "size")
-        etree.SubElement(size_el, "width").text = str(size[0])
-        etree.SubElement(size_el, "height").text = str(size[1])
-        etree.SubElement(size_el, "depth").text = "3"
-    etree.SubElement(root, "segmented").text = "0"
-    for box in boxes:
-        obj = etree.SubElement(root, "object")
-        etree.SubElement(obj, "name").text = class_name
-        etree.SubElement(obj, "pose").text = "Unspecified"
-        etree.SubElement(obj, "truncated").text = "0"
-        etree.SubElement(obj, "difficult").text = "0"
-        bndbox = etree.SubElement(obj, "bndbox")
-        for name in ("xmin", "ymin", "xmax", "ymax"):
-            etree.SubElement(bndbox, name).text = str(getattr(box, name))
-    text = etree.tostring(root, pretty_print=True, encoding="utf-8").decode("utf-8")
-    # LabelImg indents with tabs.
-    return text.replace("  ", "\t").encode("utf-8")
-
-
 def demo_images(
     class_name: str, count: int, demo: tt_config.DemoConfig
 ) -> Iterator[tuple[str, bytes, bytes]]:
@@ -198,8 +164,9 @@ def demo_images(
             if fault.windows_path
             else f"/home/labeller/{class_name}/{filename}"
         )
-        size = None if fault.missing_size else (0, 0) if fault.zero_size else (width, height)
-        yield filename, buffer.getvalue(), labelimg_xml(class_name, filename, path, size, boxes)
+        size = None if fault.missing_size else (0, 0, 3) if fault.zero_size else (width, height, 3)
+        objects = [VocObject(class_name, b.xmin, b.ymin, b.xmax, b.ymax) for b in boxes]
+        yield filename, buffer.getvalue(), labelimg_xml(class_name, filename, path, size, objects)
 
 
 def write_demo(class_name: str, count: int, demo: tt_config.DemoConfig, output: Path) -> int:
