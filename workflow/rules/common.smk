@@ -1,6 +1,9 @@
 import json
 import shlex
+import sys
 from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
 
@@ -8,6 +11,22 @@ CLASSES = list(config["classes"])
 SPLITS = list(tt_config.SPLITS)
 RUN = config["train"]["run"]
 CFG = tt_config.parse(config)
+
+
+def python_command():
+    """The interpreter for the stage commands.
+
+    With --software-deployment-method conda it is the rule's environment's
+    `python`; otherwise the one running Snakemake, so that a venv works
+    whether or not it is activated (on cluster nodes too, when it lives on a
+    shared file system).
+    """
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+PY = python_command()
 
 
 wildcard_constraints:
@@ -50,6 +69,11 @@ def xml_files(wildcards):
 def demo_input(wildcards):
     cls = class_config(wildcards.cls)
     return [f"resources/demo/{cls.name}"] if cls.demo is not None else []
+
+
+def record_outputs():
+    """The records rule's outputs as patterns: one file, or `records.shards` shards."""
+    return record_files("{cls}", "{split}")
 
 
 def record_files(cls, split):

@@ -1,0 +1,571 @@
+"""LabelImg XML becomes validated, repaired, per-class per-split lists.
+
+Every XML file ends in exactly one of three states, each with a reason code:
+kept, kept after a repair, or rejected. Nothing is dropped silently and no
+input file is ever changed: repairs live only in the lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from lxml import etree
+from PIL import Image, UnidentifiedImageError
+
+from . import cli, fileio, lists, vocxml
+from . import config as tt_config
+
+log = logging.getLogger("tumbletrain.annotations")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
+ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+# A box may overshoot the image by this much (LabelImg lets a drag end past
+# the edge); beyond it the box is taken to belong to another image.
+TOLERANCE_FRACTION = 0.02
+TOLERANCE_PIXELS = 5.0
+
+# Reason codes: the stable vocabulary of rejected.tsv and summary.json.
+REASONS = {
+    "empty_file": "the XML file is empty",
+    "too_large": "the XML file is larger than any LabelImg file could be",
+    "bad_encoding": "the file is not text in a declared or UTF-8 encoding",
+    "not_xml": "the file is not well-formed XML",
+    "doctype_forbidden": "the XML declares a DTD or entities (possible XML bomb or XXE); "
+    "LabelImg never writes one",
+    "not_voc": "the XML is not a Pascal VOC <annotation>",
+    "image_not_found": "no image matches <path>, <folder>/<filename> or the file name",
+    "image_unreadable": "the image file cannot be read as an image",
+    "size_mismatch": "<size> differs from the image in aspect ratio: the boxes were drawn "
+    "on another image",
+    "duplicate_annotation": "another XML file annotates the same image",
+    "no_objects": "no usable object is left in the file",
+    "unknown_class": "the object's class is not configured (add it or an alias)",
+    "box_not_numeric": "a box coordinate is missing or not a number",
+    "box_degenerate": "the box has zero or negative area",
+    "box_outside": "the box lies far outside the image",
+}
+REPAIRS = {
+    "size_missing": "<size> was missing; taken from the image",
+    "size_zero": "<size> was 0; taken from the image",
+    "size_rotated": "<size> was the stored image's, not the upright one LabelImg showed",
+    "size_resized": "the image was resized since labelling; boxes scaled",
+    "box_clipped": "a box overshot the image edge a little; clipped",
+    "class_renamed": "a class name matched after trimming, case folding or an alias",
+}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    format: str
+    width: int  # upright, as LabelImg displays it
+    height: int
+    orientation: int
+
+
+@dataclass
+class Outcome:
+    """What happened to one XML file."""
+
+    xml: Path
+    item: lists.ListedImage | None = None
+    split: str | None = None
+    found_by: str = ""
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (object, reason)
+    repairs: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> bool:
+        return self.item is not None
+
+
+@dataclass(frozen=True)
+class ClassIndex:
+    """Everything the validation of one class looks images and names up in."""
+
+    class_name: str
+    names: dict[str, str]  # casefolded name or alias -> configured class
+    by_path: dict[str, str]  # resolved image path -> sha256 (from the manifest)
+    store_of: dict[str, str]  # sha256 -> store path
+    by_name: dict[str, list[Path]]  # file name -> images of the class
+
+
+def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
+    names = {}
+    for cls in cfg.classes:
+        for alias in (cls.name, *cls.aliases):
+            names[alias.strip().casefold()] = cls.name
+    return names
+
+
+def read_manifest(path: Path | None) -> list[dict[str, str]]:
+    if path is None or not Path(path).exists():
+        return []
+    return fileio.read_tsv(path)
+
+
+def build_index(
+    cfg: tt_config.WorkflowConfig, class_name: str, manifest: list[dict[str, str]], roots: list[Path]
+) -> ClassIndex:
+    by_path: dict[str, str] = {}
+    store_of: dict[str, str] = {}
+    by_name: dict[str, list[Path]] = {}
+    for row in manifest:
+        store_of[row["sha256"]] = row["file"]
+        by_path[os.path.abspath(row["file"])] = row["sha256"]
+        origin = row.get("image_url", "")
+        if origin and "://" not in origin:
+            by_path[os.path.abspath(origin)] = row["sha256"]
+            by_name.setdefault(Path(origin).name, []).append(Path(origin))
+    for root in roots:
+        for image in iter_images(root):
+            by_name.setdefault(image.name, []).append(image)
+    return ClassIndex(class_name, class_names_index(cfg), by_path, store_of, by_name)
+
+
+def iter_images(root: Path) -> Iterator[Path]:
+    if not root.is_dir():
+        return
+    for dirpath, _, filenames in os.walk(root):
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(dirpath) / name
+
+
+def path_candidates(text: str) -> list[str]:
+    """The forms an XML path can take: as written, and with Windows separators undone."""
+    text = text.strip()
+    if not text:
+        return []
+    forms = [text]
+    if "\\" in text or re.match(r"^[A-Za-z]:", text):
+        forms.append(PureWindowsPath(text).as_posix())
+    return forms
+
+
+def file_name_of(text: str) -> str:
+    return PureWindowsPath(text).name if "\\" in text else PurePosixPath(text).name
+
+
+def find_image(root: etree._Element, xml_path: Path, index: ClassIndex) -> tuple[Path, str] | None:
+    """Resolve the image an XML file describes; returns the path and the rule that found it."""
+    path_text = (root.findtext("path") or "").strip()
+    folder = (root.findtext("folder") or "").strip()
+    filename = (root.findtext("filename") or "").strip()
+    here = xml_path.parent
+    for form in path_candidates(path_text):
+        candidate = Path(form)
+        if candidate.is_absolute() and candidate.is_file():
+            return candidate, "path"
+        if not candidate.is_absolute() and (here / candidate).is_file():
+            return here / candidate, "path_relative_to_xml"
+    if filename:
+        for candidate, rule in (
+            (here / filename, "beside_xml"),
+            (here / "images" / filename, "images_folder"),
+            (here.parent / folder / filename if folder else None, "folder_filename"),
+        ):
+            if candidate is not None and candidate.is_file():
+                return candidate, rule
+    for name in filter(None, (filename, file_name_of(path_text))):
+        matches = index.by_name.get(name, [])
+        if matches:
+            return sorted(matches)[0], "by_name"
+    # LabelImg names the XML after the image: try the same stem beside it.
+    for suffix in sorted(IMAGE_SUFFIXES):
+        candidate = xml_path.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate, "xml_stem"
+    return None
+
+
+def read_image_info(path: Path) -> ImageInfo:
+    """Header only: Pillow reads the size and EXIF without decoding pixels."""
+    with Image.open(path) as image:
+        width, height = image.size
+        fmt = (image.format or "").lower()
+        orientation = 1
+        if fmt in ("jpeg", "png", "webp", "tiff"):
+            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    if orientation in ROTATING_ORIENTATIONS:
+        width, height = height, width
+    return ImageInfo(path, fmt, width, height, orientation)
+
+
+def parse_size(root: etree._Element) -> tuple[float, float] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    try:
+        return float(size.findtext("width") or 0), float(size.findtext("height") or 0)
+    except ValueError:
+        return (0.0, 0.0)
+
+
+def reconcile_size(
+    declared: tuple[float, float] | None, info: ImageInfo
+) -> tuple[float, float, str | None] | str:
+    """Scale factors from XML pixels to image pixels, and the repair made; or a reason."""
+    if declared is None:
+        return 1.0, 1.0, "size_missing"
+    width, height = declared
+    if width <= 0 or height <= 0:
+        return 1.0, 1.0, "size_zero"
+    if (round(width), round(height)) == (info.width, info.height):
+        return 1.0, 1.0, None
+    if info.orientation in ROTATING_ORIENTATIONS and (round(width), round(height)) == (
+        info.height,
+        info.width,
+    ):
+        return 1.0, 1.0, "size_rotated"
+    sx, sy = info.width / width, info.height / height
+    if abs(sx - sy) <= 0.01 * max(sx, sy):
+        return sx, sy, "size_resized"
+    return "size_mismatch"
+
+
+def parse_box(obj: etree._Element) -> tuple[float, float, float, float] | None:
+    box = obj.find("bndbox")
+    if box is None:
+        return None
+    try:
+        values = tuple(float((box.findtext(tag) or "").strip()) for tag in
+                       ("xmin", "ymin", "xmax", "ymax"))
+    except ValueError:
+        return None
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        return None
+    return values  # type: ignore[return-value]
+
+
+def clip_box(
+    box: tuple[float, float, float, float], width: float, height: float
+) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """Clip a box to the image within a tolerance; returns (box, repair) or (None, reason)."""
+    xmin, ymin, xmax, ymax = box
+    if xmax <= xmin or ymax <= ymin:
+        return None, "box_degenerate"
+    tol_x = max(TOLERANCE_PIXELS, TOLERANCE_FRACTION * width)
+    tol_y = max(TOLERANCE_PIXELS, TOLERANCE_FRACTION * height)
+    if xmin < -tol_x or ymin < -tol_y or xmax > width + tol_x or ymax > height + tol_y:
+        return None, "box_outside"
+    clipped = (max(0.0, xmin), max(0.0, ymin), min(float(width), xmax), min(float(height), ymax))
+    if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
+        return None, "box_degenerate"
+    return clipped, ("box_clipped" if clipped != box else None)
+
+
+def flag(obj: etree._Element, tag: str) -> int:
+    try:
+        return 1 if int(float((obj.findtext(tag) or "0").strip() or 0)) else 0
+    except ValueError:
+        return 0
+
+
+def read_xml(xml_path: Path) -> etree._Element | str:
+    """The parsed root, or a reason code."""
+    try:
+        size = xml_path.stat().st_size
+        if size == 0:
+            return "empty_file"
+        if size > vocxml.MAX_XML_BYTES:
+            return "too_large"
+        data = xml_path.read_bytes()
+    except OSError:
+        return "not_xml"
+    if not data.strip():
+        return "empty_file"
+    if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
+        return "doctype_forbidden"
+    try:
+        tree = vocxml.parse(data)
+    except etree.XMLSyntaxError as error:
+        message = str(error).lower()
+        return "bad_encoding" if "encoding" in message or "utf-8" in message else "not_xml"
+    except ValueError:
+        return "bad_encoding"
+    root = tree.getroot()
+    if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
+        return "doctype_forbidden"
+    if root.tag != "annotation":
+        return "not_voc"
+    return root
+
+
+def content_sha256(path: Path, index: ClassIndex) -> str:
+    """The manifest names images by content hash; hash only images it does not know."""
+    known = index.by_path.get(os.path.abspath(path))
+    if known:
+        return known
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_xml(xml_path: Path, index: ClassIndex) -> Outcome:
+    outcome = Outcome(xml=xml_path)
+    root = read_xml(xml_path)
+    if isinstance(root, str):
+        outcome.rejected.append(("", root))
+        return outcome
+    found = find_image(root, xml_path, index)
+    if found is None:
+        outcome.rejected.append(("", "image_not_found"))
+        return outcome
+    image_path, outcome.found_by = found
+    try:
+        info = read_image_info(image_path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+        outcome.rejected.append(("", "image_unreadable"))
+        return outcome
+    scale = reconcile_size(parse_size(root), info)
+    if isinstance(scale, str):
+        outcome.rejected.append(("", scale))
+        return outcome
+    sx, sy, size_repair = scale
+    if size_repair:
+        outcome.repairs.append(size_repair)
+    objects = []
+    for position, obj in enumerate(root.iter("object")):
+        raw_name = obj.findtext("name") or ""
+        label = f"{position}:{raw_name.strip()[:40]}"
+        name = index.names.get(raw_name.strip().casefold())
+        if name is None:
+            outcome.rejected.append((label, "unknown_class"))
+            continue
+        if name != raw_name:
+            outcome.repairs.append("class_renamed")
+        box = parse_box(obj)
+        if box is None:
+            outcome.rejected.append((label, "box_not_numeric"))
+            continue
+        scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        clipped, note = clip_box(scaled, info.width, info.height)
+        if clipped is None:
+            outcome.rejected.append((label, note or "box_degenerate"))
+            continue
+        if note:
+            outcome.repairs.append(note)
+        objects.append(
+            lists.ListedObject(
+                name=name,
+                xmin=round(clipped[0], 2),
+                ymin=round(clipped[1], 2),
+                xmax=round(clipped[2], 2),
+                ymax=round(clipped[3], 2),
+                difficult=flag(obj, "difficult"),
+                truncated=flag(obj, "truncated"),
+                pose=(obj.findtext("pose") or "Unspecified").strip() or "Unspecified",
+            )
+        )
+    if not objects:
+        outcome.rejected.append(("", "no_objects"))
+        return outcome
+    sha = content_sha256(image_path, index)
+    stored = index.store_of.get(sha)
+    outcome.item = lists.ListedImage(
+        image=stored or str(image_path),
+        sha256=sha,
+        format=info.format,
+        width=info.width,
+        height=info.height,
+        orientation=info.orientation,
+        xml=str(xml_path),
+        objects=tuple(objects),
+    )
+    return outcome
+
+
+def split_of(sha256: str, split: tt_config.SplitConfig) -> str:
+    """A stable split from the content hash: adding images never moves another."""
+    digest = hashlib.sha256(f"{split.salt}:{sha256}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64 * 100
+    return "verification" if bucket < split.verification_percent else "training"
+
+
+def user_split(xml_path: Path, root: Path) -> str | None:
+    """The original project's layout: data/{class}/{training,verification}/*.xml."""
+    try:
+        first = xml_path.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return first if first in tt_config.SPLITS else None
+
+
+def resolve_duplicates(outcomes: list[Outcome]) -> None:
+    """One XML per image: the most recently saved one wins (ties: the first path)."""
+    by_sha: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.kept:
+            by_sha.setdefault(outcome.item.sha256, []).append(outcome)
+    for group in by_sha.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda o: (-o.xml.stat().st_mtime_ns, str(o.xml)))
+        for loser in group[1:]:
+            loser.item = None
+            loser.rejected.append(("", "duplicate_annotation"))
+
+
+def whole_image_xml(
+    manifest: list[dict[str, str]], class_name: str, outdir: Path
+) -> list[Path]:
+    """One box covering each image, written as LabelImg XML under results/."""
+    written = []
+    for row in manifest:
+        width, height = int(row["width"]), int(row["height"])
+        xml_path = outdir / f"{row['sha256']}.xml"
+        data = vocxml.labelimg_xml(
+            folder=class_name,
+            filename=Path(row["file"]).name,
+            path=os.path.abspath(row["file"]),
+            size=(width, height, 3),
+            objects=[vocxml.VocObject(class_name, 0, 0, width, height)],
+        )
+        if not xml_path.exists() or xml_path.read_bytes() != data:
+            fileio.write_bytes(xml_path, data)
+        written.append(xml_path)
+    return written
+
+
+def summarise(
+    outcomes: list[Outcome], unlabelled: int, class_name: str
+) -> tuple[dict, list[list[str]]]:
+    reasons: Counter[str] = Counter()
+    repairs: Counter[str] = Counter()
+    found_by: Counter[str] = Counter()
+    splits: Counter[str] = Counter()
+    objects_kept = 0
+    rows = []
+    for outcome in outcomes:
+        for obj, reason in outcome.rejected:
+            reasons[reason] += 1
+            rows.append([str(outcome.xml), obj, reason, REASONS[reason]])
+        repairs.update(set(outcome.repairs))
+        if outcome.kept:
+            found_by[outcome.found_by] += 1
+            splits[outcome.split] += 1
+            objects_kept += len(outcome.item.objects)
+    summary = {
+        "class": class_name,
+        "xml_files": len(outcomes),
+        "kept": sum(o.kept for o in outcomes),
+        "repaired": sum(bool(o.repairs) and o.kept for o in outcomes),
+        "rejected_files": sum(not o.kept for o in outcomes),
+        "objects_kept": objects_kept,
+        "unlabelled_images": unlabelled,
+        "per_split": {s: splits.get(s, 0) for s in tt_config.SPLITS},
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "repairs_by_kind": dict(sorted(repairs.items())),
+        "image_found_by": dict(sorted(found_by.items())),
+    }
+    return summary, sorted(rows)
+
+
+def xml_files_under(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
+
+
+def validate_class(
+    cfg: tt_config.WorkflowConfig,
+    class_name: str,
+    manifest_path: Path | None,
+    outdir: Path,
+    whole_image_dir: Path | None = None,
+) -> dict:
+    cls = cfg.get_class(class_name)
+    manifest = read_manifest(manifest_path)
+    root = Path(cls.annotations_dir).expanduser()
+    if cls.annotation == "whole_image":
+        whole_dir = whole_image_dir or Path("results/whole_image") / class_name
+        xml_paths = whole_image_xml(manifest, class_name, whole_dir)
+        root = whole_dir
+    else:
+        xml_paths = xml_files_under(root)
+    index = build_index(cfg, class_name, manifest, [root])
+    outcomes = [validate_xml(path, index) for path in xml_paths]
+    resolve_duplicates(outcomes)
+    for outcome in outcomes:
+        if outcome.kept:
+            outcome.split = user_split(outcome.xml, root) or split_of(outcome.item.sha256, cfg.split)
+    labelled = {o.item.sha256 for o in outcomes if o.kept}
+    annotated_images = {os.path.abspath(o.item.image) for o in outcomes if o.kept}
+    unlabelled = count_unlabelled(manifest, index, root, annotated_images, labelled)
+    if not xml_paths and not manifest and cls.annotation == "labelimg" and not root.is_dir():
+        raise cli.UserError(
+            f"class {class_name!r} has no images and no annotations folder {root}; "
+            "harvest it first or set `annotations_dir` for the class"
+        )
+    for split in tt_config.SPLITS:
+        lists.write_list(outdir / f"{split}.tsv",
+                         [o.item for o in outcomes if o.kept and o.split == split])
+    summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
+    fileio.write_tsv(outdir / "rejected.tsv", ("file", "object", "reason", "message"),
+                     rejected_rows)
+    fileio.write_json(outdir / "summary.json", summary)
+    return summary
+
+
+def count_unlabelled(
+    manifest: list[dict[str, str]],
+    index: ClassIndex,
+    root: Path,
+    annotated_images: set[str],
+    labelled: set[str],
+) -> int:
+    """Images of the class that no kept XML describes (reported, not an error)."""
+    shas = {row["sha256"] for row in manifest}
+    unlabelled = len(shas - labelled)
+    manifest_paths = set(index.by_path)
+    for image in iter_images(root):
+        absolute = os.path.abspath(image)
+        if absolute not in manifest_paths and absolute not in annotated_images:
+            unlabelled += 1
+    return unlabelled
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumbletrain.annotations",
+        description="Validate and repair one class's LabelImg XML into per-split lists.",
+    )
+    tt_config.add_config_arguments(parser)
+    parser.add_argument("--class", dest="class_name", required=True)
+    parser.add_argument("--manifest", type=Path, help="resources/manifests/{class}.tsv")
+    parser.add_argument("--outdir", type=Path, required=True, help="results/lists/{class}")
+    parser.add_argument("--whole-image-dir", type=Path,
+                        help="where whole_image XML is generated (results/whole_image/{class})")
+    args = parser.parse_args(argv)
+    cfg = tt_config.from_arguments(args)
+    summary = validate_class(cfg, args.class_name, args.manifest, args.outdir,
+                             args.whole_image_dir)
+    log.info(
+        "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",
+        args.class_name, summary["xml_files"], summary["kept"], summary["repaired"],
+        summary["rejected_files"], summary["unlabelled_images"], summary["per_split"],
+    )
+    if summary["kept"] == 0:
+        raise cli.UserError(
+            f"class {args.class_name!r} has no usable annotations "
+            f"({summary['xml_files']} XML files, reasons {summary['rejected_by_reason']}); "
+            f"label its images with LabelImg (see {args.outdir / 'rejected.tsv'}) "
+            "or set `annotation: whole_image` for the class"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,107 @@
+"""The content-addressed image store and the per-class manifest.
+
+Every image is stored once, at `{root}/{sha256[:2]}/{sha256}.{ext}`, however
+many tags, blogs or classes it was found under. A file appears under its final
+name only when complete and verified, so a killed run leaves no partial image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from . import fileio
+
+ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
+
+
+class RejectedImage(ValueError):
+    """Bytes that are not an image we accept; `reason` is the manifest's code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    sha256: str
+    ext: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    sha256: str
+    file: str
+    source: str  # tumblr | folder | demo
+    blog: str = ""
+    post_id: str = ""
+    post_url: str = ""
+    image_url: str = ""
+    timestamp: str = ""
+    tags: str = ""
+    width: int = 0
+    height: int = 0
+    bytes: int = 0
+
+
+MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
+SKIPPED_COLUMNS = ("image_url", "source", "reason", "message")
+
+
+def check_image(data: bytes) -> CheckedImage:
+    """Identify the bytes from the image header, with Pillow's bomb limit on."""
+    if not data:
+        raise RejectedImage("empty", "the response was empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format, image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RejectedImage("decompression_bomb", "the image declares too many pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        head = data[:64].lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            raise RejectedImage("html_not_image", "an HTML page was served instead") from None
+        raise RejectedImage("not_an_image", "the bytes are not an image Pillow can read") from None
+    if fmt not in ACCEPTED_FORMATS:
+        raise RejectedImage("unsupported_format", f"{fmt} images are not accepted")
+    return CheckedImage(hashlib.sha256(data).hexdigest(), ACCEPTED_FORMATS[fmt], width, height,
+                        len(data))
+
+
+class ImageStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path_for(self, sha256: str, ext: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.{ext}"
+
+    def put(self, data: bytes) -> tuple[CheckedImage, Path]:
+        """Check and store the bytes (once); returns what they are and where they live."""
+        checked = check_image(data)
+        path = self.path_for(checked.sha256, checked.ext)
+        if not path.exists():
+            fileio.write_bytes(path, data)
+        return checked, path
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
+    """One row per image, sorted: an unchanged harvest gives identical bytes."""
+    unique: dict[str, ManifestRow] = {}
+    for row in sorted(rows, key=lambda r: (r.sha256, r.source, r.post_id, r.image_url)):
+        unique.setdefault(row.sha256, row)
+    fileio.write_tsv(path, MANIFEST_COLUMNS, (list(asdict(r).values()) for r in unique.values()))
+
+
+def write_skipped(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    fileio.write_tsv(path, SKIPPED_COLUMNS, sorted(set(rows)))

@@ -1,0 +1,26 @@
+rule annotations:
+    input:
+        demo_input,
+        xml_files,
+        manifest="resources/manifests/{cls}.tsv",
+    output:
+        training="results/lists/{cls}/training.tsv",
+        verification="results/lists/{cls}/verification.tsv",
+        rejected="results/lists/{cls}/rejected.tsv",
+        summary="results/lists/{cls}/summary.json",
+    params:
+        cfg=lambda w: stage_json("annotations", w.cls),
+    log:
+        "logs/annotations/{cls}.log",
+    benchmark:
+        "benchmarks/annotations/{cls}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    conda:
+        "../../envs/harvest.yaml"
+    shell:
+        "{PY} -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
+        " --manifest {input.manifest} --outdir results/lists/{wildcards.cls}"
+        " --whole-image-dir results/whole_image/{wildcards.cls} 2> {log}"

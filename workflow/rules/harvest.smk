@@ -1,0 +1,70 @@
+rule demo:
+    output:
+        directory("resources/demo/{cls}"),
+    params:
+        cfg=lambda w: stage_json("demo", w.cls),
+    log:
+        "logs/demo/{cls}.log",
+    benchmark:
+        "benchmarks/demo/{cls}.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../../envs/harvest.yaml"
+    shell:
+        "{PY} -m tumbletrain.demo --config-json {params.cfg} --class {wildcards.cls}"
+        " --output {output} 2> {log}"
+
+
+rule harvest:
+    input:
+        demo_input,
+    output:
+        manifest="resources/manifests/{cls}.tsv",
+        skipped="resources/manifests/{cls}.skipped.tsv",
+    params:
+        cfg=lambda w: stage_json("harvest", w.cls),
+        demo=lambda w, input: f"--demo-dir {input[0]}" if input else "",
+    log:
+        "logs/harvest/{cls}.log",
+    benchmark:
+        "benchmarks/harvest/{cls}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=240,
+        tumblr_api=lambda w: 1 if class_config(w.cls).tumblr else 0,
+    conda:
+        "../../envs/harvest.yaml"
+    shell:
+        "{PY} -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
+        " --store resources/images --manifests resources/manifests {params.demo} 2> {log}"
+
+
+rule label:
+    input:
+        "resources/manifests/{cls}.tsv",
+    output:
+        "data/{cls}/predefined_classes.txt",
+    params:
+        cfg=lambda w: stage_json("harvest", w.cls),
+    log:
+        "logs/label/{cls}.log",
+    benchmark:
+        "benchmarks/label/{cls}.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    conda:
+        "../../envs/harvest.yaml"
+    shell:
+        "{PY} -m tumbletrain.harvest label --config-json {params.cfg} --class {wildcards.cls}"
+        " --manifest {input} --folder data/{wildcards.cls} 2> {log}"
+
+
+rule label_all:
+    input:
+        expand("data/{cls}/predefined_classes.txt", cls=CLASSES),
