@@ -144,10 +144,14 @@ def demo_images(
         width, height = (int(v) for v in rng.integers(demo.min_side, demo.max_side + 1, size=2))
         image = background(rng, width, height)
         boxes = place_boxes(rng, width, height, int(rng.integers(1, demo.max_objects + 1)))
+        fault = fault_for(index)
+        if fault.box_outside:
+            # The object touches the right edge, where a LabelImg drag overshoots.
+            first = boxes[0]
+            boxes[0] = Box(width - (first.xmax - first.xmin), first.ymin, width, first.ymax)
         draw = ImageDraw.Draw(image)
         for box in boxes:
             draw_shape(draw, shape, box, contrasting_colour(rng, image, box))
-        fault = fault_for(index)
         ext = "png" if index % 5 == 4 else "jpg"
         filename = f"{class_name}_{index:04d}.{ext}"
         buffer = io.BytesIO()
@@ -157,8 +161,7 @@ def demo_images(
             image.save(buffer, "JPEG", quality=90)
         if fault.box_outside:
             first = boxes[0]
-            # LabelImg lets a drag end a few pixels past the edge.
-            boxes[0] = Box(first.xmin, first.ymin, min(first.xmax + 3, width + 3), first.ymax)
+            boxes[0] = Box(first.xmin, first.ymin, width + 3, first.ymax)
         path = (
             f"C:\\Users\\labeller\\Pictures\\{class_name}\\{filename}"
             if fault.windows_path

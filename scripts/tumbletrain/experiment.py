@@ -78,6 +78,7 @@ def build_experiment(
 ):
     """The ExperimentConfig for our classes, records and schedule."""
     from official.core import exp_factory
+    from official.vision import registry_imports  # noqa: F401  (registers the experiments)
 
     params = exp_factory.get_exp_config(EXPERIMENT)
     params.override(DEFAULT_ARCHITECTURE, is_strict=False)
