@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from tumbletrain import config
 
 
@@ -19,7 +18,9 @@ def test_default_config_is_the_offline_demo():
 
 
 def test_schema_fills_defaults():
-    cfg = config.parse({"classes": {"pose": {"tumblr": [{"blog": "artcive.tumblr.com", "tag": "pose"}]}}})
+    cfg = config.parse(
+        {"classes": {"pose": {"tumblr": [{"blog": "artcive.tumblr.com", "tag": "pose"}]}}}
+    )
     pose = cfg.get_class("pose")
     assert pose.annotation == "labelimg"
     assert pose.annotations_dir == "data/pose"
@@ -55,7 +56,12 @@ def test_bad_config_names_the_key(raw, named):
 
 def test_stage_config_narrows_to_what_the_stage_reads():
     raw = config.validate(
-        {"classes": {"a": {"demo": {"images": 2}}, "b": {"aliases": ["B"], "tumblr": [{"tag": "x"}]}}}
+        {
+            "classes": {
+                "a": {"demo": {"images": 2}},
+                "b": {"aliases": ["B"], "tumblr": [{"tag": "x"}]},
+            }
+        }
     )
     harvest_a = config.stage_config(raw, "harvest", "a")
     assert set(harvest_a) == {"classes", "tumblr"}
@@ -83,7 +89,10 @@ def test_snakemake_stops_at_start_on_a_bad_config(repo, tmp_path, tool_env, bad,
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
         ["snakemake", "-n", "-s", str(repo / "Snakefile"), "-d", str(tmp_path)],
-        capture_output=True, text=True, env=tool_env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=300,
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tumbletrain import config as tt_config
 
 # Two demo classes, a few images, a model small enough to train a few steps in
@@ -77,15 +76,26 @@ def test_dry_run_lists_the_whole_dag(repo, tmp_path, tool_env):
     result = snakemake(tmp_path, tool_env, "-n", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     listed = result.stdout + result.stderr
-    for rule in ("demo", "harvest", "annotations", "records", "label_map", "train",
-                 "evaluate", "export", "summary", "all"):
+    for rule in (
+        "demo",
+        "harvest",
+        "annotations",
+        "records",
+        "label_map",
+        "train",
+        "evaluate",
+        "export",
+        "summary",
+        "all",
+    ):
         assert rule in listed, f"{rule} missing from the dry run:\n{listed[-3000:]}"
     assert not (tmp_path / "results").exists(), "a dry run wrote outputs"
 
 
 def test_lint_is_clean(repo, tool_env):
-    result = subprocess.run(["snakemake", "--lint"], cwd=repo, capture_output=True, text=True,
-                            env=tool_env, timeout=300)
+    result = subprocess.run(
+        ["snakemake", "--lint"], cwd=repo, capture_output=True, text=True, env=tool_env, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

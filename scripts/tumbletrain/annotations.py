@@ -114,7 +114,10 @@ def read_manifest(path: Path | None) -> list[dict[str, str]]:
 
 
 def build_index(
-    cfg: tt_config.WorkflowConfig, class_name: str, manifest: list[dict[str, str]], roots: list[Path]
+    cfg: tt_config.WorkflowConfig,
+    class_name: str,
+    manifest: list[dict[str, str]],
+    roots: list[Path],
 ) -> ClassIndex:
     by_path: dict[str, str] = {}
     store_of: dict[str, str] = {}
@@ -238,8 +241,9 @@ def parse_box(obj: etree._Element) -> tuple[float, float, float, float] | None:
     if box is None:
         return None
     try:
-        values = tuple(float((box.findtext(tag) or "").strip()) for tag in
-                       ("xmin", "ymin", "xmax", "ymax"))
+        values = tuple(
+            float((box.findtext(tag) or "").strip()) for tag in ("xmin", "ymin", "xmax", "ymax")
+        )
     except ValueError:
         return None
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
@@ -418,9 +422,7 @@ def resolve_duplicates(outcomes: list[Outcome]) -> None:
             loser.rejected.append(("", "duplicate_annotation"))
 
 
-def whole_image_xml(
-    manifest: list[dict[str, str]], class_name: str, outdir: Path
-) -> list[Path]:
+def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Path) -> list[Path]:
     """One box covering each image, written as LabelImg XML under results/."""
     written = []
     for row in manifest:
@@ -500,7 +502,9 @@ def validate_class(
     resolve_duplicates(outcomes)
     for outcome in outcomes:
         if outcome.kept:
-            outcome.split = user_split(outcome.xml, root) or split_of(outcome.item.sha256, cfg.split)
+            outcome.split = user_split(outcome.xml, root) or split_of(
+                outcome.item.sha256, cfg.split
+            )
     labelled = {o.item.sha256 for o in outcomes if o.kept}
     annotated_images = {os.path.abspath(o.item.image) for o in outcomes if o.kept}
     unlabelled = count_unlabelled(manifest, index, root, annotated_images, labelled)
@@ -510,11 +514,13 @@ def validate_class(
             "harvest it first or set `annotations_dir` for the class"
         )
     for split in tt_config.SPLITS:
-        lists.write_list(outdir / f"{split}.tsv",
-                         [o.item for o in outcomes if o.kept and o.split == split])
+        lists.write_list(
+            outdir / f"{split}.tsv", [o.item for o in outcomes if o.kept and o.split == split]
+        )
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
-    fileio.write_tsv(outdir / "rejected.tsv", ("file", "object", "reason", "message"),
-                     rejected_rows)
+    fileio.write_tsv(
+        outdir / "rejected.tsv", ("file", "object", "reason", "message"), rejected_rows
+    )
     fileio.write_json(outdir / "summary.json", summary)
     return summary
 
@@ -546,16 +552,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class", dest="class_name", required=True)
     parser.add_argument("--manifest", type=Path, help="resources/manifests/{class}.tsv")
     parser.add_argument("--outdir", type=Path, required=True, help="results/lists/{class}")
-    parser.add_argument("--whole-image-dir", type=Path,
-                        help="where whole_image XML is generated (results/whole_image/{class})")
+    parser.add_argument(
+        "--whole-image-dir",
+        type=Path,
+        help="where whole_image XML is generated (results/whole_image/{class})",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args)
-    summary = validate_class(cfg, args.class_name, args.manifest, args.outdir,
-                             args.whole_image_dir)
+    summary = validate_class(cfg, args.class_name, args.manifest, args.outdir, args.whole_image_dir)
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",
-        args.class_name, summary["xml_files"], summary["kept"], summary["repaired"],
-        summary["rejected_files"], summary["unlabelled_images"], summary["per_split"],
+        args.class_name,
+        summary["xml_files"],
+        summary["kept"],
+        summary["repaired"],
+        summary["rejected_files"],
+        summary["unlabelled_images"],
+        summary["per_split"],
     )
     if summary["kept"] == 0:
         raise cli.UserError(

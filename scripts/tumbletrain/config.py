@@ -245,13 +245,19 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "harvest": ("tumblr",),
     "annotations": ("split",),
     "records": ("records",),
-    "model": ("model", "train", "evaluate", "predict"),
+    "train": ("model", "train"),
+    "evaluate": ("model", "train", "evaluate"),
+    "export": ("model", "train"),
+    "predict": ("model", "predict"),
     "report": ("evaluate",),
 }
 
 
 def stage_config(raw: dict, stage: str, class_name: str | None = None) -> dict:
     """The part of a validated config that one stage (and class) depends on."""
+    if stage == "checkpoint":
+        # Only the download itself: tuning the model must not fetch it again.
+        return {"classes": raw["classes"], "model": {"checkpoint": raw["model"]["checkpoint"]}}
     part: dict[str, Any] = {key: raw[key] for key in STAGE_SECTIONS[stage] if key in raw}
     if class_name is None:
         part["classes"] = raw["classes"]

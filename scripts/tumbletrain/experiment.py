@@ -156,11 +156,10 @@ def build_experiment(
 def check(params) -> None:
     """Refuse, before any work, what the Model Garden would fail on late or silently."""
     task = params.task.model
-    side = 2 ** task.max_level
+    side = 2**task.max_level
     size = task.input_size[0]
     if size % side:
         raise cli.UserError(
             f"model.input_size {size} is not a multiple of 2**max_level = {side}; "
             f"use {max(side, round(size / side) * side)}"
         )
-

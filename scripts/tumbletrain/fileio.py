@@ -70,15 +70,30 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-def write_tsv(
-    path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]
+def write_table(
+    path: str | os.PathLike,
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    delimiter: str = "\t",
 ) -> None:
-    """Tab-separated, one header line, no quoting surprises for spreadsheet users."""
+    """A header line and rows; TSV by default, no quoting surprises for spreadsheets."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+def write_tsv(
+    path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    write_table(path, header, rows, "\t")
+
+
+def write_csv(
+    path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    write_table(path, header, rows, ",")
 
 
 def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -50,8 +50,13 @@ def ingest_folder(
             continue
         rows.append(
             store.ManifestRow(
-                sha256=checked.sha256, file=str(stored), source=source, image_url=str(path),
-                width=checked.width, height=checked.height, bytes=checked.bytes,
+                sha256=checked.sha256,
+                file=str(stored),
+                source=source,
+                image_url=str(path),
+                width=checked.width,
+                height=checked.height,
+                bytes=checked.bytes,
             )
         )
     return rows, skipped
@@ -64,8 +69,11 @@ def read_fetched(path: Path) -> dict[str, dict[str, str]]:
 
 
 def write_fetched(path: Path, fetched: dict[str, dict[str, str]]) -> None:
-    fileio.write_tsv(path, FETCHED_COLUMNS,
-                     ([row[c] for c in FETCHED_COLUMNS] for _, row in sorted(fetched.items())))
+    fileio.write_tsv(
+        path,
+        FETCHED_COLUMNS,
+        ([row[c] for c in FETCHED_COLUMNS] for _, row in sorted(fetched.items())),
+    )
 
 
 def harvest_tumblr(
@@ -80,18 +88,23 @@ def harvest_tumblr(
     client = tumblr.TumblrSource(tumblr_cfg, credentials)
     refs: dict[str, tumblr.ImageRef] = {}
     for query in cls.tumblr:
-        for ref in tqdm(client.iter_image_refs(query), desc=f"posts {query.tag}", unit="img",
-                        disable=None):
+        for ref in tqdm(
+            client.iter_image_refs(query), desc=f"posts {query.tag}", unit="img", disable=None
+        ):
             refs.setdefault(ref.image_url, ref)
     ordered = sorted(refs.values(), key=lambda r: (-int(r.timestamp or 0), r.image_url))
     if cls.max_images:
         ordered = ordered[: cls.max_images]
     fetched = read_fetched(fetched_path)
     skipped: list[tuple[str, str, str, str]] = []
-    missing = [ref for ref in ordered
-               if ref.image_url not in fetched
-               or not image_store.path_for(fetched[ref.image_url]["sha256"],
-                                           fetched[ref.image_url]["ext"]).exists()]
+    missing = [
+        ref
+        for ref in ordered
+        if ref.image_url not in fetched
+        or not image_store.path_for(
+            fetched[ref.image_url]["sha256"], fetched[ref.image_url]["ext"]
+        ).exists()
+    ]
     log.info("%s: %d images found, %d to fetch", cls.name, len(ordered), len(missing))
     downloader = tumblr.Downloader(tumblr_cfg)
 
@@ -103,8 +116,9 @@ def harvest_tumblr(
     with ThreadPoolExecutor(max_workers=tumblr_cfg.concurrency) as pool:
         futures = {pool.submit(fetch, ref): ref for ref in missing}
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="images",
-                               unit="img", disable=None):
+            for future in tqdm(
+                as_completed(futures), total=len(futures), desc="images", unit="img", disable=None
+            ):
                 ref = futures[future]
                 try:
                     checked = future.result()
@@ -112,8 +126,11 @@ def harvest_tumblr(
                     skipped.append((ref.image_url, "tumblr", rejected.reason, str(rejected)))
                     continue
                 fetched[ref.image_url] = {
-                    "image_url": ref.image_url, "sha256": checked.sha256, "ext": checked.ext,
-                    "width": str(checked.width), "height": str(checked.height),
+                    "image_url": ref.image_url,
+                    "sha256": checked.sha256,
+                    "ext": checked.ext,
+                    "width": str(checked.width),
+                    "height": str(checked.height),
                     "bytes": str(checked.bytes),
                 }
                 done += 1
@@ -133,9 +150,15 @@ def harvest_tumblr(
             store.ManifestRow(
                 sha256=known["sha256"],
                 file=str(image_store.path_for(known["sha256"], known["ext"])),
-                source="tumblr", blog=ref.blog, post_id=ref.post_id, post_url=ref.post_url,
-                image_url=ref.image_url, timestamp=str(ref.timestamp), tags=",".join(ref.tags),
-                width=int(known["width"]), height=int(known["height"]),
+                source="tumblr",
+                blog=ref.blog,
+                post_id=ref.post_id,
+                post_url=ref.post_url,
+                image_url=ref.image_url,
+                timestamp=str(ref.timestamp),
+                tags=",".join(ref.tags),
+                width=int(known["width"]),
+                height=int(known["height"]),
                 bytes=int(known["bytes"]),
             )
         )
@@ -159,15 +182,18 @@ def harvest_class(
     rows: list[store.ManifestRow] = []
     skipped: list[tuple[str, str, str, str]] = []
     if cls.tumblr:
-        found, lost = harvest_tumblr(cls, cfg.tumblr, image_store,
-                                     manifests / f"{class_name}.fetched.tsv")
+        found, lost = harvest_tumblr(
+            cls, cfg.tumblr, image_store, manifests / f"{class_name}.fetched.tsv"
+        )
         rows += found
         skipped += lost
     for folder in cls.folders:
         path = Path(folder).expanduser()
         if not path.is_dir():
-            raise cli.UserError(f"folder {path} of class {class_name!r} does not exist; "
-                                "fix `folders:` in the config")
+            raise cli.UserError(
+                f"folder {path} of class {class_name!r} does not exist; "
+                "fix `folders:` in the config"
+            )
         found, lost = ingest_folder(path, "folder", image_store)
         rows += cap(found, cls.max_images)
         skipped += lost
@@ -180,8 +206,7 @@ def harvest_class(
             f"class {class_name!r} has no image source: give it `tumblr:` queries, `folders:` "
             "or `demo:` in the config"
         )
-    rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r
-            for r in rows]
+    rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r for r in rows]
     store.write_manifest(manifests / f"{class_name}.tsv", rows)
     store.write_skipped(manifests / f"{class_name}.skipped.tsv", skipped)
     return {"class": class_name, "images": len({r.sha256 for r in rows}), "skipped": len(skipped)}
@@ -203,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args)
     result = harvest_class(cfg, args.class_name, args.store, args.manifests, args.demo_dir)
-    log.info("%s: %d images in the manifest, %d skipped", result["class"], result["images"],
-             result["skipped"])
+    log.info(
+        "%s: %d images in the manifest, %d skipped",
+        result["class"],
+        result["images"],
+        result["skipped"],
+    )
     return 0
 
 

@@ -90,8 +90,10 @@ def build_example(item: lists.ListedImage, encoded: EncodedImage, label_ids: dic
     xmax = [min(max(o.xmax / width, 0.0), 1.0) for o in objects]
     ymin = [min(max(o.ymin / height, 0.0), 1.0) for o in objects]
     ymax = [min(max(o.ymax / height, 0.0), 1.0) for o in objects]
-    areas = [(x1 - x0) * (y1 - y0) * width * height
-             for x0, x1, y0, y1 in zip(xmin, xmax, ymin, ymax, strict=True)]
+    areas = [
+        (x1 - x0) * (y1 - y0) * width * height
+        for x0, x1, y0, y1 in zip(xmin, xmax, ymin, ymax, strict=True)
+    ]
     feature = {
         "image/encoded": _bytes([encoded.data]),
         "image/format": _bytes([encoded.format.encode()]),
@@ -136,8 +138,12 @@ def write_shard(path: Path, items: list[lists.ListedImage], label_ids: dict[str,
                 float(np.sqrt((o.xmax - o.xmin) * (o.ymax - o.ymin) / (item.width * item.height)))
                 for o in item.objects
             ]
-    return {"images": len(items), "objects": objects, "bytes": path.stat().st_size,
-            "relative_box_sides": box_sides}
+    return {
+        "images": len(items),
+        "objects": objects,
+        "bytes": path.stat().st_size,
+        "relative_box_sides": box_sides,
+    }
 
 
 def write_records(
@@ -154,8 +160,10 @@ def write_records(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(write_shard, paths, parts, [label_ids] * shards))
     sides = np.array([s for r in results for s in r["relative_box_sides"]] or [np.nan])
-    quantiles = {f"p{q}": round(float(np.nanpercentile(sides, q)), 4) if sides.size else None
-                 for q in (5, 25, 50, 75, 95)}
+    quantiles = {
+        f"p{q}": round(float(np.nanpercentile(sides, q)), 4) if sides.size else None
+        for q in (5, 25, 50, 75, 95)
+    }
     return {
         "files": [p.name for p in paths],
         "images": sum(r["images"] for r in results),
@@ -221,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     stats = write_records(items, args.output, label_ids, cfg.records.shards)
     stats["list"] = str(args.list)
     fileio.write_json(args.stats, stats)
-    log.info("%s: %d images, %d objects, %.1f MB in %d file(s)", args.output, stats["images"],
-             stats["objects"], stats["bytes"] / 1e6, len(stats["files"]))
+    log.info(
+        "%s: %d images, %d objects, %.1f MB in %d file(s)",
+        args.output,
+        stats["images"],
+        stats["objects"],
+        stats["bytes"] / 1e6,
+        len(stats["files"]),
+    )
     return 0
 
 

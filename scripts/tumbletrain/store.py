@@ -75,8 +75,9 @@ def check_image(data: bytes) -> CheckedImage:
         raise RejectedImage("not_an_image", "the bytes are not an image Pillow can read") from None
     if fmt not in ACCEPTED_FORMATS:
         raise RejectedImage("unsupported_format", f"{fmt} images are not accepted")
-    return CheckedImage(hashlib.sha256(data).hexdigest(), ACCEPTED_FORMATS[fmt], width, height,
-                        len(data))
+    return CheckedImage(
+        hashlib.sha256(data).hexdigest(), ACCEPTED_FORMATS[fmt], width, height, len(data)
+    )
 
 
 class ImageStore:

@@ -64,8 +64,9 @@ def scalar_summaries(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     for tag in accumulator.Tags().get("tensors", []):
         import tensorflow as tf
 
-        series[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
-                       for e in accumulator.Tensors(tag)]
+        series[tag] = [
+            (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)
+        ]
     for tag in accumulator.Tags().get("scalars", []):
         series[tag] = [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]
     return series
@@ -105,8 +106,13 @@ def train(
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
     mixed = mixed_precision_wanted(cfg.train)
     params = experiment.build_experiment(
-        cfg.model, cfg.train, len(cfg.classes), inputs.training, inputs.validation,
-        inputs.init_checkpoint, mixed_precision=mixed,
+        cfg.model,
+        cfg.train,
+        len(cfg.classes),
+        inputs.training,
+        inputs.validation,
+        inputs.init_checkpoint,
+        mixed_precision=mixed,
     )
     model_dir.mkdir(parents=True, exist_ok=True)
     train_utils.serialize_config(params, str(model_dir))
@@ -122,12 +128,18 @@ def train(
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
     mode = "train_and_eval" if inputs.validation and inputs.validation.images else "train"
     train_lib.run_experiment(
-        distribution_strategy=strategy, task=task, mode=mode, params=params,
+        distribution_strategy=strategy,
+        task=task,
+        mode=mode,
+        params=params,
         model_dir=str(model_dir),
     )
     final_checkpoint = tf.train.latest_checkpoint(str(model_dir))
-    losses = {tag: values[-1][1] for tag, values in scalar_summaries(model_dir / "train").items()
-              if values and "loss" in tag}
+    losses = {
+        tag: values[-1][1]
+        for tag, values in scalar_summaries(model_dir / "train").items()
+        if values and "loss" in tag
+    }
     result = {
         "step": int(final_checkpoint.rsplit("-", 1)[1]) if final_checkpoint else 0,
         "checkpoint": os.path.relpath(final_checkpoint) if final_checkpoint else None,

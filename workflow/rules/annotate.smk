@@ -8,19 +8,19 @@ rule annotations:
         verification="results/lists/{cls}/verification.tsv",
         rejected="results/lists/{cls}/rejected.tsv",
         summary="results/lists/{cls}/summary.json",
-    params:
-        cfg=lambda w: stage_json("annotations", w.cls),
     log:
         "logs/annotations/{cls}.log",
     benchmark:
         "benchmarks/annotations/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=60,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=lambda w: stage_json("annotations", w.cls),
     shell:
-        "{PY} -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
+        "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --outdir results/lists/{wildcards.cls}"
         " --whole-image-dir results/whole_image/{wildcards.cls} 2> {log}"

@@ -2,6 +2,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from snakemake.settings.types import DeploymentMethod
 
@@ -13,20 +14,20 @@ RUN = config["train"]["run"]
 CFG = tt_config.parse(config)
 
 
-def python_command():
-    """The interpreter for the stage commands.
+def use_snakemakes_python():
+    """Let the rules' `python` be the interpreter running Snakemake.
 
-    With --software-deployment-method conda it is the rule's environment's
-    `python`; otherwise the one running Snakemake, so that a venv works
-    whether or not it is activated (on cluster nodes too, when it lives on a
-    shared file system).
+    Without --software-deployment-method conda, the stage commands run with
+    the same environment as Snakemake itself, so a venv works whether or not
+    it is activated (on cluster nodes too, when it lives on a shared file
+    system). With conda, each rule's environment provides `python`.
     """
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-        return "python"
-    return shlex.quote(sys.executable)
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        bindir = shlex.quote(str(Path(sys.executable).parent))
+        shell.prefix(f'set -euo pipefail; export PATH={bindir}:"$PATH"; ')
 
 
-PY = python_command()
+use_snakemakes_python()
 
 
 wildcard_constraints:
@@ -100,14 +101,25 @@ def checkpoint_input():
 
 
 def checkpoint_name():
-    url = CFG.model.checkpoint.url
-    return Path(url.rstrip("/")).name.split(".")[0]
+    return Path(urlparse(CFG.model.checkpoint.url).path).name.split(".")[0]
 
 
 def gpu_resources():
     """GPUs for the TensorFlow rules, only when the config asks for them."""
     gpus = config["train"]["gpus"]
     return {"gpu": gpus} if gpus > 0 else {}
+
+
+def report_figures():
+    """Every figure the Snakemake report shows."""
+    return [
+        "results/report/class_counts.png",
+        "results/report/validation.png",
+        "results/report/rejected.tsv",
+        f"results/report/training_{RUN}.png",
+        f"results/report/ap_per_class_{RUN}.png",
+        f"results/report/metrics_{RUN}.tsv",
+    ] + expand("results/report/samples_{cls}.png", cls=CLASSES)
 
 
 def all_targets():

@@ -1,20 +1,20 @@
 rule demo:
     output:
         directory("resources/demo/{cls}"),
-    params:
-        cfg=lambda w: stage_json("demo", w.cls),
     log:
         "logs/demo/{cls}.log",
     benchmark:
         "benchmarks/demo/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=10,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=lambda w: stage_json("demo", w.cls),
     shell:
-        "{PY} -m tumbletrain.demo --config-json {params.cfg} --class {wildcards.cls}"
+        "python -m tumbletrain.demo --config-json {params.cfg} --class {wildcards.cls}"
         " --output {output} 2> {log}"
 
 
@@ -24,22 +24,22 @@ rule harvest:
     output:
         manifest="resources/manifests/{cls}.tsv",
         skipped="resources/manifests/{cls}.skipped.tsv",
-    params:
-        cfg=lambda w: stage_json("harvest", w.cls),
-        demo=lambda w, input: f"--demo-dir {input[0]}" if input else "",
     log:
         "logs/harvest/{cls}.log",
     benchmark:
         "benchmarks/harvest/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=240,
         tumblr_api=lambda w: 1 if class_config(w.cls).tumblr else 0,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=lambda w: stage_json("harvest", w.cls),
+        demo=lambda w, input: f"--demo-dir {input[0]}" if input else "",
     shell:
-        "{PY} -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
+        "python -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
         " --store resources/images --manifests resources/manifests {params.demo} 2> {log}"
 
 
@@ -48,20 +48,20 @@ rule label:
         "resources/manifests/{cls}.tsv",
     output:
         "data/{cls}/predefined_classes.txt",
-    params:
-        cfg=lambda w: stage_json("harvest", w.cls),
     log:
         "logs/label/{cls}.log",
     benchmark:
         "benchmarks/label/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=30,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=lambda w: stage_json("harvest", w.cls),
     shell:
-        "{PY} -m tumbletrain.harvest label --config-json {params.cfg} --class {wildcards.cls}"
+        "python -m tumbletrain.harvest label --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input} --folder data/{wildcards.cls} 2> {log}"
 
 

@@ -1,0 +1,133 @@
+rule checkpoint_download:
+    output:
+        "resources/checkpoints/{name}/checkpoint.json",
+    log:
+        "logs/checkpoint_download/{name}.log",
+    benchmark:
+        "benchmarks/checkpoint_download/{name}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        cfg=stage_json("checkpoint"),
+    shell:
+        "python -m tumbletrain.model checkpoint --config-json {params.cfg}"
+        " --output-dir resources/checkpoints/{wildcards.name} 2> {log}"
+
+
+rule train:
+    input:
+        training=expand("results/records/{cls}_training.json", cls=CLASSES),
+        validation=expand("results/records/{cls}_verification.json", cls=CLASSES),
+        records=training_records() + verification_records(),
+        label_map="results/label_map.csv",
+        checkpoint=checkpoint_input(),
+    output:
+        "results/train/{run}/final.json",
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "benchmarks/train/{run}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=8000,
+        runtime=24 * 60,
+    params:
+        cfg=stage_json("train"),
+        checkpoint=lambda w, input: (
+            f"--checkpoint-json {input.checkpoint}" if input.checkpoint else ""
+        ),
+    shell:
+        "python -m tumbletrain.model train --config-json {params.cfg}"
+        " --training-stats {input.training} --validation-stats {input.validation}"
+        " {params.checkpoint} --model-dir results/train/{wildcards.run}"
+        " --final {output} 2> {log}"
+
+
+rule evaluate:
+    input:
+        final="results/train/{run}/final.json",
+        verification=expand("results/records/{cls}_verification.json", cls=CLASSES),
+    output:
+        metrics="results/eval/{run}/metrics.json",
+        detections="results/eval/{run}/detections.csv",
+        pr_curves=report(
+            "results/eval/{run}/pr_curves.png",
+            category="Evaluation",
+            caption="../report/pr_curves.rst",
+        ),
+        grid=report(
+            "results/eval/{run}/detections.png",
+            category="Evaluation",
+            caption="../report/detections.rst",
+        ),
+    log:
+        "logs/evaluate/{run}.log",
+    benchmark:
+        "benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=4000,
+        runtime=120,
+    params:
+        cfg=stage_json("evaluate"),
+    shell:
+        "python -m tumbletrain.model evaluate --config-json {params.cfg} --final {input.final}"
+        " --verification-stats {input.verification} --outdir results/eval/{wildcards.run}"
+        " 2> {log}"
+
+
+rule export:
+    input:
+        final="results/train/{run}/final.json",
+        records=training_records(),
+    output:
+        "results/export/{run}/export.json",
+    log:
+        "logs/export/{run}.log",
+    benchmark:
+        "benchmarks/export/{run}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=6000,
+        runtime=60,
+    params:
+        cfg=stage_json("export"),
+    shell:
+        "python -m tumbletrain.model export --config-json {params.cfg} --final {input.final}"
+        " --outdir results/export/{wildcards.run} 2> {log}"
+
+
+rule predict:
+    input:
+        "results/export/{run}/export.json",
+    output:
+        "results/predict/{run}/detections.csv",
+    log:
+        "logs/predict/{run}.log",
+    benchmark:
+        "benchmarks/predict/{run}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        cfg=stage_json("predict"),
+    shell:
+        "python -m tumbletrain.model predict --config-json {params.cfg}"
+        " --saved-model results/export/{wildcards.run}/saved_model"
+        " --outdir results/predict/{wildcards.run} 2> {log}"

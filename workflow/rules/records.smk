@@ -4,20 +4,20 @@ rule records:
     output:
         records=record_outputs(),
         stats="results/records/{cls}_{split}.json",
-    params:
-        cfg=lambda w: stage_json("records", w.cls),
     log:
         "logs/records/{cls}_{split}.log",
     benchmark:
         "benchmarks/records/{cls}_{split}.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
     threads: min(config["records"]["shards"], 8)
     resources:
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../../envs/tensorflow.yaml"
+    params:
+        cfg=lambda w: stage_json("records", w.cls),
     shell:
-        "{PY} -m tumbletrain.records write --config-json {params.cfg} --list {input}"
+        "python -m tumbletrain.records write --config-json {params.cfg} --list {input}"
         " --output results/records/{wildcards.cls}_{wildcards.split}.tfrecord"
         " --stats {output.stats} 2> {log}"
 
@@ -26,18 +26,18 @@ rule label_map:
     output:
         pbtxt="results/label_map.pbtxt",
         csv="results/label_map.csv",
-    params:
-        cfg=stage_json("records"),
     log:
         "logs/label_map/label_map.log",
     benchmark:
         "benchmarks/label_map/label_map.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=10,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=stage_json("records"),
     shell:
-        "{PY} -m tumbletrain.records label-map --config-json {params.cfg}"
+        "python -m tumbletrain.records label-map --config-json {params.cfg}"
         " --pbtxt {output.pbtxt} --csv {output.csv} 2> {log}"

@@ -1,0 +1,329 @@
+"""COCO evaluation of a checkpoint on the verification records, with pictures.
+
+The metrics come from the Model Garden's own COCO evaluator (the task's
+`validation_step` / `aggregate_logs` / `reduce_aggregated_logs`, as in
+training). Precision-recall curves come from the same pycocotools evaluation
+the Model Garden wraps, run on the detections collected here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import fileio
+
+log = logging.getLogger("tumbletrain.evaluation")
+
+SUMMARY_METRICS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "ARmax1",
+    "ARmax10",
+    "ARmax100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
+DETECTION_COLUMNS = ("source_id", "class", "score", "xmin", "ymin", "xmax", "ymax")
+
+
+@dataclass
+class Collected:
+    """Ground truth and detections per image, in original image pixels."""
+
+    detections: list[tuple[int, int, float, float, float, float, float]]
+    truths: list[tuple[int, int, float, float, float, float]]
+    sizes: dict[int, tuple[int, int]]
+
+
+def load_params(params_yaml: Path, files: Sequence[str], images: int):
+    """The training run's experiment, pointed at the verification records."""
+    import yaml
+    from official.core import exp_factory
+    from official.vision import registry_imports  # noqa: F401
+
+    from .experiment import EXPERIMENT
+
+    params = exp_factory.get_exp_config(EXPERIMENT)
+    params.override(yaml.safe_load(Path(params_yaml).read_text()), is_strict=False)
+    batch = max(1, min(8, images))
+    params.override(
+        {
+            "task": {
+                "validation_data": {
+                    "input_path": ",".join(files),
+                    "global_batch_size": batch,
+                    "drop_remainder": False,
+                },
+                "init_checkpoint": None,
+            },
+            "trainer": {"validation_steps": math.ceil(images / batch)},
+        },
+        is_strict=False,
+    )
+    return params
+
+
+def restore_model(params, checkpoint: str):
+    import tensorflow as tf
+    from official.core import task_factory
+
+    task = task_factory.get_task(params.task)
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).read(
+        checkpoint
+    ).expect_partial().assert_existing_objects_matched()
+    return task, model
+
+
+def collect(gt: dict, out: dict, into: Collected) -> None:
+    """Detections back to original pixels ([y, x] scale in image_info row 2)."""
+    source_ids = out["source_id"].numpy()
+    scales = out["image_info"][:, 2, :].numpy()
+    originals = out["image_info"][:, 0, :].numpy()
+    boxes = out["detection_boxes"].numpy()
+    scores = out["detection_scores"].numpy()
+    classes = out["detection_classes"].numpy()
+    counts = out["num_detections"].numpy()
+    gt_boxes = gt["boxes"].numpy()
+    gt_classes = gt["classes"].numpy()
+    gt_counts = gt["num_detections"].numpy()
+    for i, sid in enumerate(source_ids):
+        sid = int(sid)
+        into.sizes[sid] = (int(originals[i][1]), int(originals[i][0]))
+        y_scale, x_scale = scales[i]
+        for j in range(int(counts[i])):
+            ymin, xmin, ymax, xmax = boxes[i][j]
+            into.detections.append(
+                (
+                    sid,
+                    int(classes[i][j]),
+                    float(scores[i][j]),
+                    float(xmin / x_scale),
+                    float(ymin / y_scale),
+                    float(xmax / x_scale),
+                    float(ymax / y_scale),
+                )
+            )
+        for j in range(int(gt_counts[i])):
+            ymin, xmin, ymax, xmax = gt_boxes[i][j]
+            if gt_classes[i][j] > 0:
+                into.truths.append(
+                    (sid, int(gt_classes[i][j]), float(xmin), float(ymin), float(xmax), float(ymax))
+                )
+
+
+def run_evaluation(params, checkpoint: str):
+    """The Model Garden's COCO metrics, and everything needed to draw them."""
+    task, model = restore_model(params, checkpoint)
+    metrics = task.build_metrics(training=False)
+    dataset = task.build_inputs(params.task.validation_data)
+    collected = Collected([], [], {})
+    state = None
+    for inputs in dataset:
+        logs = task.validation_step(inputs, model, metrics)
+        state = task.aggregate_logs(state, logs)
+        gt, out = logs[task.coco_metric.name]
+        collect(gt, out, collected)
+    results = task.reduce_aggregated_logs(state)
+    losses = {m.name: float(m.result().numpy()) for m in metrics}
+    return {k: float(np.asarray(v)) for k, v in results.items()}, losses, collected
+
+
+def per_class_ap(results: dict, names: dict[int, str]) -> dict[str, float]:
+    """The evaluator's 'Precision mAP ByCategory/{id}' entries, by class name."""
+    by_class = {}
+    for key, value in results.items():
+        if key.startswith("Precision mAP ByCategory/"):
+            label = int(key.rsplit("/", 1)[1])
+            if label in names:
+                by_class[names[label]] = value
+    return dict(sorted(by_class.items()))
+
+
+def precision_recall(collected: Collected, names: dict[int, str]) -> dict[str, np.ndarray]:
+    """Precision at 101 recall points, IoU 0.5, per class (pycocotools' own arrays)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images = [{"id": sid, "width": w, "height": h} for sid, (w, h) in collected.sizes.items()]
+    categories = [{"id": i, "name": n} for i, n in names.items()]
+    truth = COCO()
+    truth.dataset = {
+        "images": images,
+        "categories": categories,
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": sid,
+                "category_id": c,
+                "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+            }
+            for k, (sid, c, x0, y0, x1, y1) in enumerate(collected.truths)
+        ],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+        if not collected.detections:
+            return {}
+        found = truth.loadRes(
+            np.array(
+                [
+                    [sid, x0, y0, x1 - x0, y1 - y0, s, c]
+                    for sid, c, s, x0, y0, x1, y1 in collected.detections
+                ]
+            )
+        )
+        coco_eval = COCOeval(truth, found, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    precision = coco_eval.eval["precision"]  # [IoU, recall, class, area, max dets]
+    order = coco_eval.params.catIds
+    return {names[c]: precision[0, :, k, 0, -1] for k, c in enumerate(order)}
+
+
+def plot_pr_curves(curves: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recall = np.linspace(0, 1, 101)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for name, precision in curves.items():
+        valid = precision > -1
+        ax.plot(recall[valid], precision[valid], label=name)
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Precision-recall at IoU 0.5",
+    )
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    with fileio.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def record_images(files: Sequence[str], wanted: set[int]) -> dict[int, np.ndarray]:
+    """Decode the images with the given source ids from record files."""
+    import tensorflow as tf
+
+    found = {}
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature((), tf.string),
+        "image/source_id": tf.io.FixedLenFeature((), tf.string),
+    }
+    for raw in tf.data.TFRecordDataset(list(files)):
+        example = tf.io.parse_single_example(raw, spec)
+        sid = int(example["image/source_id"].numpy())
+        if sid in wanted:
+            found[sid] = tf.io.decode_image(
+                example["image/encoded"], channels=3, expand_animations=False
+            ).numpy()
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def plot_detection_grid(
+    collected: Collected,
+    files: Sequence[str],
+    names: dict[int, str],
+    min_score: float,
+    count: int,
+    path: Path,
+) -> None:
+    """Verification images with true boxes (green, dashed) and detections (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    chosen = sorted(collected.sizes)[:count]
+    images = record_images(files, set(chosen))
+    columns = max(1, min(4, len(chosen)))
+    rows = max(1, math.ceil(len(chosen) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, sid in zip(axes.flat, chosen, strict=False):
+        ax.imshow(images.get(sid, np.zeros((8, 8, 3), np.uint8)))
+        for s, c, x0, y0, x1, y1 in ((t[0], t[1], *t[2:]) for t in collected.truths):
+            if s == sid:
+                ax.add_patch(
+                    Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5, ls="--")
+                )
+        for s, c, score, x0, y0, x1, y1 in collected.detections:
+            if s == sid and score >= min_score:
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.5))
+                ax.text(
+                    x0,
+                    y0,
+                    f"{names.get(c, c)} {score:.2f}",
+                    color="white",
+                    fontsize=7,
+                    bbox={"facecolor": "red", "alpha": 0.6, "pad": 1, "lw": 0},
+                )
+    fig.suptitle("verification: true boxes dashed green, detections red", fontsize=9)
+    fig.tight_layout()
+    with fileio.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def evaluate(
+    params_yaml: Path,
+    checkpoint: str,
+    files: Sequence[str],
+    images: int,
+    names: dict[int, str],
+    outdir: Path,
+    min_score: float,
+    grid_images: int,
+) -> dict:
+    params = load_params(params_yaml, files, images)
+    results, losses, collected = run_evaluation(copy.deepcopy(params), checkpoint)
+    metrics = {
+        "checkpoint": checkpoint,
+        "images": images,
+        "objects": len(collected.truths),
+        "detections": len(collected.detections),
+        **{key: results.get(key) for key in SUMMARY_METRICS},
+        "AP_per_class": per_class_ap(results, names),
+        "losses": losses,
+    }
+    curves = precision_recall(collected, names)
+    fileio.write_csv(
+        outdir / "detections.csv",
+        DETECTION_COLUMNS,
+        (
+            [sid, names.get(c, c), f"{s:.4f}", f"{x0:.1f}", f"{y0:.1f}", f"{x1:.1f}", f"{y1:.1f}"]
+            for sid, c, s, x0, y0, x1, y1 in sorted(collected.detections)
+        ),
+    )
+    plot_pr_curves(curves, outdir / "pr_curves.png")
+    plot_detection_grid(collected, files, names, min_score, grid_images, outdir / "detections.png")
+    fileio.write_json(outdir / "metrics.json", metrics)
+    return metrics

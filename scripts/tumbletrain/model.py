@@ -1,0 +1,162 @@
+"""The model stage as a command: checkpoint, train, evaluate, export, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from . import cli
+from . import config as tt_config
+
+log = logging.getLogger("tumbletrain.model")
+
+
+def class_names(cfg: tt_config.WorkflowConfig) -> dict[int, str]:
+    return {c.label_id: c.name for c in cfg.classes}
+
+
+def read_final(path: Path) -> dict:
+    if not path.exists():
+        raise cli.UserError(f"{path} does not exist; run the train rule first")
+    return json.loads(path.read_text())
+
+
+def cmd_checkpoint(cfg: tt_config.WorkflowConfig, args) -> None:
+    from .checkpoint import fetch_checkpoint
+
+    if cfg.model.checkpoint is None:
+        raise cli.UserError("model.checkpoint is null: there is nothing to download")
+    info = fetch_checkpoint(cfg.model.checkpoint, args.output_dir)
+    log.info("checkpoint ready: %s (sha256 %s)", info["prefix"], info["sha256"])
+
+
+def cmd_train(cfg: tt_config.WorkflowConfig, args) -> None:
+    from . import training
+
+    init = None
+    if args.checkpoint_json:
+        init = json.loads(Path(args.checkpoint_json).read_text())["prefix"]
+    inputs = training.TrainInputs(
+        training=training.data_split(args.training_stats),
+        validation=training.data_split(args.validation_stats) if args.validation_stats else None,
+        init_checkpoint=init,
+    )
+    result = training.train(cfg, inputs, args.model_dir, args.final)
+    log.info("trained to step %d: %s", result["step"], result["checkpoint"])
+
+
+def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
+    from . import evaluation, training
+
+    final = read_final(args.final)
+    split = training.data_split(args.verification_stats)
+    if split.images == 0:
+        raise cli.UserError(
+            "there are no verification images; lower split.verification_percent or add images"
+        )
+    metrics = evaluation.evaluate(
+        Path(final["params"]),
+        final["checkpoint"],
+        split.files,
+        split.images,
+        class_names(cfg),
+        args.outdir,
+        cfg.evaluate.min_score,
+        cfg.evaluate.grid_images,
+    )
+    log.info(
+        "AP %.3f, AP50 %.3f on %d verification images", metrics["AP"], metrics["AP50"], split.images
+    )
+
+
+def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
+    from . import evaluation, export
+
+    final = read_final(args.final)
+    params = evaluation.load_params(Path(final["params"]), [], 1)
+    summary = export.export(params, final["checkpoint"], args.outdir, args.calibration_steps)
+    log.info("exported %s and %s", summary["saved_model"], ", ".join(summary["tflite"]))
+
+
+def cmd_predict(cfg: tt_config.WorkflowConfig, args) -> None:
+    from . import predict
+
+    folder = Path(args.input or cfg.predict.input or "").expanduser()
+    if not folder.is_dir():
+        raise cli.UserError(f"predict input folder {folder} does not exist; set predict.input")
+    result = predict.predict_folder(
+        args.saved_model, folder, args.outdir, class_names(cfg), cfg.predict.min_score
+    )
+    log.info(
+        "%d detections on %d images; LabelImg pre-labels in %s",
+        result["detections"],
+        result["images"],
+        args.outdir / "prelabels",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumbletrain.model",
+        description="Train, evaluate, export and apply the detector (Model Garden RetinaNet "
+        "with a MobileNet backbone).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("checkpoint", help="download, verify and extract model.checkpoint")
+    tt_config.add_config_arguments(p)
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.set_defaults(run=cmd_checkpoint)
+
+    p = sub.add_parser("train", help="train from the records (resumes from the last checkpoint)")
+    tt_config.add_config_arguments(p)
+    p.add_argument(
+        "--training-stats",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="results/records/*_training.json",
+    )
+    p.add_argument(
+        "--validation-stats",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="results/records/*_verification.json, to evaluate while training",
+    )
+    p.add_argument("--checkpoint-json", type=Path, help="resources/checkpoints/*/checkpoint.json")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--final", type=Path, required=True)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="COCO metrics, curves and a detection grid")
+    tt_config.add_config_arguments(p)
+    p.add_argument("--final", type=Path, required=True, help="results/train/{run}/final.json")
+    p.add_argument("--verification-stats", type=Path, nargs="+", required=True)
+    p.add_argument("--outdir", type=Path, required=True)
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("export", help="SavedModel and TFLite (float, int8)")
+    tt_config.add_config_arguments(p)
+    p.add_argument("--final", type=Path, required=True)
+    p.add_argument("--outdir", type=Path, required=True)
+    p.add_argument("--calibration-steps", type=int, default=100)
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("predict", help="detections and LabelImg pre-labels for a folder")
+    tt_config.add_config_arguments(p)
+    p.add_argument("--saved-model", type=Path, required=True)
+    p.add_argument("--input", type=Path, help="folder of images (default: predict.input)")
+    p.add_argument("--outdir", type=Path, required=True)
+    p.set_defaults(run=cmd_predict)
+
+    args = parser.parse_args(argv)
+    cfg = tt_config.from_arguments(args)
+    args.run(cfg, args)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
