@@ -270,7 +270,7 @@ def plot_detection_grid(
         ax.axis("off")
     for ax, sid in zip(axes.flat, chosen, strict=False):
         ax.imshow(images.get(sid, np.zeros((8, 8, 3), np.uint8)))
-        for s, c, x0, y0, x1, y1 in ((t[0], t[1], *t[2:]) for t in collected.truths):
+        for s, _, x0, y0, x1, y1 in collected.truths:
             if s == sid:
                 ax.add_patch(
                     Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5, ls="--")
