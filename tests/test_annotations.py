@@ -1,0 +1,505 @@
+"""Validation of LabelImg XML: a corpus of broken and odd files, each with its exact outcome."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from tumbletrain import annotations, cli, config, fileio, lists, vocxml
+
+W, H = 200, 100
+SECRET = "TOP-SECRET-PAYLOAD-42"
+
+
+def jpeg(path: Path, size=(W, H), orientation: int | None = None) -> Path:
+    # Distinct content per file name: the store and duplicate check go by content.
+    seed = sum(path.name.encode()) * 7919
+    image = Image.new("RGB", size, (seed % 256, (seed // 256) % 256, (seed // 65536) % 256))
+    image.putpixel((1, 1), (len(path.name) * 9 % 256, 0, 255))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", exif=exif.tobytes())
+    return path
+
+
+def voc(filename: str, path: str = "", size=(W, H), objects=None, folder: str = "pose") -> bytes:
+    objects = objects if objects is not None else [("pose", 10, 10, 50, 50)]
+    return vocxml.labelimg_xml(
+        folder,
+        filename,
+        path,
+        (*size, 3) if size is not None else None,
+        [vocxml.VocObject(name, *box) for name, *box in objects],
+    )
+
+
+def raw_xml(filename: str, bndbox: str, name: str = "pose") -> bytes:
+    return (
+        f"<annotation><filename>{filename}</filename><size><width>{W}</width>"
+        f"<height>{H}</height></size><object><name>{name}</name><bndbox>{bndbox}"
+        "</bndbox></object></annotation>"
+    ).encode()
+
+
+def box(xmin, ymin, xmax, ymax) -> str:
+    return f"<xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax>"
+
+
+def build_corpus(root: Path, elsewhere: Path) -> dict[str, tuple[str, str | None]]:
+    """Write the corpus; returns xml name -> (expected outcome, reason or repair)."""
+    d = root
+    expected: dict[str, tuple[str, str | None]] = {}
+
+    def case(name, data, outcome, code=None, image=None, **image_kwargs):
+        if image:
+            jpeg(d / image, **image_kwargs)
+        (d / name).write_bytes(data)
+        expected[name] = (outcome, code)
+
+    case("ok.xml", voc("ok.jpg"), "kept", None, image="ok.jpg")
+    case("size_missing.xml", voc("m.jpg", size=None), "repaired", "size_missing", image="m.jpg")
+    case("size_zero.xml", voc("z.jpg", size=(0, 0)), "repaired", "size_zero", image="z.jpg")
+    case(
+        "windows_path.xml",
+        voc("win.jpg", path=r"C:\Users\me\Pictures\pose\win.jpg"),
+        "kept",
+        None,
+        image="win.jpg",
+    )
+    jpeg(elsewhere / "abs.jpg")
+    case("absolute_path.xml", voc("gone.jpg", path=str(elsewhere / "abs.jpg")), "kept", None)
+    case("relative_path.xml", voc("x.jpg", path="sub/rel.jpg"), "kept", None, image="sub/rel.jpg")
+    case(
+        "other_machine.xml",
+        voc("other.jpg", path="/home/someone/pose/other.jpg"),
+        "kept",
+        None,
+        image="other.jpg",
+    )
+    case(
+        "resized.xml",
+        voc("big.jpg", size=(400, 200), objects=[("pose", 20, 20, 100, 100)]),
+        "repaired",
+        "size_resized",
+        image="big.jpg",
+    )
+    case(
+        "wrong_aspect.xml",
+        voc("asp.jpg", size=(300, 300)),
+        "rejected",
+        "size_mismatch",
+        image="asp.jpg",
+    )
+    case(
+        "exif_rotated.xml",
+        voc("rot.jpg", size=(H, W), objects=[("pose", 10, 10, 50, 150)]),
+        "kept",
+        None,
+        image="rot.jpg",
+        orientation=6,
+    )
+    case(
+        "exif_rotated_stored_size.xml",
+        voc("rot2.jpg", size=(W, H)),
+        "repaired",
+        "size_rotated",
+        image="rot2.jpg",
+        orientation=6,
+    )
+    case(
+        "float_coords.xml",
+        voc("f.jpg", objects=[("pose", 10.5, 10.25, 50.75, 60.0)]),
+        "kept",
+        None,
+        image="f.jpg",
+    )
+    case(
+        "non_numeric.xml",
+        raw_xml("nn.jpg", box("ten", 1, 20, 20)),
+        "rejected",
+        "box_not_numeric",
+        image="nn.jpg",
+    )
+    case(
+        "missing_bndbox.xml",
+        b"<annotation><filename>mb.jpg</filename><object><name>pose</name></object></annotation>",
+        "rejected",
+        "box_not_numeric",
+        image="mb.jpg",
+    )
+    case(
+        "slightly_outside.xml",
+        voc("so.jpg", objects=[("pose", -2, 5, W + 3, 60)]),
+        "repaired",
+        "box_clipped",
+        image="so.jpg",
+    )
+    case(
+        "far_outside.xml",
+        voc("fo.jpg", objects=[("pose", 300, 10, 400, 50)]),
+        "rejected",
+        "box_outside",
+        image="fo.jpg",
+    )
+    case(
+        "degenerate.xml",
+        voc("dg.jpg", objects=[("pose", 50, 10, 50, 40)]),
+        "rejected",
+        "box_degenerate",
+        image="dg.jpg",
+    )
+    case(
+        "inverted.xml",
+        voc("iv.jpg", objects=[("pose", 60, 10, 20, 40)]),
+        "rejected",
+        "box_degenerate",
+        image="iv.jpg",
+    )
+    case(
+        "unknown_class.xml",
+        voc("uc.jpg", objects=[("cat", 10, 10, 50, 50)]),
+        "rejected",
+        "unknown_class",
+        image="uc.jpg",
+    )
+    case(
+        "mixed_classes.xml",
+        voc("mc.jpg", objects=[("pose", 10, 10, 50, 50), ("cat", 60, 10, 90, 50)]),
+        "kept",
+        None,
+        image="mc.jpg",
+    )
+    case(
+        "case_and_space.xml",
+        voc("cs.jpg", objects=[("  Pose ", 10, 10, 50, 50)]),
+        "repaired",
+        "class_renamed",
+        image="cs.jpg",
+    )
+    case(
+        "alias.xml",
+        voc("al.jpg", objects=[("figure", 10, 10, 50, 50)]),
+        "repaired",
+        "class_renamed",
+        image="al.jpg",
+    )
+    case(
+        "other_class.xml",
+        voc("oc.jpg", objects=[("hand", 10, 10, 50, 50)]),
+        "kept",
+        None,
+        image="oc.jpg",
+    )
+    case("no_objects.xml", voc("no.jpg", objects=[]), "rejected", "no_objects", image="no.jpg")
+    case("empty.xml", b"", "rejected", "empty_file")
+    case("whitespace.xml", b"  \n\t ", "rejected", "empty_file")
+    case("garbage.xml", bytes(range(256)) * 4, "rejected", "not_xml")
+    case("truncated.xml", voc("tr.jpg")[:120], "rejected", "not_xml", image="tr.jpg")
+    case(
+        "latin1_undeclared.xml",
+        "<annotation><filename>caf\xe9.jpg</filename></annotation>".encode("latin-1"),
+        "rejected",
+        "bad_encoding",
+    )
+    case(
+        "utf16_declared.xml",
+        voc("u16.jpg")
+        .decode()
+        .replace("<annotation>", '<?xml version="1.0" encoding="UTF-16"?><annotation>', 1)
+        .encode("utf-16"),
+        "kept",
+        None,
+        image="u16.jpg",
+    )
+    case("not_voc.xml", b"<svg><rect/></svg>", "rejected", "not_voc")
+    case(
+        "xxe.xml",
+        (
+            f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{elsewhere}'
+            f'/secret.txt">]><annotation><filename>&x;</filename></annotation>'
+        ).encode(),
+        "rejected",
+        "doctype_forbidden",
+    )
+    case(
+        "billion_laughs.xml",
+        (
+            b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "'
+            + SECRET.encode()
+            + b'"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;'
+            b'&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><annotation><filename>&c;'
+            b"</filename></annotation>"
+        ),
+        "rejected",
+        "doctype_forbidden",
+    )
+    case(
+        "image_missing.xml",
+        voc("nowhere.jpg", path="/nope/nowhere.jpg"),
+        "rejected",
+        "image_not_found",
+    )
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    case("image_unreadable.xml", voc("broken.jpg"), "rejected", "image_unreadable")
+    jpeg(d / "twice.jpg")
+    case("dup_a.xml", voc("twice.jpg"), "kept", None)
+    case(
+        "dup_b.xml",
+        voc("twice.jpg", objects=[("pose", 1, 1, 30, 30)]),
+        "rejected",
+        "duplicate_annotation",
+    )
+    # The most recently saved annotation of an image wins.
+    os.utime(d / "dup_a.xml", (2_000_000_000, 2_000_000_000))
+    os.utime(d / "dup_b.xml", (1_000_000_000, 1_000_000_000))
+    (elsewhere / "secret.txt").write_text(SECRET)
+    return expected
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("corpus")
+    root, elsewhere = base / "data" / "pose", base / "elsewhere"
+    root.mkdir(parents=True)
+    elsewhere.mkdir()
+    expected = build_corpus(root, elsewhere)
+    (root / "unlabelled.jpg").write_bytes(jpeg(base / "u.jpg").read_bytes())
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    raw = {
+        "classes": {
+            "pose": {"annotations_dir": str(root), "aliases": ["figure"]},
+            "hand": {"folders": []},
+        },
+        "split": {"verification_percent": 30},
+    }
+    cfg = config.parse(raw)
+    outdir = base / "results" / "lists" / "pose"
+    summary = annotations.validate_class(cfg, "pose", None, outdir)
+    return {
+        "root": root,
+        "expected": expected,
+        "summary": summary,
+        "outdir": outdir,
+        "before": before,
+        "base": base,
+    }
+
+
+def outcome_of(corpus, name: str):
+    outdir = corpus["outdir"]
+    kept = {
+        Path(item.xml).name: item
+        for split in config.SPLITS
+        for item in lists.read_list(outdir / f"{split}.tsv")
+    }
+    rejected = {}
+    for row in fileio.read_tsv(outdir / "rejected.tsv"):
+        rejected.setdefault(Path(row["file"]).name, []).append(row["reason"])
+    return kept.get(name), rejected.get(name, [])
+
+
+def test_corpus_has_at_least_25_kinds(corpus):
+    assert len(corpus["expected"]) >= 25
+
+
+def test_every_file_has_its_exact_outcome(corpus):
+    failures = []
+    for name, (outcome, code) in corpus["expected"].items():
+        item, reasons = outcome_of(corpus, name)
+        if outcome == "rejected":
+            whole_file = item is None and code in reasons
+            dropped_object = code == "unknown_class" and code in reasons
+            if not (whole_file or (dropped_object and item is None)):
+                failures.append(f"{name}: expected rejected/{code}, got item={item} {reasons}")
+        elif item is None:
+            failures.append(f"{name}: expected {outcome}, rejected {reasons}")
+    assert not failures, "\n".join(failures)
+
+
+def test_repairs_are_counted(corpus):
+    repairs = corpus["summary"]["repairs_by_kind"]
+    for name, (outcome, code) in corpus["expected"].items():
+        if outcome == "repaired":
+            assert repairs.get(code, 0) >= 1, f"{name}: repair {code} not counted: {repairs}"
+
+
+def test_boxes_after_repair(corpus):
+    resized, _ = outcome_of(corpus, "resized.xml")
+    assert (resized.objects[0].xmin, resized.objects[0].xmax) == (10, 50)  # halved
+    clipped, _ = outcome_of(corpus, "slightly_outside.xml")
+    assert (clipped.objects[0].xmin, clipped.objects[0].xmax) == (0, W)
+    rotated, _ = outcome_of(corpus, "exif_rotated.xml")
+    assert (rotated.width, rotated.height, rotated.orientation) == (H, W, 6)
+    floats, _ = outcome_of(corpus, "float_coords.xml")
+    assert floats.objects[0].xmin == 10.5
+
+
+def test_unknown_objects_are_dropped_and_the_rest_kept(corpus):
+    item, reasons = outcome_of(corpus, "mixed_classes.xml")
+    assert [o.name for o in item.objects] == ["pose"]
+    assert reasons == ["unknown_class"]
+    other, _ = outcome_of(corpus, "other_class.xml")
+    assert other.objects[0].name == "hand", "objects of other configured classes are kept"
+
+
+def test_images_are_found_by_each_rule(corpus):
+    found = corpus["summary"]["image_found_by"]
+    for rule in ("path", "path_relative_to_xml", "beside_xml"):
+        assert found.get(rule), f"no image found by {rule}: {found}"
+
+
+def test_unlabelled_images_are_counted_not_rejected(corpus):
+    assert corpus["summary"]["unlabelled_images"] >= 1
+
+
+def test_no_payload_in_any_output(corpus):
+    for path in (corpus["base"] / "results").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_inputs_are_never_changed(corpus):
+    after = {p: p.read_bytes() for p in corpus["root"].rglob("*") if p.is_file()}
+    assert after == corpus["before"]
+
+
+def test_lists_are_deterministic(corpus, tmp_path):
+    raw = {
+        "classes": {
+            "pose": {"annotations_dir": str(corpus["root"]), "aliases": ["figure"]},
+            "hand": {},
+        },
+        "split": {"verification_percent": 30},
+    }
+    annotations.validate_class(config.parse(raw), "pose", None, tmp_path)
+    for name in ("training.tsv", "verification.tsv", "rejected.tsv", "summary.json"):
+        assert (tmp_path / name).read_bytes() == (corpus["outdir"] / name).read_bytes(), name
+
+
+def test_original_layout_keeps_the_users_split(tmp_path):
+    root = tmp_path / "data" / "pose"
+    for split in config.SPLITS:
+        for i in range(3):
+            jpeg(root / split / "images" / f"{split}{i}.jpg")
+            (root / split / f"{split}{i}.xml").write_bytes(
+                voc(f"{split}{i}.jpg", path=rf"C:\old\{split}{i}.jpg")
+            )
+    cfg = config.parse(
+        {"classes": {"pose": {"annotations_dir": str(root)}}, "split": {"verification_percent": 0}}
+    )
+    summary = annotations.validate_class(cfg, "pose", None, tmp_path / "out")
+    assert summary["per_split"] == {"training": 3, "verification": 3}
+
+
+def test_whole_image_boxes_are_made_under_results(tmp_path):
+    store = tmp_path / "resources" / "images"
+    rows = []
+    for i, size in enumerate([(64, 48), (30, 90)]):
+        path = jpeg(store / f"{i}{i}" / f"{i}{i}abc.jpg", size=size)
+        rows.append(
+            [
+                f"{i}{i}abc",
+                str(path),
+                "folder",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                size[0],
+                size[1],
+                path.stat().st_size,
+            ]
+        )
+    manifest = tmp_path / "m.tsv"
+    fileio.write_tsv(
+        manifest,
+        (
+            "sha256",
+            "file",
+            "source",
+            "blog",
+            "post_id",
+            "post_url",
+            "image_url",
+            "timestamp",
+            "tags",
+            "width",
+            "height",
+            "bytes",
+        ),
+        rows,
+    )
+    cfg = config.parse({"classes": {"pose": {"annotation": "whole_image"}}})
+    whole = tmp_path / "results" / "whole_image" / "pose"
+    summary = annotations.validate_class(cfg, "pose", manifest, tmp_path / "out", whole)
+    assert summary["kept"] == 2 and len(list(whole.glob("*.xml"))) == 2
+    items = [i for s in config.SPLITS for i in lists.read_list(tmp_path / "out" / f"{s}.tsv")]
+    for item in items:
+        (obj,) = item.objects
+        assert (obj.xmin, obj.ymin, obj.xmax, obj.ymax) == (0, 0, item.width, item.height)
+
+
+def test_a_class_with_nothing_usable_says_what_to_do(tmp_path):
+    root = tmp_path / "data" / "pose"
+    root.mkdir(parents=True)
+    (root / "bad.xml").write_bytes(b"nope")
+    cfg_json = json.dumps({"classes": {"pose": {"annotations_dir": str(root)}}})
+    with pytest.raises(cli.UserError, match="whole_image"):
+        annotations.main(
+            ["--config-json", cfg_json, "--class", "pose", "--outdir", str(tmp_path / "out")]
+        )
+
+
+@given(
+    st.floats(-50, 300, allow_nan=False),
+    st.floats(-50, 300, allow_nan=False),
+    st.floats(-50, 300, allow_nan=False),
+    st.floats(-50, 300, allow_nan=False),
+)
+@settings(max_examples=300, deadline=None)
+def test_clipped_boxes_are_inside_and_positive(x0, y0, x1, y1):
+    clipped, note = annotations.clip_box((x0, y0, x1, y1), W, H)
+    if clipped is None:
+        assert note in ("box_degenerate", "box_outside")
+        return
+    cx0, cy0, cx1, cy1 = clipped
+    assert 0 <= cx0 < cx1 <= W and 0 <= cy0 < cy1 <= H
+    if (x0, y0, x1, y1) == clipped:
+        assert note is None
+    else:
+        assert note == "box_clipped"
+        # Only a small overshoot is clipped; anything more was rejected.
+        assert x0 >= -annotations.TOLERANCE_PIXELS * 2 and x1 <= W + 5
+
+
+@given(
+    st.lists(
+        st.text("0123456789abcdef", min_size=64, max_size=64), min_size=1, max_size=50, unique=True
+    ),
+    st.floats(0, 100),
+)
+@settings(max_examples=100, deadline=None)
+def test_split_is_stable_when_images_are_added(hashes, percent):
+    split_cfg = config.SplitConfig(verification_percent=percent, salt="s")
+    before = {h: annotations.split_of(h, split_cfg) for h in hashes[: len(hashes) // 2]}
+    after = {h: annotations.split_of(h, split_cfg) for h in hashes}
+    assert all(after[h] == s for h, s in before.items())
+    if percent == 0:
+        assert set(after.values()) == {"training"}
+
+
+def test_exif_header_is_read_without_decoding(tmp_path):
+    path = jpeg(tmp_path / "r.jpg", size=(40, 20), orientation=8)
+    info = annotations.read_image_info(path)
+    assert (info.width, info.height, info.orientation, info.format) == (20, 40, 8, "jpeg")
+    assert Image.open(io.BytesIO(path.read_bytes())).size == (40, 20)
