@@ -116,7 +116,7 @@ def test_every_stage_produces_its_outputs(tiny_run):
         for split in tt_config.SPLITS:
             assert (project / f"results/records/{cls}_{split}.tfrecord").exists()
     label_map = (project / "results/label_map.csv").read_text().splitlines()
-    assert label_map[1:] == ["1,circle", "2,square"]
+    assert label_map == ["1,circle", "2,square"]
     final = json.loads((project / "results/train/tiny/final.json").read_text())
     assert final["step"] == TINY_CONFIG["train"]["steps"]
     metrics = json.loads((project / "results/eval/tiny/metrics.json").read_text())

@@ -188,8 +188,8 @@ def label_map_pbtxt(classes: Sequence[tt_config.ClassConfig]) -> str:
 
 
 def label_map_csv(classes: Sequence[tt_config.ClassConfig]) -> str:
-    """`id,name` as the Model Garden's TfExampleDecoderLabelMap reads it."""
-    return "id,name\n" + "".join(f"{c.label_id},{c.name}\n" for c in classes)
+    """`id,name` rows, no header: the Model Garden's TfExampleDecoderLabelMap reads every row."""
+    return "".join(f"{c.label_id},{c.name}\n" for c in classes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,212 @@
+"""TFRecords that the Model Garden and the Object Detection API read as they are."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tumbletrain import config, lists, records
+
+# What the Object Detection API's training input (TfExampleDecoder in
+# object_detection/data_decoders/tf_example_decoder.py) reads, with its dtypes.
+OD_API_KEYS = {
+    "image/encoded": tf.string,
+    "image/format": tf.string,
+    "image/filename": tf.string,
+    "image/key/sha256": tf.string,
+    "image/source_id": tf.string,
+    "image/height": tf.int64,
+    "image/width": tf.int64,
+    "image/object/bbox/xmin": tf.float32,
+    "image/object/bbox/xmax": tf.float32,
+    "image/object/bbox/ymin": tf.float32,
+    "image/object/bbox/ymax": tf.float32,
+    "image/object/class/label": tf.int64,
+    "image/object/class/text": tf.string,
+    "image/object/area": tf.float32,
+    "image/object/is_crowd": tf.int64,
+    "image/object/difficult": tf.int64,
+    "image/object/group_of": None,  # optional in the OD API, not written
+    "image/object/truncated": tf.int64,
+    "image/object/view": tf.string,
+}
+
+CLASSES = {"classes": {"circle": {}, "square": {}}}
+
+
+def write_image(path: Path, fmt: str, size=(80, 60), orientation=None) -> str:
+    image = Image.new("RGB", size, (10, 200, 30))
+    image.paste((250, 0, 0), (5, 5, 40, 30))
+    kwargs = {}
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, fmt, **kwargs)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def item(path: Path, fmt: str, sha: str, width=80, height=60, orientation=1, objects=None):
+    objects = objects or (
+        lists.ListedObject("circle", 5, 5, 40, 30, difficult=1),
+        lists.ListedObject("square", 40, 20, 80, 60, truncated=1, pose="Left"),
+    )
+    return lists.ListedImage(str(path), sha, fmt, width, height, orientation, "x.xml", objects)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    base = tmp_path_factory.mktemp("records")
+    items = []
+    for name, fmt, kind in (
+        ("a.jpg", "JPEG", "jpeg"),
+        ("b.png", "PNG", "png"),
+        ("c.gif", "GIF", "gif"),
+        ("d.webp", "WEBP", "webp"),
+        ("e.bmp", "BMP", "bmp"),
+    ):
+        sha = write_image(base / name, fmt)
+        items.append(item(base / name, kind, sha))
+    sha = write_image(base / "r.jpg", "JPEG", size=(60, 80), orientation=6)
+    items.append(item(base / "r.jpg", "jpeg", sha, width=80, height=60, orientation=6))
+    lists.write_list(base / "list.tsv", items)
+    cfg = config.parse(CLASSES)
+    label_ids = {c.name: c.label_id for c in cfg.classes}
+    stats = records.write_records(
+        lists.read_list(base / "list.tsv"), base / "out.tfrecord", label_ids
+    )
+    (base / "label_map.csv").write_text(records.label_map_csv(cfg.classes))
+    return base, items, stats
+
+
+def examples(path: Path) -> list[tf.train.Example]:
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+
+
+def test_round_trip_through_the_model_gardens_decoders(written):
+    from official.vision.dataloaders import tf_example_decoder, tf_example_label_map_decoder
+
+    base, items, _ = written
+    by_sha = {i.sha256: i for i in items}
+    plain = tf_example_decoder.TfExampleDecoder()
+    mapped = tf_example_label_map_decoder.TfExampleDecoderLabelMap(str(base / "label_map.csv"))
+    count = 0
+    for raw in tf.data.TFRecordDataset(str(base / "out.tfrecord")):
+        for decoder in (plain, mapped):
+            decoded = decoder.decode(raw)
+            example = tf.train.Example.FromString(raw.numpy())
+            sha = example.features.feature["image/key/sha256"].bytes_list.value[0].decode()
+            listed = by_sha.get(sha)
+            if listed is None:  # re-encoded: find it by file name
+                name = example.features.feature["image/filename"].bytes_list.value[0].decode()
+                listed = next(i for i in items if Path(i.image).name == name)
+            h, w = int(decoded["height"]), int(decoded["width"])
+            assert (w, h) == (listed.width, listed.height)
+            assert decoded["image"].shape[:2] == (h, w), "pixels are upright"
+            expected = np.array(
+                [[o.ymin / h, o.xmin / w, o.ymax / h, o.xmax / w] for o in listed.objects],
+                np.float32,
+            )
+            np.testing.assert_allclose(decoded["groundtruth_boxes"].numpy(), expected, atol=1e-6)
+            assert list(decoded["groundtruth_classes"].numpy()) == [1, 2]
+            int(decoded["source_id"].numpy())  # the COCO evaluator parses it as int64
+        count += 1
+    assert count == len(items)
+
+
+def test_every_od_api_key_is_present_with_its_dtype(written):
+    base, _, _ = written
+    for example in examples(base / "out.tfrecord"):
+        features = example.features.feature
+        for key, dtype in OD_API_KEYS.items():
+            if dtype is None:
+                continue
+            assert key in features, key
+            kind = features[key].WhichOneof("kind")
+            assert (
+                kind
+                == {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}[
+                    dtype
+                ]
+            ), (key, kind)
+
+
+def test_jpeg_and_png_are_copied_others_reencoded_upright(written):
+    base, items, _ = written
+    encoded = {}
+    for example in examples(base / "out.tfrecord"):
+        f = example.features.feature
+        name = f["image/filename"].bytes_list.value[0].decode()
+        encoded[name] = (
+            f["image/encoded"].bytes_list.value[0],
+            f["image/format"].bytes_list.value[0].decode(),
+        )
+    assert encoded["a.jpg"][0] == (base / "a.jpg").read_bytes()
+    assert encoded["b.png"][0] == (base / "b.png").read_bytes()
+    for name in ("c.gif", "d.webp", "e.bmp", "r.jpg"):
+        data, fmt = encoded[name]
+        assert fmt == "jpeg"
+        assert Image.open(io.BytesIO(data)).format == "JPEG"
+    assert Image.open(io.BytesIO(encoded["r.jpg"][0])).size == (80, 60), "EXIF rotation applied"
+
+
+def test_stats_count_images_objects_bytes(written):
+    base, items, stats = written
+    assert stats["images"] == len(items)
+    assert stats["objects"] == 2 * len(items)
+    assert stats["bytes"] == (base / "out.tfrecord").stat().st_size
+    assert stats["objects_per_class"] == {"circle": len(items), "square": len(items)}
+
+
+def test_records_are_deterministic_and_shardable(written, tmp_path):
+    base, _, _ = written
+    items = lists.read_list(base / "list.tsv")
+    ids = {"circle": 1, "square": 2}
+    records.write_records(items, tmp_path / "again.tfrecord", ids)
+    assert (tmp_path / "again.tfrecord").read_bytes() == (base / "out.tfrecord").read_bytes()
+    stats = records.write_records(items, tmp_path / "s.tfrecord", ids, shards=3)
+    assert stats["files"] == [f"s.tfrecord-0000{i}-of-00003" for i in range(3)]
+    assert sum(len(examples(tmp_path / f)) for f in stats["files"]) == len(items)
+
+
+def test_label_maps():
+    cfg = config.parse({"classes": {"pose": {}, "hand": {}}})
+    assert records.label_map_pbtxt(cfg.classes) == (
+        "item {\n  id: 1\n  name: 'pose'\n}\nitem {\n  id: 2\n  name: 'hand'\n}\n"
+    )
+    assert records.label_map_csv(cfg.classes) == "1,pose\n2,hand\n"
+
+
+def test_an_unknown_class_in_a_list_is_a_clear_error(written, tmp_path):
+    base, _, _ = written
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tumbletrain.records",
+            "write",
+            "--config-json",
+            '{"classes": {"circle": {}}}',
+            "--list",
+            str(base / "list.tsv"),
+            "--output",
+            str(tmp_path / "x.tfrecord"),
+            "--stats",
+            str(tmp_path / "x.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR:") and "square" in last and "classes:" in last
+    assert not (tmp_path / "x.tfrecord").exists()
