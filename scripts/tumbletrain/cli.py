@@ -29,8 +29,10 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     try:
         code = main(argv)
     except UserError as error:
-        logging.getLogger("tumbletrain").error("%s", error)
-        print(f"ERROR: {error}", file=sys.stderr)
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        # Libraries log from their finalisers at exit (TensorFlow does, about
+        # objects a failed restore left behind); the error stays the last line.
+        logging.disable(logging.CRITICAL)
         sys.exit(1)
     except KeyboardInterrupt:
         print(

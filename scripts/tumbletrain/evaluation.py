@@ -141,19 +141,13 @@ def run_evaluation(params, checkpoint: str):
     return {k: float(np.asarray(v)) for k, v in results.items()}, losses, collected
 
 
-def per_class_ap(results: dict, names: dict[int, str]) -> dict[str, float]:
-    """The evaluator's 'Precision mAP ByCategory/{id}' entries, by class name."""
-    by_class = {}
-    for key, value in results.items():
-        if key.startswith("Precision mAP ByCategory/"):
-            label = int(key.rsplit("/", 1)[1])
-            if label in names:
-                by_class[names[label]] = value
-    return dict(sorted(by_class.items()))
+def coco_precision(collected: Collected, names: dict[int, str]) -> dict[str, np.ndarray]:
+    """pycocotools' precision array per class: [IoU threshold, 101 recall points].
 
-
-def precision_recall(collected: Collected, names: dict[int, str]) -> dict[str, np.ndarray]:
-    """Precision at 101 recall points, IoU 0.5, per class (pycocotools' own arrays)."""
+    The Model Garden's per-category metrics need a patched pycocotools
+    (`category_stats`) that PyPI's does not have, so per-class AP is read from
+    the standard array here, as COCO defines it.
+    """
     import contextlib
     import io
 
@@ -181,7 +175,7 @@ def precision_recall(collected: Collected, names: dict[int, str]) -> dict[str, n
     with contextlib.redirect_stdout(io.StringIO()):
         truth.createIndex()
         if not collected.detections:
-            return {}
+            return {name: np.zeros((10, 101)) for name in names.values()}
         found = truth.loadRes(
             np.array(
                 [
@@ -195,7 +189,13 @@ def precision_recall(collected: Collected, names: dict[int, str]) -> dict[str, n
         coco_eval.accumulate()
     precision = coco_eval.eval["precision"]  # [IoU, recall, class, area, max dets]
     order = coco_eval.params.catIds
-    return {names[c]: precision[0, :, k, 0, -1] for k, c in enumerate(order)}
+    return {names[c]: precision[:, :, k, 0, -1] for k, c in enumerate(order)}
+
+
+def mean_precision(curves: np.ndarray) -> float:
+    """COCO's AP: the mean over the points that have a value (-1 means no ground truth)."""
+    valid = curves[curves > -1]
+    return float(valid.mean()) if valid.size else -1.0
 
 
 def plot_pr_curves(curves: dict[str, np.ndarray], path: Path) -> None:
@@ -207,8 +207,9 @@ def plot_pr_curves(curves: dict[str, np.ndarray], path: Path) -> None:
     recall = np.linspace(0, 1, 101)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for name, precision in curves.items():
-        valid = precision > -1
-        ax.plot(recall[valid], precision[valid], label=name)
+        at_50 = precision[0]  # IoU 0.5
+        valid = at_50 > -1
+        ax.plot(recall[valid], at_50[valid], label=name)
     ax.set(
         xlabel="recall",
         ylabel="precision",
@@ -311,10 +312,11 @@ def evaluate(
         "objects": len(collected.truths),
         "detections": len(collected.detections),
         **{key: results.get(key) for key in SUMMARY_METRICS},
-        "AP_per_class": per_class_ap(results, names),
         "losses": losses,
     }
-    curves = precision_recall(collected, names)
+    curves = coco_precision(collected, names)
+    metrics["AP_per_class"] = {name: mean_precision(c) for name, c in sorted(curves.items())}
+    metrics["AP50_per_class"] = {name: mean_precision(c[0]) for name, c in sorted(curves.items())}
     fileio.write_csv(
         outdir / "detections.csv",
         DETECTION_COLUMNS,

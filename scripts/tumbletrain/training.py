@@ -8,6 +8,7 @@ Snakemake would delete them when a run fails.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -83,6 +84,10 @@ def verify_restore(params, init_checkpoint: str) -> None:
         task.initialize(model)
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         detail = str(error).splitlines()[0][:300]
+        # Let TensorFlow report the unmatched values now, so the error below
+        # stays the last line of the log.
+        del task, model
+        gc.collect()
         raise cli.UserError(
             f"checkpoint {init_checkpoint} does not match the model "
             f"(backbone {params.task.model.backbone.mobilenet.model_id}, "

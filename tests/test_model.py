@@ -1,0 +1,453 @@
+"""Training, checkpoints, evaluation, export and predict, for real on tiny configs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tumbletrain import annotations, checkpoint, cli, config, demo, experiment, records
+
+TINY_MODEL = {
+    "checkpoint": None,
+    "input_size": 128,
+    "overrides": {
+        "task": {
+            "model": {
+                "backbone": {"mobilenet": {"filter_size_scale": 0.35}},
+                "decoder": {"fpn": {"num_filters": 16}},
+                "head": {"num_convs": 1, "num_filters": 16},
+            }
+        }
+    },
+}
+TINY_TRAIN = {
+    "run": "tiny",
+    "steps": 6,
+    "batch_size": 4,
+    "warmup_steps": 1,
+    "checkpoint_every": 3,
+    "eval_every": 6,
+    "learning_rate": 0.01,
+}
+
+
+def tiny_raw(**sections) -> dict:
+    raw = {
+        "classes": {"circle": {"demo": {"images": 10}}, "square": {"demo": {"images": 10}}},
+        "demo": {"seed": 1, "min_side": 96, "max_side": 128, "max_objects": 2},
+        "split": {"verification_percent": 30},
+        "model": json.loads(json.dumps(TINY_MODEL)),
+        "train": dict(TINY_TRAIN),
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory):
+    """Demo images -> lists -> records, in-process, for every model test."""
+    base = tmp_path_factory.mktemp("model_data")
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        cfg = config.parse(tiny_raw())
+        ids = {c.name: c.label_id for c in cfg.classes}
+        for cls in cfg.classes:
+            demo.write_demo(cls.name, cls.demo.images, cfg.demo, Path(cls.annotations_dir))
+            annotations.validate_class(cfg, cls.name, None, Path(f"results/lists/{cls.name}"))
+            for split in config.SPLITS:
+                items = records.lists.read_list(f"results/lists/{cls.name}/{split}.tsv")
+                stats = records.write_records(
+                    items, Path(f"results/records/{cls.name}_{split}.tfrecord"), ids
+                )
+                Path(f"results/records/{cls.name}_{split}.json").write_text(json.dumps(stats))
+        Path("results/label_map.csv").write_text(records.label_map_csv(cfg.classes))
+    finally:
+        os.chdir(cwd)
+    return base
+
+
+def model_cli(base: Path, raw: dict, *args: str, timeout=600, check=True):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tumbletrain.model",
+            args[0],
+            "--config-json",
+            json.dumps(raw),
+            *args[1:],
+        ],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def train_args(run: str, extra=()) -> list[str]:
+    return [
+        "train",
+        "--training-stats",
+        "results/records/circle_training.json",
+        "results/records/square_training.json",
+        "--validation-stats",
+        "results/records/circle_verification.json",
+        "results/records/square_verification.json",
+        "--model-dir",
+        f"results/train/{run}",
+        "--final",
+        f"results/train/{run}/final.json",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_records):
+    model_cli(tiny_records, tiny_raw(), *train_args("tiny"))
+    return tiny_records, json.loads((tiny_records / "results/train/tiny/final.json").read_text())
+
+
+def test_default_architecture_is_the_published_checkpoints():
+    cfg = config.parse({"classes": {"pose": {}}})
+    params = experiment.build_experiment(
+        cfg.model, cfg.train, 1, experiment.DataSplit(("x",), 10), None
+    )
+    m = params.task.model
+    assert m.backbone.type == "mobilenet"
+    assert (m.backbone.mobilenet.model_id, m.backbone.mobilenet.filter_size_scale) == (
+        "MobileNetV2",
+        1.0,
+    )
+    assert m.decoder.type == "fpn"
+    assert (
+        m.decoder.fpn.num_filters,
+        m.decoder.fpn.use_separable_conv,
+        m.decoder.fpn.use_keras_layer,
+    ) == (128, True, True)
+    assert (m.head.num_convs, m.head.num_filters, m.head.use_separable_conv) == (4, 128, True)
+    assert (m.min_level, m.max_level) == (3, 7)
+    assert (m.anchor.anchor_size, m.anchor.num_scales, list(m.anchor.aspect_ratios)) == (
+        3,
+        3,
+        [0.5, 1.0, 2.0],
+    )
+    assert m.input_size == [256, 256, 3]
+    assert (
+        m.norm_activation.activation,
+        m.norm_activation.norm_epsilon,
+        m.norm_activation.norm_momentum,
+    ) == ("relu6", 0.001, 0.99)
+    assert m.num_classes == 2, "one class plus the background"
+    assert params.task.freeze_backbone is True, "a checkpoint is given by default"
+    assert list(params.task.init_checkpoint_modules) == ["backbone", "decoder"]
+
+
+def test_input_size_must_fit_the_levels():
+    cfg = config.parse({"classes": {"pose": {}}, "model": {"input_size": 200}})
+    with pytest.raises(cli.UserError, match="multiple of 2\\*\\*max_level = 128"):
+        experiment.build_experiment(cfg.model, cfg.train, 1, experiment.DataSplit(("x",), 1), None)
+
+
+@pytest.mark.slow
+def test_train_from_scratch_writes_final_and_params(trained):
+    base, final = trained
+    assert final["step"] == TINY_TRAIN["steps"]
+    assert (base / final["checkpoint"]).with_suffix(".index").exists()
+    params = yaml.safe_load((base / final["params"]).read_text())
+    assert params["task"]["model"]["num_classes"] == 3
+    assert "results/records/circle_training.tfrecord" in params["task"]["train_data"]["input_path"]
+    assert list((base / "results/train/tiny/train").glob("events.out.tfevents*"))
+    assert final["losses"]["total_loss"] > 0
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_records):
+    raw = tiny_raw(train={"run": "resume", "steps": 40, "checkpoint_every": 5, "eval_every": 40})
+    command = [
+        sys.executable,
+        "-m",
+        "tumbletrain.model",
+        *train_args("resume")[:1],
+        "--config-json",
+        json.dumps(raw),
+        *train_args("resume")[1:],
+    ]
+    process = subprocess.Popen(
+        command, cwd=tiny_records, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    model_dir = tiny_records / "results/train/resume"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(model_dir.glob("ckpt-*.index")):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (model_dir / "final.json").exists()
+    saved = sorted(int(p.stem.split("-")[1]) for p in model_dir.glob("ckpt-*.index"))
+    assert saved and saved[-1] < 40
+    result = model_cli(tiny_records, raw, *train_args("resume"))
+    assert "resuming from" in result.stderr
+    assert json.loads((model_dir / "final.json").read_text())["step"] == 40
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    """Serves files from a dict, honouring `Range: bytes=N-` as real servers do."""
+
+    files: dict[str, bytes] = {}
+    ranges: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start = 0
+        if "Range" in self.headers:
+            RangeHandler.ranges.append(self.headers["Range"])
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture(scope="module")
+def checkpoint_server(tiny_records):
+    """A tar.gz of a tiny model of the same architecture, and one of another."""
+    import tensorflow as tf
+    from official.core import task_factory
+
+    def archive(raw, name):
+        cfg = config.parse(raw)
+        params = experiment.build_experiment(
+            cfg.model, cfg.train, 2, experiment.DataSplit(("x",), 8), None
+        )
+        model = task_factory.get_task(params.task).build_model()
+        folder = tiny_records / "made" / name
+        tf.train.Checkpoint(**model.checkpoint_items).save(str(folder / "ckpt"))
+        backbone = {v.name: v.numpy() for v in model.backbone.weights}
+        path = tiny_records / "made" / f"{name}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(folder, arcname=name)
+        return path.read_bytes(), backbone
+
+    same, backbone = archive(tiny_raw(), "same")
+    other_raw = tiny_raw(model={"backbone": "MobileNetV1"})
+    other, _ = archive(other_raw, "other")
+    RangeHandler.files = {"/same.tar.gz": same, "/other.tar.gz": other}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", same, backbone
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_download_resumes_verifies_and_extracts(checkpoint_server, tmp_path):
+    base, same, _ = checkpoint_server
+    digest = hashlib.sha256(same).hexdigest()
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    (root / "same.tar.gz.part").write_bytes(same[: len(same) // 2])
+    RangeHandler.ranges.clear()
+    info = checkpoint.fetch_checkpoint(config.CheckpointSource(f"{base}/same.tar.gz", digest), root)
+    assert RangeHandler.ranges == [f"bytes={len(same) // 2}-"]
+    assert info["sha256"] == digest and info["sha256_verified"]
+    assert Path(info["prefix"] + ".index").exists()
+    with pytest.raises(cli.UserError) as error:
+        checkpoint.fetch_checkpoint(
+            config.CheckpointSource(f"{base}/same.tar.gz", "0" * 64), tmp_path / "bad"
+        )
+    assert digest in str(error.value) and "0" * 64 in str(error.value)
+    assert not (tmp_path / "bad" / "extracted").exists()
+    with pytest.raises(cli.UserError, match="404"):
+        checkpoint.fetch_checkpoint(
+            config.CheckpointSource(f"{base}/missing.tar.gz"), tmp_path / "missing"
+        )
+
+
+def test_unsafe_archives_are_refused(tmp_path):
+    evil = tmp_path / "evil.tar"
+    (tmp_path / "payload").write_text("x")
+    with tarfile.open(evil, "w") as tar:
+        tar.add(tmp_path / "payload", arcname="../../escaped")
+    with pytest.raises(cli.UserError, match="unsafe"):
+        checkpoint.extract(evil, tmp_path / "out")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_fine_tune_with_frozen_backbone_keeps_it_unchanged(checkpoint_server, tiny_records):
+    import tensorflow as tf
+
+    base, same, backbone = checkpoint_server
+    raw = tiny_raw(
+        model={"checkpoint": {"url": f"{base}/same.tar.gz"}},
+        train={"run": "finetune", "steps": 3, "checkpoint_every": 3, "eval_every": 3},
+    )
+    model_cli(tiny_records, raw, "checkpoint", "--output-dir", "resources/checkpoints/same")
+    model_cli(
+        tiny_records,
+        raw,
+        *train_args(
+            "finetune", ["--checkpoint-json", "resources/checkpoints/same/checkpoint.json"]
+        ),
+    )
+    final = json.loads((tiny_records / "results/train/finetune/final.json").read_text())
+    assert final["freeze_backbone"] is True and final["step"] == 3
+    reader = tf.train.load_checkpoint(str(tiny_records / final["checkpoint"]))
+    names = [
+        n
+        for n, _ in tf.train.list_variables(str(tiny_records / final["checkpoint"]))
+        if n.startswith("backbone/")
+        and n.endswith(".ATTRIBUTES/VARIABLE_VALUE")
+        and "OPTIMIZER_SLOT" not in n
+    ]
+    assert names
+    trained_values = sorted(reader.get_tensor(n).tobytes() for n in names)
+    initial_values = sorted(v.tobytes() for v in backbone.values())
+    assert trained_values == initial_values, "the frozen backbone changed"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_architecture_fails_before_training(
+    checkpoint_server, tiny_records
+):
+    base, _, _ = checkpoint_server
+    raw = tiny_raw(model={"checkpoint": {"url": f"{base}/other.tar.gz"}}, train={"run": "other"})
+    model_cli(tiny_records, raw, "checkpoint", "--output-dir", "resources/checkpoints/other")
+    result = model_cli(
+        tiny_records,
+        raw,
+        *train_args("other", ["--checkpoint-json", "resources/checkpoints/other/checkpoint.json"]),
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR:") and "does not match the model" in last
+    assert not list((tiny_records / "results/train/other").glob("ckpt-*"))
+
+
+@pytest.fixture(scope="session")
+def evaluated(trained):
+    base, _ = trained
+    model_cli(
+        base,
+        tiny_raw(),
+        "evaluate",
+        "--final",
+        "results/train/tiny/final.json",
+        "--verification-stats",
+        "results/records/circle_verification.json",
+        "results/records/square_verification.json",
+        "--outdir",
+        "results/eval/tiny",
+    )
+    return base
+
+
+@pytest.mark.slow
+def test_evaluation_writes_every_metric(evaluated):
+    metrics = json.loads((evaluated / "results/eval/tiny/metrics.json").read_text())
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100"):
+        assert isinstance(metrics[key], float), key
+    assert set(metrics["AP_per_class"]) == {"circle", "square"}
+    assert metrics["objects"] > 0
+    for name in ("pr_curves.png", "detections.png"):
+        assert (evaluated / "results/eval/tiny" / name).read_bytes()[:4] == b"\x89PNG"
+    header = (evaluated / "results/eval/tiny/detections.csv").read_text().splitlines()[0]
+    assert header == "source_id,class,score,xmin,ymin,xmax,ymax"
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    base, _ = trained
+    model_cli(
+        base,
+        tiny_raw(),
+        "export",
+        "--final",
+        "results/train/tiny/final.json",
+        "--outdir",
+        "results/export/tiny",
+        "--calibration-steps",
+        "4",
+    )
+    return base
+
+
+@pytest.mark.slow
+def test_export_signatures_and_tflite_run(exported):
+    import tensorflow as tf
+    from PIL import Image
+
+    summary = json.loads((exported / "results/export/tiny/export.json").read_text())
+    loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
+    image_path = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
+    pixels = np.asarray(Image.open(image_path).convert("RGB"))
+    by_tensor = loaded.signatures["serving_default"](inputs=tf.constant(pixels[None]))
+    by_bytes = loaded.signatures["serve_image_bytes"](inputs=tf.constant([image_path.read_bytes()]))
+    np.testing.assert_allclose(
+        by_tensor["detection_boxes"].numpy(), by_bytes["detection_boxes"].numpy(), atol=1e-3
+    )
+    for name in ("model_float.tflite", "model_int8.tflite"):
+        interpreter = tf.lite.Interpreter(
+            model_path=summary["tflite"][name]["path"]
+            if Path(summary["tflite"][name]["path"]).is_absolute()
+            else str(exported / summary["tflite"][name]["path"])
+        )
+        interpreter.allocate_tensors()
+        (inp,) = interpreter.get_input_details()
+        assert list(inp["shape"]) == [1, 128, 128, 3]
+        interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+        interpreter.invoke()
+        outputs = [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
+        assert any(o.ndim == 3 and o.shape[-1] == 4 for o in outputs), "no box output"
+
+
+@pytest.mark.slow
+def test_predict_writes_labelimg_prelabels(exported):
+    from lxml import etree
+
+    raw = tiny_raw(predict={"input": "resources/demo/square", "min_score": 0.0})
+    model_cli(
+        exported,
+        raw,
+        "predict",
+        "--saved-model",
+        "results/export/tiny/saved_model",
+        "--outdir",
+        "results/predict/tiny",
+    )
+    out = exported / "results/predict/tiny"
+    xmls = sorted((out / "prelabels").glob("*.xml"))
+    images = [p for p in (exported / "resources/demo/square").iterdir() if p.suffix != ".xml"]
+    assert len(xmls) == len(images)
+    root = etree.parse(str(xmls[0])).getroot()
+    assert root.tag == "annotation" and root.find("size/width") is not None
+    assert len(list((out / "images").glob("*.jpg"))) == len(xmls)
+    assert (out / "detections.csv").read_text().startswith("image,class,score")
