@@ -47,24 +47,24 @@ rule label:
     input:
         "resources/manifests/{cls}.tsv",
     output:
-        "data/{cls}/predefined_classes.txt",
+        "data/{cls}/.tumbletrain.json",
+    params:
+        cfg=lambda w: stage_json("annotations", w.cls),
     log:
         "logs/label/{cls}.log",
     benchmark:
         "benchmarks/label/{cls}.tsv"
-    conda:
-        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=30,
-    params:
-        cfg=lambda w: stage_json("harvest", w.cls),
+    conda:
+        "../../envs/harvest.yaml"
     shell:
-        "python -m tumbletrain.harvest label --config-json {params.cfg} --class {wildcards.cls}"
+        "python -m tumbletrain.labelimg --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input} --folder data/{wildcards.cls} 2> {log}"
 
 
 rule label_all:
     input:
-        expand("data/{cls}/predefined_classes.txt", cls=CLASSES),
+        expand("data/{cls}/.tumbletrain.json", cls=CLASSES),
