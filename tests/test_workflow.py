@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+from conftest import TINY_CONFIG, snakemake, write_project
 from tumbletrain import config as tt_config
 
 
