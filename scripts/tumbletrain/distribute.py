@@ -18,6 +18,21 @@ def in_slurm_job() -> bool:
     return "SLURM_JOB_ID" in os.environ and "SLURM_PROCID" in os.environ
 
 
+def slurm_resolver(gpus: int):
+    """One task per node, owning all of the node's GPUs.
+
+    TensorFlow's resolver packs tasks by GPU count and finds no task at all
+    with zero GPUs, so a CPU-only node counts as one "GPU" here; the
+    CUDA_VISIBLE_DEVICES it then sets is harmless on a CPU.
+    """
+    import tensorflow as tf
+
+    per_node = max(gpus, 1)
+    return tf.distribute.cluster_resolver.SlurmClusterResolver(
+        gpus_per_node=per_node, gpus_per_task=per_node
+    )
+
+
 def make_strategy(gpus: int, nodes: int):
     """The tf.distribute strategy for this process."""
     import tensorflow as tf
@@ -26,9 +41,7 @@ def make_strategy(gpus: int, nodes: int):
         if "TF_CONFIG" in os.environ:
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         elif in_slurm_job():
-            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
-                gpus_per_node=gpus or 0, gpus_per_task=gpus or 0
-            )
+            resolver = slurm_resolver(gpus)
         else:
             raise RuntimeError(
                 f"train.nodes is {nodes} but this process is neither in a SLURM job nor given a "
