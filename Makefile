@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-quick lint format bench report rulegraph clean-demo
+.PHONY: demo test test-quick lint format bench rulegraph
 
 # Reinstall only when the pins change.
 $(VENV)/.installed: pyproject.toml
@@ -38,4 +38,4 @@ bench: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest tests/bench -s -p no:cacheprovider -o testpaths=tests/bench
 
 rulegraph: $(VENV)/.installed
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js > docs/rulegraph.mmd
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js
