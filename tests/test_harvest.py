@@ -159,9 +159,15 @@ def test_second_run_makes_no_image_requests_and_same_manifest(tmp_path, fake, se
     first = (tmp_path / "manifests" / "pose.tsv").read_bytes()
     fake.requests.clear()
     run_harvest(tmp_path, raw_config(fake))
-    # Only the bad images are asked for again (they were never stored).
-    assert {p.rsplit("/", 1)[1] for p in fake.image_requests()} <= set(BAD) | {"dup_of_p1.jpg"}
+    # Only the transient failure (a truncated body) is worth another try.
+    assert [p.rsplit("/", 1)[1] for p in fake.image_requests()] == ["trunc.jpg"]
     assert (tmp_path / "manifests" / "pose.tsv").read_bytes() == first
+    fake.faults.truncate = set()
+    run_harvest(tmp_path, raw_config(fake))
+    fake.requests.clear()
+    run_harvest(tmp_path, raw_config(fake))
+    assert fake.image_requests() == [], "a harvest with nothing new asks for no image"
+    assert "trunc.jpg" in (tmp_path / "manifests" / "pose.tsv").read_text()
 
 
 def test_reblogs_can_be_excluded(tmp_path, fake, secrets):

@@ -99,3 +99,22 @@ def test_report_builds(tiny_run, tool_env):
     html = report.read_text(errors="replace")
     for category in ("Harvest", "Annotations", "Records", "Training", "Evaluation"):
         assert category in html, f"report has no {category} category"
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
+    from PIL import Image
+    from report_screenshots import chromium, screenshot
+
+    project, _ = tiny_run
+    report = project / "results" / "report_for_browser.html"
+    result = snakemake(project, tool_env, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    if chromium() is None:
+        pytest.skip(
+            "needs Debian's chromium (apt-get install chromium), which could not be installed here"
+        )
+    png = screenshot(report, tmp_path / "report.png")
+    pixels = Image.open(png).convert("L")
+    # A blank page is one colour; the report has text, navigation and pictures.
+    assert len(set(pixels.getdata())) > 20

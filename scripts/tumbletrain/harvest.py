@@ -25,7 +25,10 @@ from . import config as tt_config
 log = logging.getLogger("tumbletrain.harvest")
 
 FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
-FETCHED_COLUMNS = ("image_url", "sha256", "ext", "width", "height", "bytes")
+FETCHED_COLUMNS = ("image_url", "sha256", "ext", "width", "height", "bytes", "skipped", "message")
+# Skips worth another try on the next run; the others (not an image, too large,
+# a host outside media_hosts, ...) are remembered, so a re-run asks for nothing.
+RETRYABLE = {"connection_failed", "truncated", "http_error"}
 FLUSH_EVERY = 25
 
 
@@ -72,7 +75,7 @@ def write_fetched(path: Path, fetched: dict[str, dict[str, str]]) -> None:
     fileio.write_tsv(
         path,
         FETCHED_COLUMNS,
-        ([row[c] for c in FETCHED_COLUMNS] for _, row in sorted(fetched.items())),
+        ([row.get(c, "") for c in FETCHED_COLUMNS] for _, row in sorted(fetched.items())),
     )
 
 
@@ -97,14 +100,17 @@ def harvest_tumblr(
         ordered = ordered[: cls.max_images]
     fetched = read_fetched(fetched_path)
     skipped: list[tuple[str, str, str, str]] = []
-    missing = [
-        ref
-        for ref in ordered
-        if ref.image_url not in fetched
-        or not image_store.path_for(
-            fetched[ref.image_url]["sha256"], fetched[ref.image_url]["ext"]
-        ).exists()
-    ]
+    missing = []
+    for ref in ordered:
+        known = fetched.get(ref.image_url)
+        if known and known.get("skipped") and known["skipped"] not in RETRYABLE:
+            skipped.append((ref.image_url, "tumblr", known["skipped"], known.get("message", "")))
+        elif (
+            not known
+            or known.get("skipped")
+            or not image_store.path_for(known["sha256"], known["ext"]).exists()
+        ):
+            missing.append(ref)
     log.info("%s: %d images found, %d to fetch", cls.name, len(ordered), len(missing))
     downloader = tumblr.Downloader(tumblr_cfg)
 
@@ -124,6 +130,11 @@ def harvest_tumblr(
                     checked = future.result()
                 except store.RejectedImage as rejected:
                     skipped.append((ref.image_url, "tumblr", rejected.reason, str(rejected)))
+                    fetched[ref.image_url] = {
+                        "image_url": ref.image_url,
+                        "skipped": rejected.reason,
+                        "message": str(rejected),
+                    }
                     continue
                 fetched[ref.image_url] = {
                     "image_url": ref.image_url,
@@ -144,7 +155,7 @@ def harvest_tumblr(
     rows = []
     for ref in ordered:
         known = fetched.get(ref.image_url)
-        if known is None:
+        if known is None or known.get("skipped"):
             continue
         rows.append(
             store.ManifestRow(
