@@ -118,3 +118,40 @@ def test_report_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
     pixels = Image.open(png).convert("L")
     # A blank page is one colour; the report has text, navigation and pictures.
     assert len(set(pixels.getdata())) > 20
+
+
+@pytest.mark.slow
+def test_editing_one_xml_rebuilds_only_that_class(tmp_path, tool_env):
+    import time
+
+    from tumbletrain import demo
+
+    classes = ("circle", "square")
+    for cls in classes:
+        demo.write_demo(cls, 6, tt_config.DemoConfig(5, 96, 128, 2), tmp_path / "data" / cls)
+    write_project(tmp_path, {"classes": {c: {"folders": [f"data/{c}"]} for c in classes}})
+    targets = [f"results/records/{c}_{s}.tfrecord" for c in classes for s in tt_config.SPLITS]
+    assert snakemake(tmp_path, tool_env, *targets).returncode == 0
+
+    def stamps(cls):
+        outputs = [
+            *(tmp_path / "results" / "lists" / cls).iterdir(),
+            *(tmp_path / "results" / "records").glob(f"{cls}_*"),
+        ]
+        return {p.name: p.stat().st_mtime_ns for p in outputs}
+
+    for change in ("edit", "delete"):
+        before = {c: stamps(c) for c in classes}
+        time.sleep(1.1)
+        xml = sorted((tmp_path / "data" / "circle").glob("*.xml"))[-1]
+        if change == "edit":
+            xml.write_text(
+                xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1)
+            )
+        else:
+            xml.unlink()
+        result = snakemake(tmp_path, tool_env, *targets)
+        assert result.returncode == 0, result.stderr[-3000:]
+        after = {c: stamps(c) for c in classes}
+        assert after["square"] == before["square"], f"{change}: square was rebuilt"
+        assert after["circle"]["summary.json"] > before["circle"]["summary.json"], change
