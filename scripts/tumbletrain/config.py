@@ -250,6 +250,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "export": ("model", "train"),
     "predict": ("model", "predict"),
     "report": ("evaluate",),
+    "summary": ("model", "train", "evaluate"),
 }
 
 

@@ -137,7 +137,7 @@ rule summary:
         mem_mb=1000,
         runtime=10,
     params:
-        cfg=stage_json("report"),
+        cfg=stage_json("summary"),
     shell:
         "python -m tumbletrain.report summary --config-json {params.cfg}"
         " --output {output} 2> {log}"
