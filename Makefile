@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-quick lint format bench rulegraph
+.PHONY: demo test test-quick lint format rulegraph
 
 # Reinstall only when the pins change.
 $(VENV)/.installed: pyproject.toml
@@ -33,9 +33,6 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix scripts tests
 	$(BIN)/ruff format scripts tests
 	$(BIN)/snakefmt .
-
-bench: $(VENV)/.installed
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest tests/bench -s -p no:cacheprovider -o testpaths=tests/bench
 
 rulegraph: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js
