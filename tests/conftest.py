@@ -33,6 +33,23 @@ def tool_env() -> dict[str, str]:
 
 # Two demo classes, a few images, a model small enough to train a few steps in
 # seconds on a CPU. Every stage runs; nothing is downloaded.
+# The rules of a full run, in `snakemake -n` and in SLURM's job logs.
+WORKFLOW_RULES = (
+    "demo",
+    "harvest",
+    "annotations",
+    "records",
+    "label_map",
+    "train",
+    "evaluate",
+    "export",
+    "report_data",
+    "report_samples",
+    "report_training",
+    "report_evaluation",
+    "summary",
+)
+
 TINY_CONFIG = {
     "classes": {
         "circle": {"demo": {"images": 8}},

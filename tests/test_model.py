@@ -17,21 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_CONFIG
 from tumbletrain import annotations, checkpoint, cli, config, demo, experiment, records
 
-TINY_MODEL = {
-    "checkpoint": None,
-    "input_size": 128,
-    "overrides": {
-        "task": {
-            "model": {
-                "backbone": {"mobilenet": {"filter_size_scale": 0.35}},
-                "decoder": {"fpn": {"num_filters": 16}},
-                "head": {"num_convs": 1, "num_filters": 16},
-            }
-        }
-    },
-}
+TINY_MODEL = TINY_CONFIG["model"]
 TINY_TRAIN = {
     "run": "tiny",
     "steps": 6,

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIG, snakemake, write_project
+from conftest import REPO, TINY_CONFIG, WORKFLOW_RULES, snakemake, write_project
 
 START = REPO / "tests" / "slurm" / "start_cluster.sh"
 
@@ -55,21 +55,7 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run):
     project, result = slurm_run
     logs = project / ".snakemake" / "slurm_logs"
     ran = {p.name.removeprefix("rule_") for p in logs.iterdir() if p.is_dir()}
-    expected = {
-        "demo",
-        "harvest",
-        "annotations",
-        "records",
-        "label_map",
-        "train",
-        "evaluate",
-        "export",
-        "report_data",
-        "report_samples",
-        "report_training",
-        "report_evaluation",
-        "summary",
-    }
+    expected = set(WORKFLOW_RULES)
     assert expected <= ran, f"not run through SLURM: {expected - ran}"
     for rule in expected:
         assert list((logs / f"rule_{rule}").rglob("*.log")), rule

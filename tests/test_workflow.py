@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import TINY_CONFIG, snakemake, write_project
+from conftest import TINY_CONFIG, WORKFLOW_RULES, snakemake, write_project
 from tumbletrain import config as tt_config
 
 
@@ -15,18 +15,7 @@ def test_dry_run_lists_the_whole_dag(repo, tmp_path, tool_env):
     result = snakemake(tmp_path, tool_env, "-n", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     listed = result.stdout + result.stderr
-    for rule in (
-        "demo",
-        "harvest",
-        "annotations",
-        "records",
-        "label_map",
-        "train",
-        "evaluate",
-        "export",
-        "summary",
-        "all",
-    ):
+    for rule in (*WORKFLOW_RULES, "all"):
         assert rule in listed, f"{rule} missing from the dry run:\n{listed[-3000:]}"
     assert not (tmp_path / "results").exists(), "a dry run wrote outputs"
 

@@ -12,20 +12,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from . import fileio
+from .vocxml import VocObject
 
 COLUMNS = ("image", "sha256", "format", "width", "height", "orientation", "xml", "objects")
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    name: str
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    difficult: int = 0
-    truncated: int = 0
-    pose: str = "Unspecified"
+# An object in a list is exactly what LabelImg's XML describes.
+ListedObject = VocObject
 
 
 @dataclass(frozen=True)
