@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-quick lint format rulegraph
+.PHONY: demo test test-quick lint format bench rulegraph
 
 # Reinstall only when the pins change.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,10 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix scripts tests
 	$(BIN)/ruff format scripts tests
 	$(BIN)/snakefmt .
+
+# Not part of `make test`: figures go to results/bench/ and BENCHMARKS.md.
+bench: $(VENV)/.installed
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tests/bench/run.py
 
 rulegraph: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js

@@ -1,0 +1,159 @@
+"""Records: JPEGs -> TFRecords, against a plain copy and the OD API's per-image method."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import noise_jpegs, report, scaled, timed
+from PIL import Image
+from tumbletrain import lists, records
+
+
+def make_images(root: Path, count: int) -> tuple[Path, list[Path]]:
+    """`count` distinct JPEGs of 50-300 KB and the list the annotations stage would write."""
+    rng = np.random.default_rng(0)
+    unique = noise_jpegs(min(count, 200), rng)
+    items, paths = [], []
+    for i in range(count):
+        data = unique[i % len(unique)] + i.to_bytes(4, "big")  # distinct bytes after EOI
+        path = root / "images" / f"{i:06d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        items.append(
+            lists.ListedImage(
+                str(path),
+                hashlib.sha256(data).hexdigest(),
+                "jpeg",
+                width,
+                height,
+                1,
+                "",
+                (lists.ListedObject("pose", 10, 10, width - 10, height - 10),),
+            )
+        )
+        paths.append(path)
+    lists.write_list(root / "list.tsv", items)
+    return root / "list.tsv", paths
+
+
+def copy_limit(paths: list[Path], target: Path) -> int:
+    """Read the same bytes and write them to one file: the physical limit."""
+    total = 0
+    with open(target, "wb") as out:
+        for path in paths:
+            data = path.read_bytes()
+            out.write(data)
+            total += len(data)
+    return total
+
+
+def anchor(paths: list[Path], target: Path) -> None:
+    """The OD API's create_pascal_tf_record.py per image: PIL open, sha256, one Example."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for path in paths:
+            encoded = path.read_bytes()
+            image = Image.open(io.BytesIO(encoded))
+            if image.format != "JPEG":
+                raise ValueError("Image format not JPEG")
+            key = hashlib.sha256(encoded).hexdigest()
+            width, height = image.size
+            feature = {
+                "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
+                "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+                "image/filename": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[path.name.encode()])
+                ),
+                "image/source_id": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[path.name.encode()])
+                ),
+                "image/key/sha256": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[key.encode()])
+                ),
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg"])),
+                "image/object/bbox/xmin": tf.train.Feature(
+                    float_list=tf.train.FloatList(value=[10 / width])
+                ),
+                "image/object/class/text": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[b"pose"])
+                ),
+                "image/object/class/label": tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[1])
+                ),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+
+
+def main() -> dict:
+    import tensorflow as tf  # noqa: F401  (imported once, outside the in-process timings)
+
+    count = scaled(20_000)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TT_BENCH_TMP")) as tmp:
+        root = Path(tmp)
+        list_path, paths = make_images(root, count)
+        megabytes = sum(p.stat().st_size for p in paths) / 1e6
+        copy_s, _ = timed(lambda: copy_limit(paths, root / "copy.bin"), repeat=3)
+        anchor_s, _ = timed(lambda: anchor(paths, root / "anchor.tfrecord"), repeat=1)
+        items = lists.read_list(list_path)
+        steady_s, _ = timed(
+            lambda: records.write_records(items, root / "ours.tfrecord", {"pose": 1}), repeat=2
+        )
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tumbletrain.records",
+                "write",
+                "--config-json",
+                '{"classes": {"pose": {}}}',
+                "--list",
+                str(list_path),
+                "--output",
+                str(root / "cmd.tfrecord"),
+                "--stats",
+                str(root / "cmd.json"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        command_s = time.perf_counter() - start
+    rows = [
+        {"method": name, "seconds": s, "images_per_s": count / s, "MB_per_s": megabytes / s}
+        for name, s in (
+            ("copy (limit)", copy_s),
+            ("OD API per-image (anchor)", anchor_s),
+            ("ours, steady state", steady_s),
+            ("ours, whole command incl. TF import", command_s),
+        )
+    ]
+    return report(
+        "records",
+        rows,
+        {
+            "images": count,
+            "MB": round(megabytes, 1),
+            "ratio_to_copy (steady)": round(copy_s / steady_s, 2),
+            "ratio_to_copy (command)": round(copy_s / command_s, 2),
+            "speedup_vs_anchor (steady)": round(anchor_s / steady_s, 2),
+            "speedup_vs_anchor (command)": round(anchor_s / command_s, 2),
+            "targets": ">= 0.5 of copy, >= 2x anchor",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What the benchmarks share: timing, scaling, generated data, result files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+RESULTS = REPO / "results" / "bench"
+# TT_BENCH_SCALE=0.1 runs every benchmark at a tenth of its size.
+SCALE = float(os.environ.get("TT_BENCH_SCALE", "1"))
+
+
+def scaled(n: int) -> int:
+    return max(10, int(n * SCALE))
+
+
+def timed(function: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    """Median wall time of `repeat` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "scale": SCALE,
+    }
+
+
+def report(name: str, rows: list[dict], extra: dict | None = None) -> dict:
+    """Print a table and write results/bench/{name}.json."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    print(f"\n== {name} ==")
+    print(" | ".join(keys))
+    for row in rows:
+        print(
+            " | ".join(
+                f"{row.get(k):.3g}" if isinstance(row.get(k), float) else str(row.get(k, ""))
+                for k in keys
+            )
+        )
+    for key, value in (extra or {}).items():
+        print(f"{key}: {value}")
+    return result
+
+
+def noise_jpegs(count: int, rng: np.random.Generator, sides=(300, 700)) -> list[bytes]:
+    """Distinct JPEGs of realistic sizes (noise compresses badly: 50-300 KB)."""
+    images = []
+    for _ in range(count):
+        w, h = (int(v) for v in rng.integers(*sides, size=2))
+        pixels = rng.integers(0, 255, size=(h // 4, w // 4, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize((w, h), Image.NEAREST)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
+        images.append(buffer.getvalue())
+    return images
