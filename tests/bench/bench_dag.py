@@ -40,7 +40,7 @@ def project(root: Path, per_class: int) -> list[str]:
 def snakemake(root: Path, targets: list[str], *args: str) -> float:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = time.perf_counter()
-    subprocess.run(
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -49,16 +49,19 @@ def snakemake(root: Path, targets: list[str], *args: str) -> float:
             str(REPO / "Snakefile"),
             "-d",
             str(root),
+            *targets,
             "--cores",
             "2",
-            "--quiet",
             *args,
-            *targets,
+            "--quiet",
+            "all",
         ],
-        check=True,
         capture_output=True,
+        text=True,
         env=env,
     )
+    if result.returncode:
+        raise RuntimeError(f"snakemake {' '.join(args)} failed: {result.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
