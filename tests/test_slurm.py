@@ -41,6 +41,7 @@ def slurm_run(cluster, tmp_path_factory, tool_env):
         "2",
         "--slurm-init-seconds-before-status-checks",
         "2",
+        "--slurm-keep-successful-logs",
         "--default-resources",
         "slurm_partition=main",
         "mem_mb=1500",
