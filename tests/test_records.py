@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,33 @@ def test_stats_count_images_objects_bytes(written):
     assert stats["objects"] == 2 * len(items)
     assert stats["bytes"] == (base / "out.tfrecord").stat().st_size
     assert stats["objects_per_class"] == {"circle": len(items), "square": len(items)}
+
+
+def test_records_are_byte_identical_across_processes(written, tmp_path):
+    base, _, _ = written
+    outputs = []
+    for run in ("a", "b"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tumbletrain.records",
+                "write",
+                "--config-json",
+                json.dumps(CLASSES),
+                "--list",
+                str(base / "list.tsv"),
+                "--output",
+                str(tmp_path / f"{run}.tfrecord"),
+                "--stats",
+                str(tmp_path / "s.json"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        outputs.append((tmp_path / f"{run}.tfrecord").read_bytes())
+    assert outputs[0] == outputs[1]
 
 
 def test_records_are_deterministic_and_shardable(written, tmp_path):

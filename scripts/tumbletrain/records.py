@@ -132,7 +132,9 @@ def write_shard(path: Path, items: list[lists.ListedImage], label_ids: dict[str,
     with fileio.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for item in items:
             encoded = encoded_image(item)
-            writer.write(build_example(item, encoded, label_ids).SerializeToString())
+            # Features is a map: without `deterministic` its order changes between processes.
+            example = build_example(item, encoded, label_ids)
+            writer.write(example.SerializeToString(deterministic=True))
             objects += len(item.objects)
             box_sides += [
                 float(np.sqrt((o.xmax - o.xmin) * (o.ymax - o.ymin) / (item.width * item.height)))

@@ -43,7 +43,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=300
+# Completed jobs stay visible to scontrol for an hour: the test reads their GPUs.
+MinJobAge=3600
 ReturnToService=2
 SlurmUser=root
 SlurmdUser=root
@@ -58,7 +59,11 @@ NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:1 State
 PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 
-pgrep -x slurmctld >/dev/null || slurmctld
+if pgrep -x slurmctld >/dev/null; then
+  scontrol reconfigure >/dev/null 2>&1 || true
+else
+  slurmctld
+fi
 pgrep -x slurmd >/dev/null || slurmd
 
 for _ in $(seq 100); do

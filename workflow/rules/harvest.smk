@@ -48,18 +48,18 @@ rule label:
         "resources/manifests/{cls}.tsv",
     output:
         "data/{cls}/.tumbletrain.json",
-    params:
-        cfg=lambda w: stage_json("annotations", w.cls),
     log:
         "logs/label/{cls}.log",
     benchmark:
         "benchmarks/label/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=30,
-    conda:
-        "../../envs/harvest.yaml"
+    params:
+        cfg=lambda w: stage_json("annotations", w.cls),
     shell:
         "python -m tumbletrain.labelimg --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input} --folder data/{wildcards.cls} 2> {log}"
