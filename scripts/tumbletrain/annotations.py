@@ -13,7 +13,6 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -97,6 +96,7 @@ class ClassIndex:
     by_path: dict[str, str]  # resolved image path -> sha256 (from the manifest)
     store_of: dict[str, str]  # sha256 -> store path
     by_name: dict[str, list[Path]]  # file name -> images of the class
+    folder_images: list[Path]  # images in the annotations folder
 
 
 def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
@@ -117,7 +117,7 @@ def build_index(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
     manifest: list[dict[str, str]],
-    roots: list[Path],
+    folder_images: list[Path],
 ) -> ClassIndex:
     by_path: dict[str, str] = {}
     store_of: dict[str, str] = {}
@@ -129,19 +129,24 @@ def build_index(
         if origin and "://" not in origin:
             by_path[os.path.abspath(origin)] = row["sha256"]
             by_name.setdefault(Path(origin).name, []).append(Path(origin))
-    for root in roots:
-        for image in iter_images(root):
-            by_name.setdefault(image.name, []).append(image)
-    return ClassIndex(class_name, class_names_index(cfg), by_path, store_of, by_name)
+    for image in folder_images:
+        by_name.setdefault(image.name, []).append(image)
+    return ClassIndex(class_name, class_names_index(cfg), by_path, store_of, by_name, folder_images)
 
 
-def iter_images(root: Path) -> Iterator[Path]:
-    if not root.is_dir():
-        return
-    for dirpath, _, filenames in os.walk(root):
+def scan(root: Path) -> tuple[list[Path], list[Path]]:
+    """The XML files and the images under a folder, in one walk, sorted."""
+    xmls: list[Path] = []
+    images: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(dirpath) / name
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix == ".xml":
+                xmls.append(Path(dirpath, name))
+            elif suffix in IMAGE_SUFFIXES:
+                images.append(Path(dirpath, name))
+    return xmls, images
 
 
 def path_candidates(text: str) -> list[str]:
@@ -278,14 +283,12 @@ def flag(obj: etree._Element, tag: str) -> int:
 def read_xml(xml_path: Path) -> etree._Element | str:
     """The parsed root, or a reason code."""
     try:
-        size = xml_path.stat().st_size
-        if size == 0:
-            return "empty_file"
-        if size > vocxml.MAX_XML_BYTES:
-            return "too_large"
-        data = xml_path.read_bytes()
+        with open(xml_path, "rb") as handle:
+            data = handle.read(vocxml.MAX_XML_BYTES + 1)
     except OSError:
         return "not_xml"
+    if len(data) > vocxml.MAX_XML_BYTES:
+        return "too_large"
     if not data.strip():
         return "empty_file"
     if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
@@ -475,12 +478,6 @@ def summarise(
     return summary, sorted(rows)
 
 
-def xml_files_under(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
-
-
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
@@ -495,9 +492,10 @@ def validate_class(
         whole_dir = whole_image_dir or Path("results/whole_image") / class_name
         xml_paths = whole_image_xml(manifest, class_name, whole_dir)
         root = whole_dir
+        folder_images: list[Path] = []
     else:
-        xml_paths = xml_files_under(root)
-    index = build_index(cfg, class_name, manifest, [root])
+        xml_paths, folder_images = scan(root)
+    index = build_index(cfg, class_name, manifest, folder_images)
     outcomes = [validate_xml(path, index) for path in xml_paths]
     resolve_duplicates(outcomes)
     for outcome in outcomes:
@@ -507,7 +505,7 @@ def validate_class(
             )
     labelled = {o.item.sha256 for o in outcomes if o.kept}
     annotated_images = {os.path.abspath(o.item.image) for o in outcomes if o.kept}
-    unlabelled = count_unlabelled(manifest, index, root, annotated_images, labelled)
+    unlabelled = count_unlabelled(manifest, index, annotated_images, labelled)
     if not xml_paths and not manifest and cls.annotation == "labelimg" and not root.is_dir():
         raise cli.UserError(
             f"class {class_name!r} has no images and no annotations folder {root}; "
@@ -528,7 +526,6 @@ def validate_class(
 def count_unlabelled(
     manifest: list[dict[str, str]],
     index: ClassIndex,
-    root: Path,
     annotated_images: set[str],
     labelled: set[str],
 ) -> int:
@@ -536,7 +533,7 @@ def count_unlabelled(
     shas = {row["sha256"] for row in manifest}
     unlabelled = len(shas - labelled)
     manifest_paths = set(index.by_path)
-    for image in iter_images(root):
+    for image in index.folder_images:
         absolute = os.path.abspath(image)
         if absolute not in manifest_paths and absolute not in annotated_images:
             unlabelled += 1

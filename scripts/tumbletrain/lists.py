@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from . import fileio
 from .vocxml import VocObject
@@ -33,7 +33,8 @@ class ListedImage:
     objects: tuple[ListedObject, ...] = field(default_factory=tuple)
 
     def row(self) -> list:
-        objects = json.dumps([asdict(o) for o in self.objects], separators=(",", ":"))
+        # vars() rather than asdict(): asdict deep-copies, and this runs per object.
+        objects = json.dumps([vars(o) for o in self.objects], separators=(",", ":"))
         return [
             self.image,
             self.sha256,
