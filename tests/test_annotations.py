@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tumbletrain import annotations, cli, config, fileio, lists, vocxml
+from tumbletrain import annotations, cli, config, fileio, lists, store, vocxml
 
 W, H = 200, 100
 SECRET = "TOP-SECRET-PAYLOAD-42"
@@ -400,45 +400,22 @@ def test_original_layout_keeps_the_users_split(tmp_path):
 
 
 def test_whole_image_boxes_are_made_under_results(tmp_path):
-    store = tmp_path / "resources" / "images"
+    store_root = tmp_path / "resources" / "images"
     rows = []
     for i, size in enumerate([(64, 48), (30, 90)]):
-        path = jpeg(store / f"{i}{i}" / f"{i}{i}abc.jpg", size=size)
+        path = jpeg(store_root / f"{i}{i}" / f"{i}{i}abc.jpg", size=size)
         rows.append(
-            [
+            store.ManifestRow(
                 f"{i}{i}abc",
                 str(path),
                 "folder",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                size[0],
-                size[1],
-                path.stat().st_size,
-            ]
+                width=size[0],
+                height=size[1],
+                bytes=path.stat().st_size,
+            )
         )
     manifest = tmp_path / "m.tsv"
-    fileio.write_tsv(
-        manifest,
-        (
-            "sha256",
-            "file",
-            "source",
-            "blog",
-            "post_id",
-            "post_url",
-            "image_url",
-            "timestamp",
-            "tags",
-            "width",
-            "height",
-            "bytes",
-        ),
-        rows,
-    )
+    store.write_manifest(manifest, rows)
     cfg = config.parse({"classes": {"pose": {"annotation": "whole_image"}}})
     whole = tmp_path / "results" / "whole_image" / "pose"
     summary = annotations.validate_class(cfg, "pose", manifest, tmp_path / "out", whole)

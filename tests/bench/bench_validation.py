@@ -11,7 +11,7 @@ from pathlib import Path
 from common import report, scaled, timed
 from lxml import etree
 from PIL import Image
-from tumbletrain import annotations, config, fileio, vocxml
+from tumbletrain import annotations, config, store, vocxml
 
 
 def make_corpus(root: Path, count: int) -> Path:
@@ -37,27 +37,18 @@ def make_corpus(root: Path, count: int) -> Path:
             )
         )
         rows.append(
-            [sha, str(image), "folder", "", "", "", str(image), "", "", 64, 48, len(content)]
+            store.ManifestRow(
+                sha,
+                str(image),
+                "folder",
+                image_url=str(image),
+                width=64,
+                height=48,
+                bytes=len(content),
+            )
         )
     manifest = root / "manifest.tsv"
-    fileio.write_tsv(
-        manifest,
-        (
-            "sha256",
-            "file",
-            "source",
-            "blog",
-            "post_id",
-            "post_url",
-            "image_url",
-            "timestamp",
-            "tags",
-            "width",
-            "height",
-            "bytes",
-        ),
-        rows,
-    )
+    store.write_manifest(manifest, rows)
     return manifest
 
 
