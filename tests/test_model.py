@@ -18,7 +18,17 @@ import numpy as np
 import pytest
 import yaml
 from conftest import TINY_CONFIG
-from tumbletrain import annotations, checkpoint, cli, config, demo, experiment, records
+from tumbletrain import (
+    annotations,
+    checkpoint,
+    cli,
+    config,
+    demo,
+    evaluation,
+    experiment,
+    export,
+    records,
+)
 
 TINY_MODEL = TINY_CONFIG["model"]
 TINY_TRAIN = {
@@ -30,6 +40,15 @@ TINY_TRAIN = {
     "eval_every": 6,
     "learning_rate": 0.01,
 }
+# An untrained tiny model scores every box near its prior; with no score
+# threshold both the SavedModel and the TFLite models still return boxes, so
+# the two can be compared.
+NO_SCORE_THRESHOLD = {
+    "detection_generator": {
+        "pre_nms_score_threshold": 0.0,
+        "tflite_post_processing": {"nms_score_threshold": 0.0},
+    }
+}
 
 
 def tiny_raw(**sections) -> dict:
@@ -40,6 +59,7 @@ def tiny_raw(**sections) -> dict:
         "model": json.loads(json.dumps(TINY_MODEL)),
         "train": dict(TINY_TRAIN),
     }
+    raw["model"]["overrides"]["task"]["model"].update(NO_SCORE_THRESHOLD)
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}
     return raw
@@ -392,30 +412,45 @@ def exported(trained):
 @pytest.mark.slow
 def test_export_signatures_and_tflite_run(exported):
     import tensorflow as tf
-    from PIL import Image
 
     summary = json.loads((exported / "results/export/tiny/export.json").read_text())
+    assert set(summary["tflite"]) == {"model_float.tflite", "model_int8.tflite"}
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
     image_path = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
-    pixels = np.asarray(Image.open(image_path).convert("RGB"))
+    # TensorFlow's own JPEG decoder, as the image_bytes signature uses: same pixels.
+    pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
     by_tensor = loaded.signatures["serving_default"](inputs=tf.constant(pixels[None]))
     by_bytes = loaded.signatures["serve_image_bytes"](inputs=tf.constant([image_path.read_bytes()]))
     np.testing.assert_allclose(
         by_tensor["detection_boxes"].numpy(), by_bytes["detection_boxes"].numpy(), atol=1e-3
     )
+    params = evaluation.load_params(exported / "results/train/tiny/params.yaml", [], 1)
+    images, _ = export.tflite_input(params, pixels)
+    best = int(np.argmax(by_tensor["detection_scores"][0].numpy()))
+    expected_box = by_tensor["detection_boxes"][0].numpy()[best]
+    expected_score = float(by_tensor["detection_scores"][0].numpy()[best])
     for name in ("model_float.tflite", "model_int8.tflite"):
-        interpreter = tf.lite.Interpreter(
-            model_path=summary["tflite"][name]["path"]
-            if Path(summary["tflite"][name]["path"]).is_absolute()
-            else str(exported / summary["tflite"][name]["path"])
-        )
+        interpreter = tf.lite.Interpreter(model_path=str(exported / "results/export/tiny" / name))
         interpreter.allocate_tensors()
         (inp,) = interpreter.get_input_details()
         assert list(inp["shape"]) == [1, 128, 128, 3]
-        interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+        interpreter.set_tensor(inp["index"], images.astype(np.float32))
         interpreter.invoke()
-        outputs = [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
-        assert any(o.ndim == 3 and o.shape[-1] == 4 for o in outputs), "no box output"
+        # TFLite_Detection_PostProcess's outputs, in order: boxes, classes, scores, count.
+        details = sorted(
+            interpreter.get_output_details(), key=lambda d: int(d["name"].rsplit(":", 1)[1])
+        )
+        boxes, _, scores, count = (interpreter.get_tensor(d["index"])[0] for d in details)
+        assert count >= 1 and np.isfinite(boxes[: int(count)]).all(), name
+        if name == "model_float.tflite":
+            # Same network, same decoding: the SavedModel's best box is among
+            # TFLite's with the same score (an untrained model has near-ties,
+            # so not necessarily first; TFLite does not clip boxes to the image).
+            kept = range(int(count))
+            same_score = [i for i in kept if abs(scores[i] - expected_score) < 1e-3]
+            assert same_score, (expected_score, scores[: int(count)][:10])
+            distances = [np.abs(np.clip(boxes[i], 0, 128) - expected_box).max() for i in same_score]
+            assert min(distances) <= 0.5, (expected_box, boxes[same_score[0]])
 
 
 @pytest.mark.slow
@@ -440,3 +475,35 @@ def test_predict_writes_labelimg_prelabels(exported):
     assert root.tag == "annotation" and root.find("size/width") is not None
     assert len(list((out / "images").glob("*.jpg"))) == len(xmls)
     assert (out / "detections.csv").read_text().startswith("image,class,score")
+
+
+@pytest.mark.slow
+def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
+    """The model sees a resized image; predict maps its boxes back to the image's pixels."""
+    import tensorflow as tf
+    from PIL import Image
+    from tumbletrain import predict
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    source = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
+    (folder / source.name).write_bytes(source.read_bytes())
+    predict.predict_folder(
+        exported / "results/export/tiny/saved_model",
+        folder,
+        tmp_path / "out",
+        {1: "circle", 2: "square"},
+        0.0,
+    )
+    rows = (tmp_path / "out" / "detections.csv").read_text().splitlines()[1:]
+    assert rows
+    pixels = np.asarray(Image.open(source).convert("RGB"))
+    serve = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
+    out = serve.signatures["serving_default"](inputs=tf.constant(pixels[None]))
+    scale = out["image_info"][0][2].numpy()
+    assert not np.allclose(scale, 1.0), "pick an image whose size differs from the input"
+    ymin, xmin, ymax, xmax = out["detection_boxes"][0][0].numpy()
+    first = [float(v) for v in rows[0].split(",")[3:7]]
+    np.testing.assert_allclose(
+        first, [xmin / scale[1], ymin / scale[0], xmax / scale[1], ymax / scale[0]], atol=0.11
+    )

@@ -97,6 +97,23 @@ def export_tflite(params, checkpoint: str, outdir: Path, calibration_steps: int)
     return written
 
 
+def tflite_input(params, pixels):
+    """A uint8 RGB image as the TFLite models take it: resized, padded and normalised.
+
+    The TFLite models leave preprocessing to the caller (so it can be done
+    on-device); this is the Model Garden's own, as the SavedModel applies it.
+    """
+    import tensorflow as tf
+    from official.vision.serving import detection
+
+    size = list(params.task.model.input_size[:2])
+    module = detection.DetectionModule(
+        params=params, batch_size=1, input_image_size=size, input_type="image_tensor"
+    )
+    images, _, image_info = module.preprocess(tf.constant(pixels[None], dtype=tf.uint8))
+    return images.numpy(), image_info.numpy()
+
+
 def export(params, checkpoint: str, outdir: Path, calibration_steps: int = 100) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     saved_model = export_saved_model(params, checkpoint, outdir / "saved_model")
@@ -109,8 +126,10 @@ def export(params, checkpoint: str, outdir: Path, calibration_steps: int = 100) 
         "tflite": {
             name: {"path": str(path), "bytes": path.stat().st_size} for name, path in tflite.items()
         },
-        "tflite_input": "float32 [1, H, W, 3], normalised with the Model Garden's "
-        "ImageNet mean and std (official.vision.ops.preprocess_ops.normalize_image)",
+        "tflite_input": "float32 [1, H, W, 3]: resized, padded and normalised as "
+        "tumbletrain.export.tflite_input does (the Model Garden's own preprocessing)",
+        "tflite_output": "boxes [ymin, xmin, ymax, xmax] in input pixels, not clipped; "
+        "classes (0 is the background); scores; count",
     }
     fileio.write_json(outdir / "export.json", summary)
     return summary

@@ -46,12 +46,17 @@ def load_upright(path: Path) -> np.ndarray:
 
 
 def detect(serve, pixels: np.ndarray, names: dict[int, str], min_score: float) -> list[Detection]:
-    """Run the SavedModel's image_tensor signature; boxes come back in image pixels."""
+    """Run the SavedModel's image_tensor signature; boxes are returned in image pixels.
+
+    The Model Garden's serving gives boxes in the resized model input, with
+    `image_info` (row 2: the y and x scale) to take them back to the image.
+    """
     import tensorflow as tf
 
     outputs = serve(inputs=tf.constant(pixels[None, ...], dtype=tf.uint8))
     count = int(outputs["num_detections"][0])
-    boxes = outputs["detection_boxes"][0].numpy()
+    y_scale, x_scale = outputs["image_info"][0][2].numpy()
+    boxes = outputs["detection_boxes"][0].numpy() / [y_scale, x_scale, y_scale, x_scale]
     scores = outputs["detection_scores"][0].numpy()
     classes = outputs["detection_classes"][0].numpy().astype(int)
     found = []
