@@ -262,13 +262,14 @@ def test_killed_harvest_resumes_to_the_same_manifest(tmp_path, fake):
     process.wait()
     assert not (interrupted / "manifests" / "pose.tsv").exists(), "killed before the end"
     fake.faults.slow_media_s = 0
-    subprocess.run(
+    rerun = subprocess.run(
         harvest_command(interrupted, raw_config(fake)),
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (interrupted / "manifests" / "pose.tsv").read_bytes() == (
         reference / "manifests" / "pose.tsv"
     ).read_bytes().replace(b"reference", b"interrupted")
@@ -337,3 +338,21 @@ def test_labelimg_folder_adds_and_never_overwrites(tmp_path):
     counts = labelimg.materialise(manifest(tmp_path), target, ["pose", "hand"])
     assert counts["present"] == 1 and counts["linked"] + counts["copied"] == 1
     assert len(list(target.glob("*.jpg")) + list(target.glob("*.png"))) == 2
+
+
+def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    folder = tmp_path / "images" / "ab"
+    folder.mkdir(parents=True)
+    stale = folder / f".abc.jpg.{fileio.host()}-{dead}.x1y2z3.tmp"
+    live = folder / f".abd.jpg.{fileio.writer()}.q9w8e7.tmp"
+    finished = folder / "abc.jpg"
+    for path in (stale, live, finished):
+        path.write_bytes(b"x")
+    assert fileio.remove_leftovers(tmp_path / "images") == 1
+    assert not stale.exists() and live.exists() and finished.exists()

@@ -13,11 +13,46 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+
+# Temporary names carry the writer's host and pid, so a later run can tell the
+# leftovers of a killed writer from files another live process is writing.
+def host() -> str:
+    return socket.gethostname().replace(".", "_")
+
+
+def writer() -> str:
+    return f"{host()}-{os.getpid()}"
+
+
+_LEFTOVER = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+(\.[A-Za-z]+)$")
+
+
+def remove_leftovers(root: str | os.PathLike) -> int:
+    """Delete temporary files that killed writers on this host left under `root`."""
+    removed = 0
+    here = host()
+    for path in Path(root).rglob(".*"):
+        match = _LEFTOVER.match(path.name)
+        if not match or match["host"] != here or not path.is_file():
+            continue
+        try:
+            os.kill(int(match["pid"]), 0)
+            continue  # the writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -26,7 +61,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
+        prefix=f".{target.name}.{writer()}.", suffix=suffix or ".tmp", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)

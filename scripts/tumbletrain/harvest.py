@@ -190,6 +190,11 @@ def harvest_class(
 ) -> dict:
     cls = cfg.get_class(class_name)
     image_store = store.ImageStore(store_root)
+    for root in (store_root, manifests):
+        if Path(root).is_dir():
+            removed = fileio.remove_leftovers(root)
+            if removed:
+                log.info("removed %d partial files a killed run left in %s", removed, root)
     rows: list[store.ManifestRow] = []
     skipped: list[tuple[str, str, str, str]] = []
     if cls.tumblr:
