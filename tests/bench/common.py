@@ -45,10 +45,21 @@ def machine() -> dict:
         ),
         platform.processor(),
     )
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    tensorflow = sys.modules.get("tensorflow")
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
+        "memory_gib": round(memory_kb / 2**20, 1),
         "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__ if tensorflow else None,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # Above the core count means someone else shared the machine during the run.
+        "load_1min": round(os.getloadavg()[0], 2),
         "scale": SCALE,
     }
 
