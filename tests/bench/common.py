@@ -64,6 +64,12 @@ def machine() -> dict:
     }
 
 
+def cell(value: object) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def report(name: str, rows: list[dict], extra: dict | None = None) -> dict:
     """Print a table and write results/bench/{name}.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -73,12 +79,7 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> dict:
     print(f"\n== {name} ==")
     print(" | ".join(keys))
     for row in rows:
-        print(
-            " | ".join(
-                f"{row.get(k):.3g}" if isinstance(row.get(k), float) else str(row.get(k, ""))
-                for k in keys
-            )
-        )
+        print(" | ".join(cell(row.get(k, "")) for k in keys))
     for key, value in (extra or {}).items():
         print(f"{key}: {value}")
     return result
