@@ -26,7 +26,12 @@ def build(fake: FakeTumblr, count: int) -> list[str]:
 def main() -> dict:
     count = scaled(2_000)
     serial_sample = min(count, scaled(200))
-    fake = FakeTumblr(api_key="k").start()
+    fake = FakeTumblr(api_key="k")
+    # http.server sends headers and body in two writes; with Nagle's algorithm the
+    # body then waits for the client's delayed ACK, adding ~40 ms to every request
+    # on top of the 50 ms the benchmark asks for.
+    fake.server.RequestHandlerClass.disable_nagle_algorithm = True
+    fake.start()
     os.environ["TUMBLR_CONSUMER_KEY"] = "k"
     try:
         urls = build(fake, count)
@@ -70,6 +75,11 @@ def main() -> dict:
         rows,
         {
             "speedup_vs_serial": round(count / first_s / serial_rate, 2),
+            # The re-run is the post listing alone; what the first run spent beyond it
+            # is the image fetching, which only starts once the listing is complete.
+            "speedup_vs_serial, image fetching only": round(
+                count / (first_s - second_s) / serial_rate, 2
+            ),
             "targets": ">= 6x serial; re-run: 0 image requests, < 5 s",
         },
     )
