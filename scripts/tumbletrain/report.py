@@ -1,12 +1,15 @@
-"""Pictures and a one-page summary of a run, for the Snakemake report.
+"""Pictures, tables and a one-page summary of a run, for the Snakemake report.
 
-Each subcommand reads what a stage wrote and draws one figure with matplotlib;
+Each subcommand reads what a stage wrote and draws with matplotlib or pandas;
 `summary` writes results/summary.md, which `make demo` prints at the end.
+The readers accept summaries and metrics with keys missing (a stage that wrote
+an older format, or an evaluation without objects) and draw what there is.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
 import math
@@ -24,6 +27,11 @@ from . import config as tt_config  # noqa: E402
 
 log = logging.getLogger("tumbletrain.report")
 
+REJECTED_COLUMNS = ("class", "file", "object", "reason", "message")
+# Orbit's train summaries name every loss `*loss`; these three come first.
+MAIN_LOSSES = ("total_loss", "cls_loss", "box_loss")
+VALIDATION_AP = ("AP", "AP50", "AP75")
+
 
 def save(fig, path: Path) -> None:
     fig.tight_layout()
@@ -33,35 +41,68 @@ def save(fig, path: Path) -> None:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    """A stage's JSON, or {} when the stage has not written it (yet)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise cli.UserError(
+            f"{path} is not valid JSON ({error}); delete it and re-run the workflow to rewrite it"
+        ) from error
+    if not isinstance(data, dict):
+        raise cli.UserError(f"{path} holds no JSON object; delete it and re-run the workflow")
+    return data
+
+
+def number(value, digits: int = 3) -> str:
+    """A metric for people: '-' when it is missing or COCO's -1 (no ground truth)."""
+    if value is None or (isinstance(value, int | float) and (value < 0 or math.isnan(value))):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return fileio.read_tsv(path) if path.exists() else []
 
 
 def class_counts(classes: list[str], manifests: Path, lists_dir: Path) -> pd.DataFrame:
+    """Images per class at each step; skipped images by the harvest's reason code."""
     rows = []
     for name in classes:
-        manifest = manifests / f"{name}.tsv"
-        skipped = manifests / f"{name}.skipped.tsv"
         summary = read_json(lists_dir / name / "summary.json")
         per_split = summary.get("per_split", {})
-        rows.append(
-            {
-                "class": name,
-                "harvested": len(fileio.read_tsv(manifest)) if manifest.exists() else 0,
-                "skipped": len(fileio.read_tsv(skipped)) if skipped.exists() else 0,
-                "unlabelled": summary.get("unlabelled_images", 0),
-                "rejected": summary.get("rejected_files", 0),
-                "training": per_split.get("training", 0),
-                "verification": per_split.get("verification", 0),
-            }
-        )
-    return pd.DataFrame(rows).set_index("class")
+        skipped = read_rows(manifests / f"{name}.skipped.tsv")
+        row = {"class": name, "harvested": len(read_rows(manifests / f"{name}.tsv"))}
+        reasons = pd.Series([r.get("reason") or "unknown" for r in skipped], dtype=object)
+        row.update({f"skipped: {k}": int(v) for k, v in reasons.value_counts().items()})
+        row["unlabelled"] = summary.get("unlabelled_images", 0)
+        row["rejected"] = summary.get("rejected_files", 0)
+        row.update({split: per_split.get(split, 0) for split in tt_config.SPLITS})
+        rows.append(row)
+    frame = pd.DataFrame(rows).set_index("class").fillna(0).astype(int)
+    # Pipeline order: harvested, skipped (by reason), unlabelled, rejected, splits.
+    skipped_columns = sorted(c for c in frame.columns if c.startswith("skipped: "))
+    ordered = ["harvested", *skipped_columns, "unlabelled", "rejected", *tt_config.SPLITS]
+    return frame[ordered]
 
 
 def plot_counts(counts: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(counts)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(counts)) + 2.5, 4.2))
     counts.plot.bar(ax=ax, rot=0, width=0.85)
-    ax.set(ylabel="images", xlabel="", title="Images per class: harvested, skipped, kept per split")
-    ax.legend(fontsize=8, ncols=3)
+    for container in ax.containers:
+        ax.bar_label(
+            container, fontsize=7, labels=[str(int(v)) if v else "" for v in container.datavalues]
+        )
+    ax.set(
+        ylabel="images",
+        xlabel="",
+        title="Images per class: harvested, skipped (by reason), unlabelled, rejected, kept",
+    )
+    # Outside the axes: the legend would hide the tallest bars.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(axis="y", alpha=0.3)
     save(fig, path)
 
@@ -73,7 +114,9 @@ def validation_table(classes: list[str], lists_dir: Path) -> pd.DataFrame:
         row = {f"repaired: {k}": v for k, v in summary.get("repairs_by_kind", {}).items()}
         row.update({f"rejected: {k}": v for k, v in summary.get("rejected_by_reason", {}).items()})
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
+    # A class with nothing to report has an empty row; reindex keeps it.
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(classes)
+    return table.fillna(0).astype(int)
 
 
 def plot_validation(table: pd.DataFrame, path: Path) -> None:
@@ -98,14 +141,37 @@ def rejected_rows(classes: list[str], lists_dir: Path) -> pd.DataFrame:
             frame.insert(0, "class", name)
             frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["class", "file", "object", "reason", "message"])
+        return pd.DataFrame(columns=list(REJECTED_COLUMNS))
     return pd.concat(frames, ignore_index=True)
+
+
+def write_html_table(frame: pd.DataFrame, path: Path, title: str, empty: str) -> None:
+    """A table the Snakemake report shows inline (it only offers TSV as a download)."""
+    body = (
+        frame.to_html(index=False, border=0, classes="table", na_rep="-")
+        if len(frame)
+        else f"<p>{html.escape(empty)}</p>"
+    )
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;font-size:14px;margin:1em}"
+        "table{border-collapse:collapse}th,td{padding:3px 8px;text-align:left}"
+        "tr:nth-child(even){background:#f2f2f2}th{border-bottom:2px solid #888}"
+        f"</style></head><body><h3>{html.escape(title)}</h3>\n{body}\n</body></html>\n"
+    )
+    fileio.write_text(path, page)
+
+
+def write_table(frame: pd.DataFrame, tsv: Path, html_path: Path, title: str, empty: str) -> None:
+    fileio.write_tsv(tsv, frame.columns, frame.to_numpy().tolist())
+    write_html_table(frame, html_path, title, empty)
 
 
 def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     """Training images with their boxes: is the labelling right, at a glance?"""
     from matplotlib.patches import Rectangle
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     items = lists.read_list(list_path)[:count] if list_path.exists() else []
     columns = max(1, min(4, len(items)))
@@ -114,9 +180,15 @@ def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items, strict=False):
-        with Image.open(item.image) as image:
-            image.seek(0)
-            ax.imshow(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+        try:
+            with Image.open(item.image) as image:
+                image.seek(0)
+                ax.imshow(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+        except (OSError, UnidentifiedImageError) as error:
+            # The list outlives the image (moved or deleted since validation).
+            log.warning("cannot show %s: %s", item.image, error)
+            ax.text(0.5, 0.5, f"cannot read\n{Path(item.image).name}", ha="center", va="center")
+            continue
         for obj in item.objects:
             ax.add_patch(
                 Rectangle(
@@ -142,43 +214,80 @@ def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     save(fig, path)
 
 
-def plot_training(model_dir: Path, path: Path) -> None:
-    """Losses and learning rate from TensorBoard's event files; validation AP over steps."""
+def plot_series(ax, series: dict, tags) -> list[str]:
+    """Plot the tags that were logged; returns them (an empty panel says so)."""
+    drawn = [tag for tag in tags if series.get(tag)]
+    for tag in drawn:
+        steps, values = zip(*sorted(series[tag]), strict=True)
+        ax.plot(steps, values, label=tag, marker="o" if len(steps) < 20 else None, ms=3)
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    return drawn
+
+
+def plot_training(model_dir: Path, path: Path) -> dict[str, list[str]]:
+    """Losses and learning rate from TensorBoard's event files; validation AP over steps.
+
+    Returns the tags drawn in each panel.
+    """
     from .training import scalar_summaries
 
     train = scalar_summaries(model_dir / "train")
     validation = scalar_summaries(model_dir / "validation")
+    if not train and not validation:
+        log.warning("no TensorBoard event files under %s", model_dir)
+    extra_losses = sorted(t for t in train if t.endswith("loss") and t not in MAIN_LOSSES)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for tag in ("total_loss", "cls_loss", "box_loss"):
-        if tag in train:
-            steps, values = zip(*train[tag], strict=True)
-            axes[0].plot(steps, values, label=tag)
-    axes[0].set(title="training loss", xlabel="step", yscale="log")
-    axes[0].legend(fontsize=8)
-    if "learning_rate" in train:
-        steps, values = zip(*train["learning_rate"], strict=True)
-        axes[1].plot(steps, values)
+    drawn = {
+        "loss": plot_series(axes[0], train, [*MAIN_LOSSES, *extra_losses]),
+        "learning_rate": plot_series(axes[1], train, ["learning_rate"]),
+        "validation": plot_series(axes[2], validation, VALIDATION_AP),
+    }
+    # Log scale shows the fall of a loss best, but only positive values fit on it.
+    if drawn["loss"] and all(v > 0 for tag in drawn["loss"] for _, v in train[tag]):
+        axes[0].set_yscale("log")
+    axes[0].set(title="training loss", xlabel="step")
     axes[1].set(title="learning rate", xlabel="step")
-    for tag in ("AP", "AP50"):
-        if tag in validation:
-            steps, values = zip(*validation[tag], strict=True)
-            axes[2].plot(steps, values, marker="o", label=tag)
     axes[2].set(title="validation COCO AP", xlabel="step", ylim=(0, 1))
-    axes[2].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
     save(fig, path)
+    log.info("training curves of %s: %s", model_dir, drawn)
+    return drawn
+
+
+def per_class_ap(metrics: dict) -> dict[str, float | None]:
+    """AP per class; None where the verification split has no object of the class."""
+    return {
+        name: (value if isinstance(value, int | float) and value >= 0 else None)
+        for name, value in (metrics.get("AP_per_class") or {}).items()
+    }
 
 
 def plot_ap_per_class(metrics: dict, path: Path) -> None:
-    per_class = metrics.get("AP_per_class", {})
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(per_class)), 3.2))
-    ax.bar(list(per_class), list(per_class.values()), color="tab:blue")
+    per_class = per_class_ap(metrics)
+    per_class50 = metrics.get("AP50_per_class") or {}
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(per_class)), 3.4))
+    if not per_class:
+        ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
+    x = np.arange(len(per_class))
+    ap = [v or 0.0 for v in per_class.values()]
+    ap50 = [max(0.0, per_class50.get(name) or 0.0) for name in per_class]
+    ax.bar(x - 0.2, ap, width=0.4, label="AP", color="tab:blue")
+    ax.bar(x + 0.2, ap50, width=0.4, label="AP50", color="tab:orange")
+    for i, value in enumerate(per_class.values()):
+        if value is None:
+            ax.text(i, 0.02, "no objects", ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(x, list(per_class))
     ax.set(
         ylim=(0, 1),
         ylabel="COCO AP",
-        title=f"AP per class (all: {metrics.get('AP', 0):.3f}, AP50: {metrics.get('AP50', 0):.3f})",
+        title=f"AP per class (all: {number(metrics.get('AP'))}, "
+        f"AP50: {number(metrics.get('AP50'))})",
     )
+    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     save(fig, path)
 
@@ -186,8 +295,13 @@ def plot_ap_per_class(metrics: dict, path: Path) -> None:
 def metrics_table(metrics: dict) -> pd.DataFrame:
     from .evaluation import SUMMARY_METRICS
 
-    rows = [(key, metrics.get(key)) for key in SUMMARY_METRICS]
-    rows += [(f"AP {name}", value) for name, value in metrics.get("AP_per_class", {}).items()]
+    rows = [(key, number(metrics.get(key))) for key in SUMMARY_METRICS]
+    rows += [(key, number(metrics.get(key))) for key in ("images", "objects", "detections")]
+    rows += [(f"AP {name}", number(value)) for name, value in per_class_ap(metrics).items()]
+    rows += [
+        (f"AP50 {name}", number(value))
+        for name, value in (metrics.get("AP50_per_class") or {}).items()
+    ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
@@ -208,24 +322,24 @@ def summary_markdown(
         f"- trained {final.get('step', '?')} steps from "
         f"{final.get('init_checkpoint') or 'scratch'}"
         f"{' (backbone frozen)' if final.get('freeze_backbone') else ''}; "
-        f"final checkpoint `{final.get('checkpoint')}`",
+        f"final checkpoint `{final.get('checkpoint', '?')}`",
         "",
     ]
     if metrics:
+        per_class = per_class_ap(metrics)
         lines += [
             "## Verification (COCO)",
             "",
-            f"- AP {metrics.get('AP', 0):.3f}, AP50 {metrics.get('AP50', 0):.3f}, "
-            f"AP75 {metrics.get('AP75', 0):.3f} on {metrics.get('images')} images",
-            "- AP per class: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("AP_per_class", {}).items()),
+            f"- AP {number(metrics.get('AP'))}, AP50 {number(metrics.get('AP50'))}, "
+            f"AP75 {number(metrics.get('AP75'))} on {metrics.get('images', '?')} images",
+            "- AP per class: " + ", ".join(f"{k} {number(v)}" for k, v in per_class.items()),
             "",
         ]
     if export:
-        lines += ["## Exported", "", f"- SavedModel `{export.get('saved_model')}`"]
+        lines += ["## Exported", "", f"- SavedModel `{export.get('saved_model', '?')}`"]
         lines += [
-            f"- TFLite `{v['path']}` ({v['bytes'] / 1e6:.1f} MB)"
-            for v in export.get("tflite", {}).values()
+            f"- TFLite `{v.get('path', '?')}` ({v.get('bytes', 0) / 1e6:.1f} MB)"
+            for v in (export.get("tflite") or {}).values()
         ]
         lines += [""]
     lines += [
@@ -236,46 +350,82 @@ def summary_markdown(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.report", description="Figures and the summary of a run."
+        prog="python -m tumbletrain.report",
+        description="Figures and tables for the Snakemake report, and the one-page summary.",
     )
     tt_config.add_config_arguments(parser)
-    parser.add_argument("what", choices=["data", "samples", "training", "evaluation", "summary"])
-    parser.add_argument("--class", dest="class_name")
-    parser.add_argument("--run", default=None)
-    parser.add_argument("--outdir", type=Path, default=Path("results/report"))
-    parser.add_argument("--output", type=Path, help="summary.md path")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "what",
+        choices=["data", "samples", "training", "evaluation", "summary"],
+        help="data: class counts, validation, rejected files; samples: one class's training "
+        "images with boxes; training: curves; evaluation: metrics and AP per class; "
+        "summary: results/summary.md",
+    )
+    parser.add_argument("--class", dest="class_name", help="the class (samples)")
+    parser.add_argument("--run", default=None, help="the training run (default: train.run)")
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="the workflow's results folder"
+    )
+    parser.add_argument(
+        "--manifests",
+        type=Path,
+        default=Path("resources/manifests"),
+        help="the harvest's manifests folder",
+    )
+    parser.add_argument(
+        "--outdir", type=Path, default=None, help="where figures go (default: RESULTS/report)"
+    )
+    parser.add_argument("--output", type=Path, help="summary path (default: RESULTS/summary.md)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = tt_config.from_arguments(args)
     run = args.run or cfg.train.run
-    results = Path("results")
+    results = args.results
+    outdir = args.outdir or results / "report"
     if args.what == "data":
-        counts = class_counts(cfg.class_names, Path("resources/manifests"), results / "lists")
-        plot_counts(counts, args.outdir / "class_counts.png")
+        counts = class_counts(cfg.class_names, args.manifests, results / "lists")
+        plot_counts(counts, outdir / "class_counts.png")
         plot_validation(
-            validation_table(cfg.class_names, results / "lists"), args.outdir / "validation.png"
+            validation_table(cfg.class_names, results / "lists"), outdir / "validation.png"
         )
-        table = rejected_rows(cfg.class_names, results / "lists")
-        fileio.write_tsv(args.outdir / "rejected.tsv", table.columns, table.to_numpy().tolist())
+        write_table(
+            rejected_rows(cfg.class_names, results / "lists"),
+            outdir / "rejected.tsv",
+            outdir / "rejected.html",
+            "Rejected XML files and objects",
+            "No XML file or object was rejected.",
+        )
     elif args.what == "samples":
         if not args.class_name:
-            raise cli.UserError("samples needs --class")
+            raise cli.UserError("samples needs --class NAME: the class whose images to show")
+        if args.class_name not in cfg.class_names:
+            raise cli.UserError(
+                f"class {args.class_name!r} is not in the config ({', '.join(cfg.class_names)}); "
+                "pass one of those to --class"
+            )
         plot_samples(
             results / "lists" / args.class_name / "training.tsv",
-            args.outdir / f"samples_{args.class_name}.png",
+            outdir / f"samples_{args.class_name}.png",
         )
     elif args.what == "training":
-        plot_training(results / "train" / run, args.outdir / f"training_{run}.png")
+        plot_training(results / "train" / run, outdir / f"training_{run}.png")
     elif args.what == "evaluation":
         metrics = read_json(results / "eval" / run / "metrics.json")
-        plot_ap_per_class(metrics, args.outdir / f"ap_per_class_{run}.png")
-        table = metrics_table(metrics)
-        fileio.write_tsv(
-            args.outdir / f"metrics_{run}.tsv", table.columns, table.to_numpy().tolist()
+        plot_ap_per_class(metrics, outdir / f"ap_per_class_{run}.png")
+        write_table(
+            metrics_table(metrics),
+            outdir / f"metrics_{run}.tsv",
+            outdir / f"metrics_{run}.html",
+            f"COCO metrics of run {run} on the verification split",
+            "No metrics yet.",
         )
     else:
-        counts = class_counts(cfg.class_names, Path("resources/manifests"), results / "lists")
+        counts = class_counts(cfg.class_names, args.manifests, results / "lists")
         text = summary_markdown(
             cfg,
             counts,

@@ -14,10 +14,11 @@ rule report_data:
             caption="../report/validation.rst",
         ),
         rejected=report(
-            "results/report/rejected.tsv",
+            "results/report/rejected.html",
             category="Annotations",
             caption="../report/rejected.rst",
         ),
+        rejected_tsv="results/report/rejected.tsv",
     log:
         "logs/report_data/report_data.log",
     benchmark:
@@ -97,10 +98,11 @@ rule report_evaluation:
             caption="../report/ap_per_class.rst",
         ),
         table=report(
-            "results/report/metrics_{run}.tsv",
+            "results/report/metrics_{run}.html",
             category="Evaluation",
             caption="../report/metrics.rst",
         ),
+        table_tsv="results/report/metrics_{run}.tsv",
     log:
         "logs/report_evaluation/{run}.log",
     benchmark:

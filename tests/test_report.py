@@ -1,0 +1,311 @@
+"""The report's figures, tables and summary, from small files in the stages' formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tumbletrain import cli, config, fileio, lists, report, store
+
+CONFIG = {"classes": {"cat": {"demo": {"images": 4}}, "dog": {"demo": {"images": 4}}}}
+CONFIG_JSON = json.dumps(CONFIG)
+
+SUMMARY = {
+    "class": "cat",
+    "xml_files": 5,
+    "kept": 3,
+    "repaired": 1,
+    "rejected_files": 2,
+    "objects_kept": 4,
+    "unlabelled_images": 1,
+    "per_split": {"training": 2, "verification": 1},
+    "rejected_by_reason": {"not_xml": 1, "unknown_class": 1},
+    "repairs_by_kind": {"box_clipped": 1},
+    "image_found_by": {"path": 3},
+}
+
+METRICS = {
+    "checkpoint": "results/train/r1/ckpt-4",
+    "images": 3,
+    "objects": 4,
+    "detections": 9,
+    "AP": 0.4321,
+    "AP50": 0.75,
+    "AP75": 0.5,
+    "APs": -1.0,
+    "APm": 0.3,
+    "APl": None,
+    "AP_per_class": {"cat": 0.6, "dog": -1.0},
+    "AP50_per_class": {"cat": 0.9, "dog": -1.0},
+}
+
+
+def run_report(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tumbletrain.report", "--config-json", CONFIG_JSON, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def colours(path: Path) -> int:
+    """Distinct colours of a PNG: a blank figure has one or two."""
+    with Image.open(path) as image:
+        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+
+
+def has_colour(path: Path, rgb: tuple[int, int, int], tolerance: int = 40) -> bool:
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    return bool((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tolerance).any())
+
+
+def jpeg(path: Path, size=(80, 60)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (30, 60, 200)).save(path, "JPEG")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A results folder in the stages' formats: harvest, validation, lists."""
+    manifests = tmp_path / "resources" / "manifests"
+    images = []
+    for i in range(4):
+        path = jpeg(tmp_path / "resources" / "images" / f"cat{i}.jpg")
+        images.append(store.ManifestRow(f"{i:064x}", str(path), "folder", width=80, height=60))
+    store.write_manifest(manifests / "cat.tsv", images)
+    store.write_skipped(
+        manifests / "cat.skipped.tsv",
+        [
+            ("https://x/1.gif", "tumblr", "unsupported_format", "GIF images are not accepted"),
+            ("https://x/2", "tumblr", "html_not_image", "an HTML page was served instead"),
+            ("https://x/3", "tumblr", "html_not_image", "an HTML page was served instead"),
+        ],
+    )
+    store.write_manifest(manifests / "dog.tsv", images[:1])
+    cat = tmp_path / "results" / "lists" / "cat"
+    fileio.write_json(cat / "summary.json", SUMMARY)
+    fileio.write_tsv(
+        cat / "rejected.tsv",
+        ("file", "object", "reason", "message"),
+        [
+            ["data/cat/broken.xml", "", "not_xml", "the file is not well-formed XML"],
+            ["data/cat/a.xml", "2", "unknown_class", "the object's class is not configured"],
+        ],
+    )
+    lists.write_list(
+        cat / "training.tsv",
+        [
+            lists.ListedImage(
+                image=row.file,
+                sha256=row.sha256,
+                format="jpeg",
+                width=80,
+                height=60,
+                objects=(lists.ListedObject("cat", 10, 10, 60, 50),),
+            )
+            for row in images[:2]
+        ],
+    )
+    # dog: validation has not run; the report draws what there is.
+    return tmp_path
+
+
+def test_class_counts_split_skipped_images_by_reason(project):
+    counts = report.class_counts(
+        ["cat", "dog"], project / "resources" / "manifests", project / "results" / "lists"
+    )
+    assert counts.loc["cat"].to_dict() == {
+        "harvested": 4,
+        "skipped: html_not_image": 2,
+        "skipped: unsupported_format": 1,
+        "unlabelled": 1,
+        "rejected": 2,
+        "training": 2,
+        "verification": 1,
+    }
+    assert counts.loc["dog"].to_dict() == {
+        "harvested": 1,
+        "skipped: html_not_image": 0,
+        "skipped: unsupported_format": 0,
+        "unlabelled": 0,
+        "rejected": 0,
+        "training": 0,
+        "verification": 0,
+    }
+
+
+def test_validation_table_has_repairs_and_rejections_by_reason(project):
+    table = report.validation_table(["cat", "dog"], project / "results" / "lists")
+    assert table.loc["cat", "rejected: unknown_class"] == 1
+    assert table.loc["cat", "repaired: box_clipped"] == 1
+    assert table.loc["dog"].sum() == 0
+
+
+def test_data_command_draws_counts_validation_and_rejected_table(project, tool_env):
+    result = run_report("data", cwd=project, env=tool_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = project / "results" / "report"
+    for png in ("class_counts.png", "validation.png"):
+        assert colours(out / png) > 20, f"{png} looks blank"
+    rows = fileio.read_tsv(out / "rejected.tsv")
+    assert [(r["class"], r["reason"]) for r in rows] == [
+        ("cat", "not_xml"),
+        ("cat", "unknown_class"),
+    ]
+    page = (out / "rejected.html").read_text()
+    assert "<table" in page and "data/cat/broken.xml" in page and "unknown_class" in page
+    assert "the object&#39;s class is not configured" in page or "object's class" in page
+
+
+def test_nothing_rejected_says_so(tmp_path, tool_env):
+    result = run_report("data", cwd=tmp_path, env=tool_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (tmp_path / "results" / "report" / "rejected.html").read_text()
+    assert "No XML file or object was rejected." in page
+    assert fileio.read_tsv(tmp_path / "results" / "report" / "rejected.tsv") == []
+
+
+def test_samples_draw_the_boxes(project, tool_env):
+    result = run_report("samples", "--class", "cat", cwd=project, env=tool_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    png = project / "results" / "report" / "samples_cat.png"
+    # The image is blue; the box and its label are yellow.
+    assert has_colour(png, (30, 60, 200))
+    assert has_colour(png, (255, 255, 0), tolerance=10)
+
+
+def test_samples_survive_a_deleted_image(project):
+    (project / "resources" / "images" / "cat0.jpg").unlink()
+    png = project / "out.png"
+    report.plot_samples(project / "results" / "lists" / "cat" / "training.tsv", png)
+    assert has_colour(png, (30, 60, 200))
+
+
+def test_samples_of_an_unknown_class_is_a_user_error(project, tool_env):
+    result = run_report("samples", "--class", "cow", cwd=project, env=tool_env)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: class 'cow' is not in the config (cat, dog)")
+
+
+def write_events(logdir: Path, series: dict[str, list[tuple[int, float]]]) -> None:
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for tag, points in series.items():
+            for step, value in points:
+                tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
+def test_training_curves_from_event_files(tmp_path):
+    run = tmp_path / "results" / "train" / "r1"
+    steps = range(0, 40, 4)
+    write_events(
+        run / "train",
+        {
+            "total_loss": [(s, 3.0 / (1 + s)) for s in steps],
+            "cls_loss": [(s, 2.0 / (1 + s)) for s in steps],
+            "box_loss": [(s, 0.5 / (1 + s)) for s in steps],
+            "l2_regularization_loss": [(s, 0.1) for s in steps],
+            "learning_rate": [(s, min(1.0, s / 8) * 0.01) for s in steps],
+        },
+    )
+    write_events(run / "validation", {"AP": [(20, 0.1), (36, 0.3)], "AP50": [(20, 0.2)]})
+    png = tmp_path / "training.png"
+    drawn = report.plot_training(run, png)
+    assert drawn == {
+        "loss": ["total_loss", "cls_loss", "box_loss", "l2_regularization_loss"],
+        "learning_rate": ["learning_rate"],
+        "validation": ["AP", "AP50"],
+    }
+    assert colours(png) > 20
+
+
+def test_training_without_event_files_still_draws(tmp_path):
+    png = tmp_path / "training.png"
+    drawn = report.plot_training(tmp_path / "nothing", png)
+    assert drawn == {"loss": [], "learning_rate": [], "validation": []}
+    assert png.exists()
+
+
+def test_metrics_table_shows_missing_and_undefined_as_dash():
+    table = dict(report.metrics_table(METRICS).itertuples(index=False))
+    assert table["AP"] == "0.432"
+    assert table["APs"] == "-"  # COCO's -1: no small objects
+    assert table["APl"] == "-"  # missing
+    assert table["ARmax100"] == "-"
+    assert table["detections"] == "9"
+    assert table["AP cat"] == "0.600"
+    assert table["AP dog"] == "-"
+    assert table["AP50 cat"] == "0.900"
+
+
+def test_evaluation_command_writes_table_and_chart(tmp_path, tool_env):
+    fileio.write_json(tmp_path / "results" / "eval" / "r1" / "metrics.json", METRICS)
+    result = run_report("evaluation", "--run", "r1", cwd=tmp_path, env=tool_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results" / "report"
+    assert colours(out / "ap_per_class_r1.png") > 20
+    assert "0.432" in (out / "metrics_r1.html").read_text()
+    assert {"metric": "AP cat", "value": "0.600"} in fileio.read_tsv(out / "metrics_r1.tsv")
+
+
+def test_evaluation_readers_tolerate_an_empty_metrics_file(tmp_path):
+    report.plot_ap_per_class({}, tmp_path / "ap.png")
+    assert (tmp_path / "ap.png").exists()
+    assert set(report.metrics_table({})["value"]) == {"-"}
+
+
+def test_a_corrupt_json_is_a_user_error(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"AP": 0.')
+    with pytest.raises(cli.UserError, match="metrics.json is not valid JSON.*re-run"):
+        report.read_json(path)
+
+
+def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env):
+    results = project / "results"
+    fileio.write_json(results / "eval" / "r1" / "metrics.json", METRICS)
+    fileio.write_json(
+        results / "train" / "r1" / "final.json",
+        {"step": 40, "checkpoint": "results/train/r1/ckpt-40", "init_checkpoint": None},
+    )
+    fileio.write_json(
+        results / "export" / "r1" / "export.json",
+        {
+            "saved_model": "results/export/r1/saved_model",
+            "tflite": {"float": {"path": "results/export/r1/model.tflite", "bytes": 2_500_000}},
+        },
+    )
+    result = run_report("summary", "--run", "r1", cwd=project, env=tool_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (results / "summary.md").read_text()
+    assert "(cat, dog)" in text
+    assert "| cat " in text and "| dog " in text
+    assert "trained 40 steps from scratch" in text
+    assert "AP 0.432, AP50 0.750" in text
+    assert "cat 0.600, dog -" in text
+    assert "`results/export/r1/saved_model`" in text
+    assert "model.tflite` (2.5 MB)" in text
+
+
+def test_summary_before_evaluation_and_export(project):
+    cfg = config.parse(CONFIG)
+    counts = report.class_counts(
+        cfg.class_names, project / "resources" / "manifests", project / "results" / "lists"
+    )
+    text = report.summary_markdown(cfg, counts, {}, {}, {}, "r1")
+    assert "trained ? steps" in text
+    assert "Verification" not in text and "Exported" not in text
