@@ -309,3 +309,56 @@ def test_summary_before_evaluation_and_export(project):
     text = report.summary_markdown(cfg, counts, {}, {}, {}, "r1")
     assert "trained ? steps" in text
     assert "Verification" not in text and "Exported" not in text
+
+
+def browser_or_skip() -> None:
+    from report_screenshots import chromium
+
+    if chromium() is None:
+        pytest.skip(
+            "needs Debian's chromium: apt-get is unavailable or not root here; "
+            "run `apt-get install chromium` as root"
+        )
+
+
+def check_category_screenshots(report_html: Path, categories: list[str], outdir: Path) -> None:
+    from report_screenshots import category_screenshots, shown_title
+
+    pngs = category_screenshots(report_html, outdir, categories)
+    assert sorted(pngs) == sorted(categories)
+    for category, png in pngs.items():
+        # A blank page is one colour; a category has its menu and a picture or table.
+        assert colours(png) > 20, f"{category} looks blank"
+        assert shown_title(report_html, category).startswith(f"showing {category}: results/")
+    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in pngs.values()]
+    assert all(not np.array_equal(pictures[0], p) for p in pictures[1:]), "same page shown twice"
+
+
+@pytest.mark.slow
+def test_data_categories_render_in_a_real_browser(tmp_path, tool_env):
+    """Harvest, Annotations and Records of a real run, without training a model."""
+    from conftest import TINY_CONFIG, snakemake, write_project
+
+    write_project(tmp_path, TINY_CONFIG)
+    targets = ["results/report/class_counts.png", "results/report/samples_circle.png"]
+    result = snakemake(tmp_path, tool_env, *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report_html = tmp_path / "report.html"
+    result = snakemake(tmp_path, tool_env, "--report", str(report_html), *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    browser_or_skip()
+    check_category_screenshots(report_html, ["Harvest", "Annotations", "Records"], tmp_path)
+
+
+@pytest.mark.slow
+def test_every_category_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
+    from conftest import snakemake
+
+    project, _ = tiny_run
+    report_html = tmp_path / "report.html"
+    result = snakemake(project, tool_env, "--report", str(report_html))
+    assert result.returncode == 0, result.stderr[-3000:]
+    browser_or_skip()
+    check_category_screenshots(
+        report_html, ["Harvest", "Annotations", "Records", "Training", "Evaluation"], tmp_path
+    )
