@@ -568,9 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["per_split"],
     )
     if summary["kept"] == 0:
+        why = "".join(f"; {n} {r}: {REASONS[r]}" for r, n in summary["rejected_by_reason"].items())
         raise cli.UserError(
             f"class {args.class_name!r} has no usable annotations "
-            f"({summary['xml_files']} XML files, reasons {summary['rejected_by_reason']}); "
+            f"({summary['xml_files']} XML files{why}); "
             f"label its images with LabelImg (see {args.outdir / 'rejected.tsv'}) "
             "or set `annotation: whole_image` for the class"
         )

@@ -20,14 +20,16 @@ from typing import Any
 
 import yaml
 
+from . import cli
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 SPLITS = ("training", "verification")
 
 
-class ConfigError(ValueError):
-    """The configuration does not match the schema."""
+class ConfigError(cli.UserError, ValueError):
+    """The configuration does not match the schema; a stage command says so in one line."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,20 @@ def validate(raw: dict) -> dict:
     try:
         snakemake_validate(data, str(SCHEMA), set_default=True)
     except WorkflowError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError(schema_message(error)) from None
     return data
+
+
+def schema_message(error: Exception) -> str:
+    """One line with the key and what is wrong with it; Snakemake's message is a page."""
+    import jsonschema
+
+    # snakemake.utils.validate raises inside its except clause: the cause is the context.
+    cause = error.__context__
+    if not isinstance(cause, jsonschema.ValidationError):
+        return " ".join(str(error).split())
+    key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+    return f"config key {key}: {cause.message}; fix it in the config file"
 
 
 def parse(raw: dict) -> WorkflowConfig:

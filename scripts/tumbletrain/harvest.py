@@ -219,8 +219,9 @@ def harvest_class(
         skipped += lost
     if not rows and not skipped:
         raise cli.UserError(
-            f"class {class_name!r} has no image source: give it `tumblr:` queries, `folders:` "
-            "or `demo:` in the config"
+            f"class {class_name!r} has no image source with images "
+            f"(folders: {', '.join(cls.folders) or 'none'}): "
+            "put images in its folders or give it `tumblr:` queries or `demo:` in the config"
         )
     rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r for r in rows]
     store.write_manifest(manifests / f"{class_name}.tsv", rows)

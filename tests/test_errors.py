@@ -1,0 +1,198 @@
+"""The common mistakes end a stage with one line that says what went wrong and what to do.
+
+Each test runs the stage command as Snakemake would and reads the last line of
+its stderr, which is the last line of the rule's log.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def stage(module: str, *args: str, config: dict, cwd: Path, env: dict) -> str:
+    """Run a stage that must fail; returns the last line of its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"tumbletrain.{module}", *args, "--config-json", json.dumps(config)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
+def image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(path, "JPEG")
+    return path
+
+
+def labelimg_xml(path: Path, image_name: str, name: str) -> Path:
+    path.write_text(
+        f"""<annotation><folder>{path.parent.name}</folder><filename>{image_name}</filename>
+<size><width>64</width><height>48</height><depth>3</depth></size>
+<object><name>{name}</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>40</xmax><ymax>40</ymax>
+</bndbox></object></annotation>"""
+    )
+    return path
+
+
+def harvest(project: Path, config: dict, env: dict, cls: str = "cat") -> str:
+    return stage(
+        "harvest",
+        "--class",
+        cls,
+        "--store",
+        str(project / "resources" / "images"),
+        "--manifests",
+        str(project / "resources" / "manifests"),
+        config=config,
+        cwd=project,
+        env=env,
+    )
+
+
+def harvest_ok(project: Path, config: dict, env: dict, cls: str = "cat") -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tumbletrain.harvest",
+            "--class",
+            cls,
+            "--store",
+            "resources/images",
+            "--manifests",
+            "resources/manifests",
+            "--config-json",
+            json.dumps(config),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def annotations(project: Path, config: dict, env: dict, cls: str = "cat") -> str:
+    return stage(
+        "annotations",
+        "--class",
+        cls,
+        "--manifest",
+        str(project / "resources" / "manifests" / f"{cls}.tsv"),
+        "--outdir",
+        str(project / "results" / "lists" / cls),
+        config=config,
+        cwd=project,
+        env=env,
+    )
+
+
+def test_no_credentials(tmp_path, tool_env):
+    config = {"classes": {"cat": {"tumblr": [{"tag": "cat"}]}}}
+    last = harvest(tmp_path, config, tool_env)
+    assert last.startswith("ERROR: TUMBLR_CONSUMER_KEY is not set")
+    assert "export TUMBLR_CONSUMER_KEY=" in last
+
+
+def test_no_images_at_all(tmp_path, tool_env):
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "notes.txt").write_text("no pictures here")
+    config = {"classes": {"cat": {"folders": ["data/cat"]}}}
+    last = harvest(tmp_path, config, tool_env)
+    # What went wrong: the folder that has no images; what to do: add some or other sources.
+    assert last == (
+        "ERROR: class 'cat' has no image source with images (folders: data/cat): "
+        "put images in its folders "
+        "or give it `tumblr:` queries or `demo:` in the config"
+    )
+
+
+def test_a_missing_folder(tmp_path, tool_env):
+    config = {"classes": {"cat": {"folders": ["data/kat"]}}}
+    last = harvest(tmp_path, config, tool_env)
+    assert (
+        last == "ERROR: folder data/kat of class 'cat' does not exist; fix `folders:` in the config"
+    )
+
+
+def test_no_annotations_for_a_class(tmp_path, tool_env):
+    for i in range(3):
+        image(tmp_path / "data" / "cat" / f"{i}.jpg")
+    config = {"classes": {"cat": {"folders": ["data/cat"]}}}
+    harvest_ok(tmp_path, config, tool_env)
+    last = annotations(tmp_path, config, tool_env)
+    assert last.startswith("ERROR: class 'cat' has no usable annotations (0 XML files")
+    assert "label its images with LabelImg" in last
+    assert "annotation: whole_image" in last
+
+
+def test_a_class_in_xml_not_in_the_config(tmp_path, tool_env):
+    folder = tmp_path / "data" / "cat"
+    for i in range(2):
+        image(folder / f"{i}.jpg")
+        labelimg_xml(folder / f"{i}.xml", f"{i}.jpg", "dog")
+    config = {"classes": {"cat": {"folders": ["data/cat"]}}}
+    harvest_ok(tmp_path, config, tool_env)
+    last = annotations(tmp_path, config, tool_env)
+    assert last.startswith("ERROR: class 'cat' has no usable annotations (2 XML files")
+    # What to do about it: configure the class or an alias, not only "label the images".
+    assert "2 unknown_class: the object's class is not configured (add it or an alias)" in last
+
+
+@pytest.fixture
+def empty_http_server(tmp_path):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    (tmp_path / "www").mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_checkpoint_url_that_404s(tmp_path, tool_env, empty_http_server):
+    url = f"{empty_http_server}/mobilenet_ckpt.tar.gz"
+    config = {
+        "classes": {"cat": {"folders": ["data/cat"]}},
+        "model": {"checkpoint": {"url": url}},
+    }
+    last = stage(
+        "model",
+        "checkpoint",
+        "--output-dir",
+        str(tmp_path / "ckpt"),
+        config=config,
+        cwd=tmp_path,
+        env=tool_env,
+    )
+    assert last == (
+        f"ERROR: checkpoint URL {url} answered 404 Not Found; "
+        "fix model.checkpoint.url (or set it to null to train from scratch)"
+    )
+    assert not (tmp_path / "ckpt" / "checkpoint.json").exists()
+
+
+def test_a_config_error_names_the_key_and_the_allowed_values(tmp_path, tool_env):
+    config = {"classes": {"cat": {"folders": ["data/cat"], "annotation": "boxes"}}}
+    last = harvest(tmp_path, config, tool_env)
+    assert last == (
+        "ERROR: config key classes.cat.annotation: 'boxes' is not one of "
+        "['labelimg', 'whole_image']; fix it in the config file"
+    )
