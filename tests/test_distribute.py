@@ -32,30 +32,88 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(
+SLURM_TWO_NODES = {
+    "SLURM_JOB_ID": "7",
+    "SLURM_PROCID": "1",
+    "SLURM_STEP_NUM_TASKS": "2",
+    "SLURM_STEP_NODELIST": "node[01-02]",
+    "SLURM_STEP_TASKS_PER_NODE": "1(x2)",
+    "SLURM_NTASKS": "2",
+    "SLURM_JOB_NODELIST": "node[01-02]",
+    "SLURM_TASKS_PER_NODE": "1(x2)",
+}
+
+needs_scontrol = pytest.mark.skipif(
     not shutil.which("scontrol"),
-    reason="needs SLURM's scontrol to expand "
-    "node lists (installed by tests/slurm/start_cluster.sh)",
+    reason="needs SLURM's scontrol to expand node lists "
+    "(installed by tests/slurm/start_cluster.sh)",
 )
+
+
+def set_env(monkeypatch, env):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+@needs_scontrol
 def test_slurm_environment_gives_the_cluster_spec(monkeypatch):
     from tumbletrain.distribute import slurm_resolver
 
-    env = {
-        "SLURM_JOB_ID": "7",
-        "SLURM_PROCID": "1",
-        "SLURM_STEP_NUM_TASKS": "2",
-        "SLURM_STEP_NODELIST": "node[01-02]",
-        "SLURM_STEP_TASKS_PER_NODE": "1(x2)",
-        "SLURM_NTASKS": "2",
-        "SLURM_JOB_NODELIST": "node[01-02]",
-        "SLURM_TASKS_PER_NODE": "1(x2)",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    resolver = slurm_resolver(gpus=0)
+    set_env(monkeypatch, SLURM_TWO_NODES)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    resolver = slurm_resolver(gpus=2)
     spec = resolver.cluster_spec().as_dict()
     assert [address.split(":")[0] for address in spec["worker"]] == ["node01", "node02"]
     assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+    assert resolver.num_accelerators() == {"GPU": 2}
+    # SLURM chose the GPUs; the resolver must not renumber them.
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+@needs_scontrol
+def test_cpu_tasks_share_a_node_and_use_the_cpu(monkeypatch):
+    from tumbletrain.distribute import slurm_resolver
+
+    set_env(
+        monkeypatch,
+        {
+            **SLURM_TWO_NODES,
+            "SLURM_PROCID": "3",
+            "SLURM_STEP_NUM_TASKS": "4",
+            "SLURM_NTASKS": "4",
+            "SLURM_STEP_TASKS_PER_NODE": "3,1",
+        },
+    )
+    resolver = slurm_resolver(gpus=0)
+    workers = resolver.cluster_spec().as_dict()["worker"]
+    assert workers == ["node01:8888", "node01:8889", "node01:8890", "node02:8888"]
+    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
+    # Any GPU count here would make MultiWorkerMirroredStrategy place replicas on a GPU.
+    assert resolver.num_accelerators() == {}
+
+
+def test_a_tf_config_wins_over_slurm(monkeypatch):
+    import tensorflow as tf
+    from tumbletrain.distribute import cluster_resolver
+
+    set_env(monkeypatch, SLURM_TWO_NODES)
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    )
+    resolver = cluster_resolver(gpus=0, nodes=2)
+    assert isinstance(resolver, tf.distribute.cluster_resolver.TFConfigClusterResolver)
+    assert resolver.cluster_spec().as_dict() == cluster
+
+
+def test_a_job_with_fewer_tasks_than_nodes_is_a_clear_error(monkeypatch):
+    from tumbletrain import cli
+    from tumbletrain.distribute import make_strategy
+
+    set_env(monkeypatch, {**SLURM_TWO_NODES, "SLURM_STEP_NUM_TASKS": "1", "SLURM_NTASKS": "1"})
+    with pytest.raises(cli.UserError, match="tasks=2 and start it with srun"):
+        make_strategy(gpus=0, nodes=2)
 
 
 def test_single_process_uses_the_default_strategy(monkeypatch):
@@ -63,17 +121,19 @@ def test_single_process_uses_the_default_strategy(monkeypatch):
     from tumbletrain.distribute import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    strategy = make_strategy(gpus=0, nodes=1)
-    assert strategy.num_replicas_in_sync == 1
-    assert not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    for gpus in (0, 2):
+        strategy = make_strategy(gpus=gpus, nodes=1)
+        assert strategy.num_replicas_in_sync == 1
+        assert not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def test_nodes_without_a_cluster_is_a_clear_error(monkeypatch):
+    from tumbletrain import cli
     from tumbletrain.distribute import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    with pytest.raises(RuntimeError, match="slurm profile"):
+    with pytest.raises(cli.UserError, match="slurm profile"):
         make_strategy(gpus=0, nodes=2)
 
 
