@@ -168,10 +168,10 @@ def test_stats_count_images_objects_bytes(written):
 
 
 def test_records_are_byte_identical_across_processes(written, tmp_path):
-    base, _, _ = written
+    base, items, _ = written
     outputs = []
     for run in ("a", "b"):
-        subprocess.run(
+        result = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -191,6 +191,10 @@ def test_records_are_byte_identical_across_processes(written, tmp_path):
             timeout=120,
         )
         outputs.append((tmp_path / f"{run}.tfrecord").read_bytes())
+        # Not a terminal: progress is plain log lines, no bar.
+        log = result.stderr.decode()
+        assert f"{run}.tfrecord: {len(items)}/{len(items)} images in" in log
+        assert "\r" not in log
     assert outputs[0] == outputs[1]
 
 

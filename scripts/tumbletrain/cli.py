@@ -1,4 +1,4 @@
-"""What every stage command shares: logging, and errors a person can act on.
+"""What every stage command shares: logging, progress, and errors a person can act on.
 
 A rule's log ends with one line that says what went wrong and what to do;
 tracebacks are kept for bugs, not for bad input.
@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -41,3 +47,35 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         )
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def progress(
+    iterable: Iterable[T],
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    logger: logging.Logger | None = None,
+    every_s: float = 30.0,
+    position: int | None = None,
+) -> Iterator[T]:
+    """A tqdm bar when stderr is a terminal; otherwise a log line every `every_s` seconds.
+
+    A rule's log is a file, where a bar's carriage returns would pile up into
+    one unreadable line; plain lines say the same and survive `tail -f`.
+    """
+    if sys.stderr.isatty():
+        yield from tqdm(iterable, desc=desc, total=total, unit=unit, position=position)
+        return
+    logger = logger or logging.getLogger("tumbletrain")
+    of = f"/{total}" if total is not None else ""
+    start = last = time.monotonic()
+    done = 0
+    for value in iterable:
+        yield value
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            logger.info("%s: %d%s %s (%.1f/s)", desc, done, of, unit, done / (now - start))
+    elapsed = time.monotonic() - start
+    logger.info("%s: %d%s %s in %.1f s", desc, done, of, unit, elapsed)

@@ -13,12 +13,14 @@ the Model Garden's COCO evaluation parses source ids as int64.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import io
 import logging
+import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from . import config as tt_config
 log = logging.getLogger("tumbletrain.records")
 
 COPIED_FORMATS = {"jpeg", "png"}
+# Serialised records waiting for the writer thread: bounds the memory they hold.
+WRITES_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -62,59 +66,91 @@ def encoded_image(item: lists.ListedImage) -> EncodedImage:
     return EncodedImage(data, "jpeg", hashlib.sha256(data).hexdigest())
 
 
-def _bytes(values: Sequence[bytes]):
-    import tensorflow as tf
+# The features of every Example, each with its kind of list. Every record sets
+# all of them, lists of objects possibly empty.
+BYTES_FEATURES = (
+    "image/encoded",
+    "image/format",
+    "image/filename",
+    "image/source_id",
+    "image/key/sha256",
+    "image/object/class/text",
+    "image/object/view",
+)
+INT_FEATURES = (
+    "image/height",
+    "image/width",
+    "image/object/class/label",
+    "image/object/difficult",
+    "image/object/truncated",
+    "image/object/is_crowd",
+)
+FLOAT_FEATURES = (
+    "image/object/bbox/xmin",
+    "image/object/bbox/xmax",
+    "image/object/bbox/ymin",
+    "image/object/bbox/ymax",
+    "image/object/area",
+)
 
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
 
+class ExampleBuilder:
+    """One tf.train.Example reused for every image, its lists refilled in place.
 
-def _ints(values: Sequence[int]):
-    import tensorflow as tf
+    Building a fresh Example per image (a Feature, a list message and a map
+    entry per key) cost more than serialising it; refilling the same message
+    gives the same bytes at a fraction of the cost.
+    """
 
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+    def __init__(self, label_ids: dict[str, int]):
+        from tensorflow.core.example import example_pb2
 
+        self.label_ids = label_ids
+        self.example = example_pb2.Example()
+        features = self.example.features.feature
+        self.values = {}
+        for keys, kind in (
+            (BYTES_FEATURES, "bytes_list"),
+            (INT_FEATURES, "int64_list"),
+            (FLOAT_FEATURES, "float_list"),
+        ):
+            for key in keys:
+                values = getattr(features[key], kind)
+                # An empty list must still be serialised as present, as a fresh one was.
+                values.SetInParent()
+                self.values[key] = values.value
 
-def _floats(values: Sequence[float]):
-    import tensorflow as tf
-
-    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
-def build_example(item: lists.ListedImage, encoded: EncodedImage, label_ids: dict[str, int]):
-    """One tf.train.Example with normalised boxes and pixel areas."""
-    import tensorflow as tf
-
-    width, height = item.width, item.height
-    objects = item.objects
-    xmin = [min(max(o.xmin / width, 0.0), 1.0) for o in objects]
-    xmax = [min(max(o.xmax / width, 0.0), 1.0) for o in objects]
-    ymin = [min(max(o.ymin / height, 0.0), 1.0) for o in objects]
-    ymax = [min(max(o.ymax / height, 0.0), 1.0) for o in objects]
-    areas = [
-        (x1 - x0) * (y1 - y0) * width * height
-        for x0, x1, y0, y1 in zip(xmin, xmax, ymin, ymax, strict=True)
-    ]
-    feature = {
-        "image/encoded": _bytes([encoded.data]),
-        "image/format": _bytes([encoded.format.encode()]),
-        "image/height": _ints([height]),
-        "image/width": _ints([width]),
-        "image/filename": _bytes([Path(item.image).name.encode()]),
-        "image/source_id": _bytes([source_id(encoded.sha256).encode()]),
-        "image/key/sha256": _bytes([encoded.sha256.encode()]),
-        "image/object/bbox/xmin": _floats(xmin),
-        "image/object/bbox/xmax": _floats(xmax),
-        "image/object/bbox/ymin": _floats(ymin),
-        "image/object/bbox/ymax": _floats(ymax),
-        "image/object/class/text": _bytes([o.name.encode() for o in objects]),
-        "image/object/class/label": _ints([label_ids[o.name] for o in objects]),
-        "image/object/difficult": _ints([int(o.difficult) for o in objects]),
-        "image/object/truncated": _ints([int(o.truncated) for o in objects]),
-        "image/object/view": _bytes([o.pose.encode() for o in objects]),
-        "image/object/is_crowd": _ints([0] * len(objects)),
-        "image/object/area": _floats(areas),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    def fill(self, item: lists.ListedImage, encoded: EncodedImage):
+        """The Example of one image, boxes normalised; valid until the next fill."""
+        v = self.values
+        width, height = item.width, item.height
+        objects = item.objects
+        xmin = [min(max(o.xmin / width, 0.0), 1.0) for o in objects]
+        xmax = [min(max(o.xmax / width, 0.0), 1.0) for o in objects]
+        ymin = [min(max(o.ymin / height, 0.0), 1.0) for o in objects]
+        ymax = [min(max(o.ymax / height, 0.0), 1.0) for o in objects]
+        v["image/encoded"][:] = [encoded.data]
+        v["image/format"][:] = [encoded.format.encode()]
+        v["image/height"][:] = [height]
+        v["image/width"][:] = [width]
+        v["image/filename"][:] = [os.path.basename(item.image).encode()]
+        v["image/source_id"][:] = [source_id(encoded.sha256).encode()]
+        v["image/key/sha256"][:] = [encoded.sha256.encode()]
+        v["image/object/bbox/xmin"][:] = xmin
+        v["image/object/bbox/xmax"][:] = xmax
+        v["image/object/bbox/ymin"][:] = ymin
+        v["image/object/bbox/ymax"][:] = ymax
+        v["image/object/class/text"][:] = [o.name.encode() for o in objects]
+        v["image/object/class/label"][:] = [self.label_ids[o.name] for o in objects]
+        v["image/object/difficult"][:] = [int(o.difficult) for o in objects]
+        v["image/object/truncated"][:] = [int(o.truncated) for o in objects]
+        v["image/object/view"][:] = [o.pose.encode() for o in objects]
+        v["image/object/is_crowd"][:] = [0] * len(objects)
+        v["image/object/area"][:] = [
+            (x1 - x0) * (y1 - y0) * width * height
+            for x0, x1, y0, y1 in zip(xmin, xmax, ymin, ymax, strict=True)
+        ]
+        return self.example
 
 
 def shard_paths(output: Path, shards: int) -> list[Path]:
@@ -123,23 +159,41 @@ def shard_paths(output: Path, shards: int) -> list[Path]:
     return [output.with_name(f"{output.name}-{i:05d}-of-{shards:05d}") for i in range(shards)]
 
 
-def write_shard(path: Path, items: list[lists.ListedImage], label_ids: dict[str, int]) -> dict:
+def write_shard(
+    path: Path, items: list[lists.ListedImage], label_ids: dict[str, int], position: int = 0
+) -> dict:
     """Write one record file atomically; returns its counts."""
     import tensorflow as tf
 
     box_sides: list[float] = []
     objects = 0
-    with fileio.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
-        for item in items:
-            encoded = encoded_image(item)
+    pending: collections.deque[Future] = collections.deque()
+    # TFRecordWriter.write (checksum and file write) releases the GIL: a second
+    # thread does it while this one reads and serialises the next image. Its one
+    # worker keeps the records in order.
+    with (
+        fileio.atomic_path(path) as tmp,
+        tf.io.TFRecordWriter(str(tmp)) as writer,
+        ThreadPoolExecutor(max_workers=1) as write_thread,
+    ):
+        builder = ExampleBuilder(label_ids)
+        for item in cli.progress(
+            items, path.name, total=len(items), unit="images", logger=log, position=position
+        ):
+            example = builder.fill(item, encoded_image(item))
             # Features is a map: without `deterministic` its order changes between processes.
-            example = build_example(item, encoded, label_ids)
-            writer.write(example.SerializeToString(deterministic=True))
+            pending.append(
+                write_thread.submit(writer.write, example.SerializeToString(deterministic=True))
+            )
+            if len(pending) > WRITES_IN_FLIGHT:
+                pending.popleft().result()
             objects += len(item.objects)
+            area = item.width * item.height
             box_sides += [
-                float(np.sqrt((o.xmax - o.xmin) * (o.ymax - o.ymin) / (item.width * item.height)))
-                for o in item.objects
+                math.sqrt((o.xmax - o.xmin) * (o.ymax - o.ymin) / area) for o in item.objects
             ]
+        for write in pending:
+            write.result()
     return {
         "images": len(items),
         "objects": objects,
@@ -160,7 +214,7 @@ def write_records(
     else:
         workers = min(shards, os.cpu_count() or 1)
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(write_shard, paths, parts, [label_ids] * shards))
+            results = list(pool.map(write_shard, paths, parts, [label_ids] * shards, range(shards)))
     sides = np.array([s for r in results for s in r["relative_box_sides"]] or [np.nan])
     quantiles = {
         f"p{q}": round(float(np.nanpercentile(sides, q)), 4) if sides.size else None
