@@ -65,6 +65,19 @@ def snakemake(root: Path, targets: list[str], *args: str) -> float:
     return time.perf_counter() - start
 
 
+def cpu_by_rule(root: Path) -> dict[str, float]:
+    """CPU seconds per rule in the first run, from the rules' own benchmark files."""
+    import pandas as pd
+
+    return {
+        folder.name: round(
+            sum(float(pd.read_csv(f, sep="\t")["cpu_time"].sum()) for f in folder.glob("*.tsv")),
+            1,
+        )
+        for folder in sorted((root / "benchmarks").iterdir())
+    }
+
+
 def main() -> dict:
     rows = []
     for total in (scaled(5_000), scaled(50_000)):
@@ -74,6 +87,7 @@ def main() -> dict:
             targets = project(root, per_class)
             dry_fresh = snakemake(root, targets, "-n")
             full = snakemake(root, targets)
+            cpu = cpu_by_rule(root)
             dry_done = snakemake(root, targets, "-n")
             noop = snakemake(root, targets)
         rows.append(
@@ -83,6 +97,7 @@ def main() -> dict:
                 "first_run_s": full,
                 "dry_run_done_s": dry_done,
                 "noop_rerun_s": noop,
+                "first_run_cpu_s_by_rule": cpu,
             }
         )
     growth = rows[1]["noop_rerun_s"] / rows[0]["noop_rerun_s"]
