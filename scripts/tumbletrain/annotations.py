@@ -27,6 +27,8 @@ log = logging.getLogger("tumbletrain.annotations")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION = 0x0112
+# The `info` keys Pillow's getexif() takes an orientation from.
+ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 # A box may overshoot the image by this much (LabelImg lets a drag end past
 # the edge); beyond it the box is taken to belong to another image.
 TOLERANCE_FRACTION = 0.02
@@ -64,7 +66,7 @@ REPAIRS = {
 
 @dataclass(frozen=True)
 class ImageInfo:
-    path: Path
+    path: str | Path
     format: str
     width: int  # upright, as LabelImg displays it
     height: int
@@ -75,7 +77,7 @@ class ImageInfo:
 class Outcome:
     """What happened to one XML file."""
 
-    xml: Path
+    xml: str
     item: lists.ListedImage | None = None
     split: str | None = None
     found_by: str = ""
@@ -95,8 +97,8 @@ class ClassIndex:
     names: dict[str, str]  # casefolded name or alias -> configured class
     by_path: dict[str, str]  # resolved image path -> sha256 (from the manifest)
     store_of: dict[str, str]  # sha256 -> store path
-    by_name: dict[str, list[Path]]  # file name -> images of the class
-    folder_images: list[Path]  # images in the annotations folder
+    by_name: dict[str, list[str]]  # file name -> images of the class
+    folder_images: list[str]  # images in the annotations folder
 
 
 def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
@@ -117,35 +119,41 @@ def build_index(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
     manifest: list[dict[str, str]],
-    folder_images: list[Path],
+    folder_images: list[str],
 ) -> ClassIndex:
     by_path: dict[str, str] = {}
     store_of: dict[str, str] = {}
-    by_name: dict[str, list[Path]] = {}
+    by_name: dict[str, list[str]] = {}
     for row in manifest:
         store_of[row["sha256"]] = row["file"]
         by_path[os.path.abspath(row["file"])] = row["sha256"]
         origin = row.get("image_url", "")
         if origin and "://" not in origin:
             by_path[os.path.abspath(origin)] = row["sha256"]
-            by_name.setdefault(Path(origin).name, []).append(Path(origin))
+            by_name.setdefault(os.path.basename(origin), []).append(origin)
     for image in folder_images:
-        by_name.setdefault(image.name, []).append(image)
+        by_name.setdefault(os.path.basename(image), []).append(image)
     return ClassIndex(class_name, class_names_index(cfg), by_path, store_of, by_name, folder_images)
 
 
-def scan(root: Path) -> tuple[list[Path], list[Path]]:
-    """The XML files and the images under a folder, in one walk, sorted."""
-    xmls: list[Path] = []
-    images: list[Path] = []
+def scan(root: Path) -> tuple[list[str], list[str]]:
+    """The XML files and the images under a folder, in one walk, sorted.
+
+    Paths are plain strings, spelt as `Path` would spell them: the per-file
+    loop over tens of thousands of files spent a quarter of its time in pathlib.
+    """
+    xmls: list[str] = []
+    images: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        folder = str(Path(dirpath))
+        prefix = "" if folder == "." else os.path.join(folder, "")
         for name in sorted(filenames):
             suffix = os.path.splitext(name)[1].lower()
             if suffix == ".xml":
-                xmls.append(Path(dirpath, name))
+                xmls.append(prefix + name)
             elif suffix in IMAGE_SUFFIXES:
-                images.append(Path(dirpath, name))
+                images.append(prefix + name)
     return xmls, images
 
 
@@ -160,49 +168,64 @@ def path_candidates(text: str) -> list[str]:
     return forms
 
 
+def spelt_as_path(path: str) -> str:
+    """`str(Path(path))`, without building a Path for a path that is already spelt that way."""
+    if "//" in path or "/./" in path or path.startswith("./") or path.endswith(("/", "/.")):
+        return str(Path(path))
+    return path
+
+
 def file_name_of(text: str) -> str:
     return PureWindowsPath(text).name if "\\" in text else PurePosixPath(text).name
 
 
-def find_image(root: etree._Element, xml_path: Path, index: ClassIndex) -> tuple[Path, str] | None:
-    """Resolve the image an XML file describes; returns the path and the rule that found it."""
+def find_image(root: etree._Element, xml_path: str, index: ClassIndex) -> tuple[str, str] | None:
+    """Resolve the image an XML file describes; returns the path and the rule that found it.
+
+    Candidates are tried as plain strings; only the one found is spelt the way
+    `Path` spells it (the form the lists have always had).
+    """
     path_text = (root.findtext("path") or "").strip()
     folder = (root.findtext("folder") or "").strip()
     filename = (root.findtext("filename") or "").strip()
-    here = xml_path.parent
+    here = os.path.dirname(xml_path)
     for form in path_candidates(path_text):
-        candidate = Path(form)
-        if candidate.is_absolute() and candidate.is_file():
-            return candidate, "path"
-        if not candidate.is_absolute() and (here / candidate).is_file():
-            return here / candidate, "path_relative_to_xml"
+        if os.path.isabs(form):
+            if os.path.isfile(form):
+                return spelt_as_path(form), "path"
+        elif os.path.isfile(os.path.join(here, form)):
+            return str(Path(here, form)), "path_relative_to_xml"
     if filename:
-        for candidate, rule in (
-            (here / filename, "beside_xml"),
-            (here / "images" / filename, "images_folder"),
-            (here.parent / folder / filename if folder else None, "folder_filename"),
+        for parts, rule in (
+            ((here, filename), "beside_xml"),
+            ((here, "images", filename), "images_folder"),
+            ((os.path.dirname(here), folder, filename) if folder else None, "folder_filename"),
         ):
-            if candidate is not None and candidate.is_file():
-                return candidate, rule
+            if parts is not None and os.path.isfile(os.path.join(*parts)):
+                return str(Path(*parts)), rule
     for name in filter(None, (filename, file_name_of(path_text))):
         matches = index.by_name.get(name, [])
         if matches:
-            return sorted(matches)[0], "by_name"
+            return str(min(map(Path, matches))), "by_name"
     # LabelImg names the XML after the image: try the same stem beside it.
+    stem = os.path.splitext(xml_path)[0]
     for suffix in sorted(IMAGE_SUFFIXES):
-        candidate = xml_path.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate, "xml_stem"
+        if os.path.isfile(stem + suffix):
+            return stem + suffix, "xml_stem"
     return None
 
 
-def read_image_info(path: Path) -> ImageInfo:
+def read_image_info(path: str | Path) -> ImageInfo:
     """Header only: Pillow reads the size and EXIF without decoding pixels."""
     with Image.open(path) as image:
         width, height = image.size
         fmt = (image.format or "").lower()
         orientation = 1
-        if fmt in ("jpeg", "png", "webp", "tiff"):
+        # A JPEG's EXIF and XMP come before its pixels, so Pillow's header read
+        # has found them or there are none: most images skip the EXIF parse.
+        if fmt in ("png", "webp", "tiff") or (
+            fmt == "jpeg" and not ORIENTATION_SOURCES.isdisjoint(image.info)
+        ):
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     if orientation in ROTATING_ORIENTATIONS:
         width, height = height, width
@@ -280,7 +303,7 @@ def flag(obj: etree._Element, tag: str) -> int:
         return 0
 
 
-def read_xml(xml_path: Path) -> etree._Element | str:
+def read_xml(xml_path: str | Path) -> etree._Element | str:
     """The parsed root, or a reason code."""
     try:
         with open(xml_path, "rb") as handle:
@@ -308,7 +331,7 @@ def read_xml(xml_path: Path) -> etree._Element | str:
     return root
 
 
-def content_sha256(path: Path, index: ClassIndex) -> str:
+def content_sha256(path: str, index: ClassIndex) -> str:
     """The manifest names images by content hash; hash only images it does not know."""
     known = index.by_path.get(os.path.abspath(path))
     if known:
@@ -320,7 +343,7 @@ def content_sha256(path: Path, index: ClassIndex) -> str:
     return digest.hexdigest()
 
 
-def validate_xml(xml_path: Path, index: ClassIndex) -> Outcome:
+def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     outcome = Outcome(xml=xml_path)
     root = read_xml(xml_path)
     if isinstance(root, str):
@@ -382,13 +405,13 @@ def validate_xml(xml_path: Path, index: ClassIndex) -> Outcome:
     sha = content_sha256(image_path, index)
     stored = index.store_of.get(sha)
     outcome.item = lists.ListedImage(
-        image=stored or str(image_path),
+        image=stored or image_path,
         sha256=sha,
         format=info.format,
         width=info.width,
         height=info.height,
         orientation=info.orientation,
-        xml=str(xml_path),
+        xml=xml_path,
         objects=tuple(objects),
     )
     return outcome
@@ -401,12 +424,13 @@ def split_of(sha256: str, split: tt_config.SplitConfig) -> str:
     return "verification" if bucket < split.verification_percent else "training"
 
 
-def user_split(xml_path: Path, root: Path) -> str | None:
+def user_split(xml_path: str, root: Path) -> str | None:
     """The original project's layout: data/{class}/{training,verification}/*.xml."""
-    try:
-        first = xml_path.relative_to(root).parts[0]
-    except (ValueError, IndexError):
+    folder = str(root)
+    prefix = "" if folder == "." else os.path.join(folder, "")
+    if not xml_path.startswith(prefix):
         return None
+    first = xml_path[len(prefix) :].split("/", 1)[0]
     return first if first in tt_config.SPLITS else None
 
 
@@ -419,13 +443,13 @@ def resolve_duplicates(outcomes: list[Outcome]) -> None:
     for group in by_sha.values():
         if len(group) < 2:
             continue
-        group.sort(key=lambda o: (-o.xml.stat().st_mtime_ns, str(o.xml)))
+        group.sort(key=lambda o: (-os.stat(o.xml).st_mtime_ns, o.xml))
         for loser in group[1:]:
             loser.item = None
             loser.rejected.append(("", "duplicate_annotation"))
 
 
-def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Path) -> list[Path]:
+def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Path) -> list[str]:
     """One box covering each image, written as LabelImg XML under results/."""
     written = []
     for row in manifest:
@@ -440,7 +464,7 @@ def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Pat
         )
         if not xml_path.exists() or xml_path.read_bytes() != data:
             fileio.write_bytes(xml_path, data)
-        written.append(xml_path)
+        written.append(str(xml_path))
     return written
 
 
@@ -456,7 +480,7 @@ def summarise(
     for outcome in outcomes:
         for obj, reason in outcome.rejected:
             reasons[reason] += 1
-            rows.append([str(outcome.xml), obj, reason, REASONS[reason]])
+            rows.append([outcome.xml, obj, reason, REASONS[reason]])
         repairs.update(set(outcome.repairs))
         if outcome.kept:
             found_by[outcome.found_by] += 1
@@ -492,11 +516,14 @@ def validate_class(
         whole_dir = whole_image_dir or Path("results/whole_image") / class_name
         xml_paths = whole_image_xml(manifest, class_name, whole_dir)
         root = whole_dir
-        folder_images: list[Path] = []
+        folder_images: list[str] = []
     else:
         xml_paths, folder_images = scan(root)
     index = build_index(cfg, class_name, manifest, folder_images)
-    outcomes = [validate_xml(path, index) for path in xml_paths]
+    outcomes = [
+        validate_xml(path, index)
+        for path in cli.progress(xml_paths, f"{class_name} XML", len(xml_paths), "files", log)
+    ]
     resolve_duplicates(outcomes)
     for outcome in outcomes:
         if outcome.kept:

@@ -8,6 +8,7 @@ expanding.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,9 +41,16 @@ def safe_parser() -> etree.XMLParser:
     )
 
 
+# lxml parsers may be reused but not shared between threads: one per thread.
+_parsers = threading.local()
+
+
 def parse(data: bytes) -> etree._ElementTree:
     """Parse bytes safely; raises etree.XMLSyntaxError on anything malformed."""
-    return etree.ElementTree(etree.fromstring(data, safe_parser()))
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = safe_parser()
+    return etree.ElementTree(etree.fromstring(data, parser))
 
 
 def _number(value: float) -> str:
