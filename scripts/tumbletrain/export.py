@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from . import fileio
@@ -114,10 +115,83 @@ def tflite_input(params, pixels):
     return images.numpy(), image_info.numpy()
 
 
-def export(params, checkpoint: str, outdir: Path, calibration_steps: int = 100) -> dict:
+def record_images(input_path: str, count: int) -> list:
+    """The first images of the records, decoded as the Model Garden's decoder does."""
+    import tensorflow as tf
+    from official.vision.dataloaders import tf_example_decoder
+
+    decoder = tf_example_decoder.TfExampleDecoder()
+    dataset = tf.data.TFRecordDataset(input_path.split(",")).take(count)
+    return [decoder.decode(serialized)["image"].numpy() for serialized in dataset]
+
+
+def network_outputs(params, model, images, image_info):
+    """Box encodings and class scores for every anchor, as the TFLite op receives them."""
+    import tensorflow as tf
+
+    out = model(tf.constant(images), image_shape=tf.constant(image_info[:, 1, :]), training=False)
+    levels = sorted(out["cls_outputs"], key=int)
+    classes = params.task.model.num_classes
+    scores = [tf.reshape(out["cls_outputs"][level], [1, -1, classes]) for level in levels]
+    boxes = [tf.reshape(out["box_outputs"][level], [1, -1, 4]) for level in levels]
+    return tf.concat(boxes, 1).numpy(), tf.sigmoid(tf.concat(scores, 1)).numpy()
+
+
+def tflite_network_outputs(path: Path, images):
+    """The inputs of the TFLite model's post-processing op: its network's outputs."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        # It warns that keeping every tensor costs memory: here that is the point.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(
+            model_path=str(path), experimental_preserve_all_tensors=True
+        )
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+    interpreter.invoke()
+    (op,) = [
+        op
+        for op in interpreter._get_ops_details()
+        if op["op_name"] == "TFLite_Detection_PostProcess"
+    ]
+    boxes, scores, _anchors = (interpreter.get_tensor(index) for index in op["inputs"])
+    return boxes, scores
+
+
+def tflite_agreement(params, checkpoint: str, tflite: dict[str, Path], images: list) -> dict:
+    """How far each TFLite network's outputs are from the checkpoint's, on the same images.
+
+    The largest absolute differences of the box encodings and the class scores
+    over every anchor, beside the range of the checkpoint's values: float
+    models agree to rounding, int8 ones within their quantisation. The
+    post-processing after these outputs (decoding, NMS) is TFLite's own op.
+    """
+    from .evaluation import restore_model
+
+    _, model = restore_model(params, checkpoint)
+    errors = {name: {"box_encoding": 0.0, "score": 0.0} for name in tflite}
+    spread = {"box_encoding": 0.0, "score": 0.0}
+    for pixels in images:
+        tensor, image_info = tflite_input(params, pixels)
+        boxes, scores = network_outputs(params, model, tensor, image_info)
+        spread["box_encoding"] = max(spread["box_encoding"], float(boxes.max() - boxes.min()))
+        spread["score"] = max(spread["score"], float(scores.max() - scores.min()))
+        for name, path in tflite.items():
+            lite_boxes, lite_scores = tflite_network_outputs(path, tensor)
+            worst = errors[name]
+            worst["box_encoding"] = max(worst["box_encoding"], float(abs(lite_boxes - boxes).max()))
+            worst["score"] = max(worst["score"], float(abs(lite_scores - scores).max()))
+    return {"images": len(images), "max_abs_difference": errors, "checkpoint_range": spread}
+
+
+def export(
+    params, checkpoint: str, outdir: Path, calibration_steps: int = 100, check_images: int = 4
+) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     saved_model = export_saved_model(params, checkpoint, outdir / "saved_model")
     tflite = export_tflite(params, checkpoint, outdir, calibration_steps)
+    images = record_images(params.task.train_data.input_path, check_images)
     summary = {
         "checkpoint": checkpoint,
         "saved_model": str(saved_model),
@@ -130,6 +204,7 @@ def export(params, checkpoint: str, outdir: Path, calibration_steps: int = 100) 
         "tumbletrain.export.tflite_input does (the Model Garden's own preprocessing)",
         "tflite_output": "boxes [ymin, xmin, ymax, xmax] in input pixels, not clipped; "
         "classes (0 is the background); scores; count",
+        "tflite_agreement_with_checkpoint": tflite_agreement(params, checkpoint, tflite, images),
     }
     fileio.write_json(outdir / "export.json", summary)
     return summary

@@ -12,8 +12,12 @@ import gc
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from tqdm import tqdm
 
 from . import cli, distribute, experiment, fileio
 from . import config as tt_config
@@ -71,6 +75,50 @@ def scalar_summaries(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     for tag in accumulator.Tags().get("scalars", []):
         series[tag] = [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]
     return series
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The step in a checkpoint's name (`ckpt-1000`); 0 when there is none."""
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+class TrainingProgress:
+    """An Orbit train action: a progress bar in a terminal, a line per loop in a log.
+
+    Orbit calls train actions after every `steps_per_loop` steps, with the
+    loop's losses; the step is counted here rather than read from the trainer,
+    which `run_experiment` creates out of reach.
+    """
+
+    def __init__(self, start: int, total: int, steps_per_loop: int):
+        self.start = self.step = start
+        self.total = total
+        self.steps_per_loop = steps_per_loop
+        self.started = time.monotonic()
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=None)
+
+    def __call__(self, output: dict) -> None:
+        done = min(self.steps_per_loop, self.total - self.step)
+        self.step += done
+        loss = float(output.get("total_loss", float("nan")))
+        if not self.bar.disable:
+            self.bar.update(done)
+            self.bar.set_postfix(loss=f"{loss:.3f}")
+            return
+        rate = (self.step - self.start) / max(time.monotonic() - self.started, 1e-9)
+        eta = timedelta(seconds=round((self.total - self.step) / rate)) if rate else "?"
+        log.info(
+            "step %d/%d (%d%%), %.2f steps/s, ETA %s, total loss %.4f",
+            self.step,
+            self.total,
+            100 * self.step // self.total,
+            rate,
+            eta,
+            loss,
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def verify_restore(params, init_checkpoint: str) -> None:
@@ -132,13 +180,20 @@ def train(
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
     mode = "train_and_eval" if inputs.validation and inputs.validation.images else "train"
-    train_lib.run_experiment(
-        distribution_strategy=strategy,
-        task=task,
-        mode=mode,
-        params=params,
-        model_dir=str(model_dir),
+    progress = TrainingProgress(
+        checkpoint_step(resuming), cfg.train.steps, params.trainer.steps_per_loop
     )
+    try:
+        train_lib.run_experiment(
+            distribution_strategy=strategy,
+            task=task,
+            mode=mode,
+            params=params,
+            model_dir=str(model_dir),
+            train_actions=[progress],
+        )
+    finally:
+        progress.close()
     final_checkpoint = tf.train.latest_checkpoint(str(model_dir))
     losses = {
         tag: values[-1][1]
@@ -146,7 +201,7 @@ def train(
         if values and "loss" in tag
     }
     result = {
-        "step": int(final_checkpoint.rsplit("-", 1)[1]) if final_checkpoint else 0,
+        "step": checkpoint_step(final_checkpoint),
         "checkpoint": os.path.relpath(final_checkpoint) if final_checkpoint else None,
         "params": os.path.relpath(model_dir / "params.yaml"),
         "losses": losses,
