@@ -196,3 +196,34 @@ def test_a_config_error_names_the_key_and_the_allowed_values(tmp_path, tool_env)
         "ERROR: config key classes.cat.annotation: 'boxes' is not one of "
         "['labelimg', 'whole_image']; fix it in the config file"
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "missing", "rule"),
+    [
+        (
+            "records",
+            ["write", "--list", "results/lists/cat/training.tsv", "--output", "r", "--stats", "s"],
+            "results/lists/cat/training.tsv",
+            "annotations",
+        ),
+        (
+            "model",
+            ["train", "--training-stats", "results/records/cat_training.json"]
+            + ["--model-dir", "m", "--final", "m/final.json"],
+            "results/records/cat_training.json",
+            "records",
+        ),
+        (
+            "model",
+            ["export", "--final", "results/train/default/final.json", "--outdir", "x"],
+            "results/train/default/final.json",
+            "train",
+        ),
+    ],
+)
+def test_a_missing_input_names_the_file_and_the_rule_that_makes_it(
+    tmp_path, tool_env, module, args, missing, rule
+):
+    line = stage(module, *args, config={"classes": {"cat": {}}}, cwd=tmp_path, env=tool_env)
+    assert missing in line and f"run the {rule} " in line, line

@@ -37,6 +37,8 @@ def data_split(stats_files: list[Path]) -> experiment.DataSplit:
     files: list[str] = []
     images = 0
     for path in stats_files:
+        if not Path(path).exists():
+            raise cli.UserError(f"{path} does not exist; run the records rule first")
         stats = json.loads(Path(path).read_text())
         files += [str(Path(path).parent / name) for name in stats["files"]]
         images += stats["images"]
