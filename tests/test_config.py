@@ -26,9 +26,17 @@ def test_schema_fills_defaults():
     assert pose.annotations_dir == "data/pose"
     assert pose.tumblr == (config.TumblrQuery(tag="pose", blog="artcive.tumblr.com"),)
     assert cfg.tumblr.media_hosts == ("*.media.tumblr.com",)
+    assert cfg.tumblr.full_paging is False, "re-harvests page incrementally by default"
     assert cfg.split.verification_percent == 20
     assert cfg.model.checkpoint.url.endswith("mobilenetv2_ssd_i256_ckpt.tar.gz")
     assert cfg.model.effective_freeze_backbone is True
+
+
+def test_full_paging_is_a_boolean():
+    raw = {"classes": {"pose": {}}, "tumblr": {"full_paging": True}}
+    assert config.parse(raw).tumblr.full_paging is True
+    with pytest.raises(config.ConfigError, match="full_paging"):
+        config.parse({**raw, "tumblr": {"full_paging": "yes"}})
 
 
 def test_example_tumblr_config_is_valid(repo):

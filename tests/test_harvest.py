@@ -356,3 +356,75 @@ def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
         path.write_bytes(b"x")
     assert fileio.remove_leftovers(tmp_path / "images") == 1
     assert not stale.exists() and live.exists() and finished.exists()
+
+
+def api_requests(fake: FakeTumblr) -> list[str]:
+    with fake.lock:
+        return [p for p in fake.requests if not p.startswith("/media/")]
+
+
+def add_new_posts(fake: FakeTumblr) -> None:
+    """A post newer than any harvested, on the blog and under the tag."""
+    fake.add_media("new1.jpg", image_bytes(41))
+    fake.add_media("new2.jpg", image_bytes(42))
+    fake.blog_posts[(BLOG, "pose")].insert(
+        0, fake.legacy_photo_post(11, "artcive", ["new1.jpg"], ["pose"], 1_700_000_011)
+    )
+    fake.tagged_posts["figure drawing"].insert(
+        0, fake.legacy_photo_post(31, "x", ["new2.jpg"], ["figure drawing"], 1_700_000_031)
+    )
+
+
+def same_manifest(a: Path, b: Path) -> bool:
+    """The manifests of two harvests into different folders, paths aside."""
+    first = (a / "manifests" / "pose.tsv").read_text().replace(str(a.name), "ROOT")
+    second = (b / "manifests" / "pose.tsv").read_text().replace(str(b.name), "ROOT")
+    return first == second
+
+
+def test_rerun_pages_only_posts_newer_than_the_last_complete_paging(tmp_path, fake, secrets):
+    run_harvest(tmp_path / "inc", raw_config(fake))
+    full_api_calls = len(api_requests(fake))
+    add_new_posts(fake)
+    fake.requests.clear()
+    run_harvest(tmp_path / "inc", raw_config(fake))
+    # One page per query finds the newest post known; the old posts come from the state.
+    assert len(api_requests(fake)) == 2 < full_api_calls
+    fetched = {p.rsplit("/", 1)[1] for p in fake.image_requests()}
+    assert fetched == {"new1.jpg", "new2.jpg", "trunc.jpg"}  # trunc.jpg: retried, as ever
+    run_harvest(tmp_path / "full", raw_config(fake))
+    assert same_manifest(tmp_path / "inc", tmp_path / "full")
+
+
+def test_an_interrupted_paging_is_not_trusted(tmp_path, fake, secrets):
+    run_harvest(tmp_path / "inc", raw_config(fake))
+    state = fileio.read_json(tmp_path / "inc" / "manifests" / "pose.paging.json")
+    add_new_posts(fake)
+    fake.faults.rate_limit_once = True
+    fake.faults.rate_limit_reset_s = 3600
+    with pytest.raises(tumblr.RateLimited):
+        run_harvest(tmp_path / "inc", raw_config(fake))
+    # The state is still that of the last complete paging ...
+    assert fileio.read_json(tmp_path / "inc" / "manifests" / "pose.paging.json") == state
+    run_harvest(tmp_path / "inc", raw_config(fake))
+    # ... so the next run pages down to it and misses nothing.
+    run_harvest(tmp_path / "full", raw_config(fake))
+    assert same_manifest(tmp_path / "inc", tmp_path / "full")
+    assert "new1.jpg" in (tmp_path / "inc" / "manifests" / "pose.tsv").read_text()
+
+
+def test_tags_added_to_old_posts_need_full_paging(tmp_path, fake, secrets):
+    run_harvest(tmp_path, raw_config(fake))
+    fake.add_media("late.jpg", image_bytes(43))
+    # An old post tagged only now: it sorts below the newest post already seen.
+    fake.blog_posts[(BLOG, "pose")].append(
+        fake.legacy_photo_post(3, "artcive", ["late.jpg"], ["pose"], 1_700_000_003)
+    )
+    run_harvest(tmp_path, raw_config(fake))
+    assert "late.jpg" not in (tmp_path / "manifests" / "pose.tsv").read_text()
+    run_harvest(tmp_path, raw_config(fake, full_paging=True))
+    assert "late.jpg" in (tmp_path / "manifests" / "pose.tsv").read_text()
+    # A changed query (here the reblog setting) pages afresh too.
+    fake.requests.clear()
+    run_harvest(tmp_path, raw_config(fake, include_reblogs=False))
+    assert len(api_requests(fake)) > 2

@@ -72,6 +72,7 @@ class TumblrConfig:
     since: str | None
     until: str | None
     refresh: Any
+    full_paging: bool
     concurrency: int
     max_image_mb: float
     max_wait_s: float

@@ -75,6 +75,20 @@ class ImageRef:
     tags: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class PostMark:
+    """The newest post of a query's last complete paging: an incremental paging stops there."""
+
+    timestamp: int
+    post_id: str
+
+    def reached_by(self, post: dict) -> bool:
+        """True for this post and every older one (the API pages newest first)."""
+        return (
+            str(post.get("id")) == self.post_id or int(post.get("timestamp") or 0) < self.timestamp
+        )
+
+
 def credentials_from_env(environ=os.environ) -> Credentials:
     key = environ.get("TUMBLR_CONSUMER_KEY", "").strip()
     if not key:
@@ -287,7 +301,10 @@ class TumblrSource:
             post.get("reblogged_from_id") or post.get("parent_post_url")
         )
 
-    def iter_posts(self, query: tt_config.TumblrQuery) -> Iterator[dict]:
+    def iter_posts(
+        self, query: tt_config.TumblrQuery, stop_at: PostMark | None = None
+    ) -> Iterator[dict]:
+        """The query's posts, newest first; only those newer than `stop_at` when given."""
         seen: set[str] = set()
         if query.blog:
             offset = 0
@@ -299,6 +316,8 @@ class TumblrSource:
                 if not posts:
                     return
                 for post in posts:
+                    if stop_at and stop_at.reached_by(post):
+                        return
                     if str(post.get("id")) not in seen:
                         seen.add(str(post.get("id")))
                         yield post
@@ -319,6 +338,8 @@ class TumblrSource:
                 if not fresh:
                     return
                 for post in fresh:
+                    if stop_at and stop_at.reached_by(post):
+                        return
                     seen.add(str(post.get("id")))
                     yield post
                 last = posts[-1]
@@ -326,19 +347,25 @@ class TumblrSource:
                 if self.since and before and int(before) < self.since:
                     return
 
+    def post_refs(self, post: dict, query: tt_config.TumblrQuery) -> list[ImageRef]:
+        """The images of one post, none if the config does not want the post."""
+        if not self.wanted(post):
+            return []
+        return [
+            ImageRef(
+                url,
+                post.get("blog_name", query.blog or ""),
+                str(post.get("id")),
+                post.get("post_url", ""),
+                int(post.get("timestamp") or 0),
+                tuple(post.get("tags") or ()),
+            )
+            for url in post_images(post)
+        ]
+
     def iter_image_refs(self, query: tt_config.TumblrQuery) -> Iterator[ImageRef]:
         for post in self.iter_posts(query):
-            if not self.wanted(post):
-                continue
-            for url in post_images(post):
-                yield ImageRef(
-                    url,
-                    post.get("blog_name", query.blog or ""),
-                    str(post.get("id")),
-                    post.get("post_url", ""),
-                    int(post.get("timestamp") or 0),
-                    tuple(post.get("tags") or ()),
-                )
+            yield from self.post_refs(post, query)
 
 
 class Downloader:
