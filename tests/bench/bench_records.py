@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import noise_jpegs, report, scaled, timed
+from common import noise_jpegs, profile, report, scaled, timed
 from PIL import Image
 from tumbletrain import lists, records
 
@@ -130,6 +130,7 @@ def main() -> dict:
         anchor_s, _ = timed(lambda: anchor(paths, out), repeat=2)
         items = lists.read_list(list_path)
         steady_s, _ = timed(lambda: records.write_records(items, out, {"pose": 1}), repeat=2)
+        profile("records_steady", lambda: records.write_records(items, out, {"pose": 1}))
         out.unlink()
         start = time.perf_counter()
         subprocess.run(

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import report, scaled, timed
+from common import profile, report, scaled, timed
 from lxml import etree
 from PIL import Image
 from tumbletrain import annotations, config, store, vocxml
@@ -77,6 +77,7 @@ def main() -> dict:
             limit_s, _ = timed(lambda r=root: bare_minimum(r / "data" / "pose"), repeat=2)
             ours_s, summary = timed(lambda r=root, m=manifest: ours(r, m), repeat=2)
             assert summary["kept"] == size, summary
+            profile(f"validation_{size}", lambda r=root, m=manifest: ours(r, m))
             rows.append(
                 {
                     "files": size,

@@ -26,6 +26,24 @@ def scaled(n: int) -> int:
     return max(10, int(n * SCALE))
 
 
+def profile(name: str, function: Callable[[], object]) -> None:
+    """With TT_BENCH_PROFILE=1, one more call under cProfile: top functions printed and saved.
+
+    Only the calling thread is profiled; time other threads take shows as waits.
+    """
+    if not os.environ.get("TT_BENCH_PROFILE"):
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(function)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(RESULTS / f"{name}.prof")
+    print(f"\n== profile: {name} (results/bench/{name}.prof) ==")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
 def timed(function: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
     """Median wall time of `repeat` calls, and the last result."""
     times, result = [], None
