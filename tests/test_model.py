@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -227,7 +228,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_records):
     saved = sorted(int(p.stem.split("-")[1]) for p in model_dir.glob("ckpt-*.index"))
     assert saved and saved[-1] < 40
     result = model_cli(tiny_records, raw, *train_args("resume"))
-    assert "resuming from" in result.stderr
+    resumed = re.search(r"resuming from \S+/ckpt-(\d+)", result.stderr)
+    assert resumed and 0 < int(resumed[1]) <= saved[-1], result.stderr[-3000:]
+    # Progress counts on from the resumed step (Orbit runs 5 steps per loop here).
+    first = re.search(r"step (\d+)/40 ", result.stderr)
+    assert first and int(first[1]) == int(resumed[1]) + 5
     assert json.loads((model_dir / "final.json").read_text())["step"] == 40
 
 
