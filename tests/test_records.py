@@ -198,12 +198,16 @@ def test_records_are_byte_identical_across_processes(written, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_records_are_deterministic_and_shardable(written, tmp_path):
+def test_records_are_deterministic_and_shardable(written, tmp_path, monkeypatch):
     base, _, _ = written
     items = lists.read_list(base / "list.tsv")
     ids = {"circle": 1, "square": 2}
     records.write_records(items, tmp_path / "again.tfrecord", ids)
     assert (tmp_path / "again.tfrecord").read_bytes() == (base / "out.tfrecord").read_bytes()
+    # A fresh Example for every image gives the same bytes as one refilled.
+    monkeypatch.setattr(records, "BUILDER_BYTES", 1)
+    records.write_records(items, tmp_path / "fresh.tfrecord", ids)
+    assert (tmp_path / "fresh.tfrecord").read_bytes() == (base / "out.tfrecord").read_bytes()
     stats = records.write_records(items, tmp_path / "s.tfrecord", ids, shards=3)
     assert stats["files"] == [f"s.tfrecord-0000{i}-of-00003" for i in range(3)]
     assert sum(len(examples(tmp_path / f)) for f in stats["files"]) == len(items)

@@ -34,6 +34,8 @@ log = logging.getLogger("tumbletrain.records")
 COPIED_FORMATS = {"jpeg", "png"}
 # Serialised records waiting for the writer thread: bounds the memory they hold.
 WRITES_IN_FLIGHT = 8
+# Image bytes one ExampleBuilder takes in before it is replaced (see write_shard).
+BUILDER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,17 @@ def write_shard(
         tf.io.TFRecordWriter(str(tmp)) as writer,
         ThreadPoolExecutor(max_workers=1) as write_thread,
     ):
-        builder = ExampleBuilder(label_ids)
+        builder, held = ExampleBuilder(label_ids), 0
         for item in cli.progress(
             items, path.name, total=len(items), unit="images", logger=log, position=position
         ):
-            example = builder.fill(item, encoded_image(item))
+            encoded = encoded_image(item)
+            # upb keeps every value a refill replaces in the message's arena until the
+            # message is freed: a fresh builder now and then bounds that memory.
+            held += len(encoded.data)
+            if held > BUILDER_BYTES:
+                builder, held = ExampleBuilder(label_ids), len(encoded.data)
+            example = builder.fill(item, encoded)
             # Features is a map: without `deterministic` its order changes between processes.
             pending.append(
                 write_thread.submit(writer.write, example.SerializeToString(deterministic=True))
