@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,9 +83,13 @@ TINY_CONFIG = {
 }
 
 
+def snakemake_command(project: Path, *args: str) -> list[str]:
+    return ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(project), "--cores", "2", *args]
+
+
 def snakemake(project: Path, env: dict, *args: str, timeout: int = 1500):
     return subprocess.run(
-        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(project), "--cores", "2", *args],
+        snakemake_command(project, *args),
         capture_output=True,
         text=True,
         env=env,
@@ -98,11 +104,91 @@ def write_project(project: Path, raw: dict) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class SlurmCluster:
+    started: bool
+    detail: str  # start_cluster.sh's output, or why no cluster could be started
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tool_env):
-    """One full run of the tiny project, shared by the tests below."""
+def slurm_cluster() -> SlurmCluster:
+    """A one-node SLURM cluster on this machine, started once for the session."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return SlurmCluster(False, "a local SLURM cluster needs root and apt-get to install it")
+    result = subprocess.run(
+        ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        return SlurmCluster(False, f"SLURM could not be started here: {result.stderr[-500:]}")
+    return SlurmCluster(True, result.stdout)
+
+
+@pytest.fixture(scope="session")
+def cluster(slurm_cluster) -> SlurmCluster:
+    if not slurm_cluster.started:
+        pytest.skip(slurm_cluster.detail)
+    return slurm_cluster
+
+
+# Through SLURM, train.gpus: 1 makes train, evaluate and export request a GPU,
+# which the test cluster has (simulated with gres); TensorFlow runs on the CPU.
+SLURM_ARGS = (
+    "--workflow-profile",
+    str(REPO / "config" / "profiles" / "slurm"),
+    "--jobs",
+    "2",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--slurm-keep-successful-logs",
+    "--default-resources",
+    "slurm_partition=main",
+    "mem_mb=1500",
+    "runtime=30",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_run_started(request, tmp_path_factory, tool_env):
+    """Starts the tiny run in the background as soon as the session starts, if a test needs it.
+
+    Through SLURM the run mostly waits (job start-up, status polls), so the
+    other tests run meanwhile instead of after it.
+    """
+    if not any("tiny_run" in item.fixturenames for item in request.session.items):
+        return None
+    slurm_cluster = request.getfixturevalue("slurm_cluster")
     project = tmp_path_factory.mktemp("tiny_project")
-    write_project(project, TINY_CONFIG)
-    result = snakemake(project, tool_env)
-    assert result.returncode == 0, result.stderr[-6000:]
-    return project, result
+    if slurm_cluster.started:
+        write_project(project, {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "gpus": 1}})
+        args = SLURM_ARGS
+    else:
+        write_project(project, TINY_CONFIG)
+        args = ()
+    output = project.parent / f"{project.name}.out"
+    with open(output, "w") as out:
+        process = subprocess.Popen(
+            snakemake_command(project, *args), stdout=out, stderr=subprocess.STDOUT, env=tool_env
+        )
+    yield project, process, output
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_started):
+    """One full run of the tiny project, shared by the workflow, report and SLURM tests.
+
+    Where a local SLURM cluster runs, every rule is a SLURM job (tests/test_slurm.py
+    checks that); elsewhere the same run is local. One run instead of two keeps
+    `make test` short: the workflow's outputs do not depend on the executor, and
+    test_slurm.py compares them with a local run's.
+    """
+    project, process, output = tiny_run_started
+    process.wait(timeout=1800)
+    log = output.read_text()
+    assert process.returncode == 0, log[-6000:]
+    return project, log

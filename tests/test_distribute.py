@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -43,11 +42,8 @@ SLURM_TWO_NODES = {
     "SLURM_TASKS_PER_NODE": "1(x2)",
 }
 
-needs_scontrol = pytest.mark.skipif(
-    not shutil.which("scontrol"),
-    reason="needs SLURM's scontrol to expand node lists "
-    "(installed by tests/slurm/start_cluster.sh)",
-)
+# SLURM's scontrol expands node lists; the test cluster's install brings it.
+needs_scontrol = pytest.mark.usefixtures("cluster")
 
 
 def set_env(monkeypatch, env):

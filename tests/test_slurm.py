@@ -2,58 +2,38 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIG, WORKFLOW_RULES, snakemake, write_project
-
-START = REPO / "tests" / "slurm" / "start_cluster.sh"
+from conftest import TINY_CONFIG, WORKFLOW_RULES, snakemake, write_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("a local SLURM cluster needs root and apt-get to install slurmctld/slurmd")
-    result = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        pytest.skip(f"SLURM could not be started here: {result.stderr[-500:]}")
-    return result.stdout
+def slurm_run(cluster, tiny_run):
+    """The shared tiny run, which went through SLURM because a cluster runs."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory, tool_env):
-    project = tmp_path_factory.mktemp("slurm_project")
-    # train.gpus: 1 makes train, evaluate and export request a GPU, which the
-    # cluster has (simulated with gres); TensorFlow then runs on the CPU.
-    raw = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "gpus": 1}}
-    write_project(project, raw)
-    result = snakemake(
-        project,
-        tool_env,
-        "--workflow-profile",
-        str(REPO / "config" / "profiles" / "slurm"),
-        "--jobs",
-        "2",
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-        "--slurm-keep-successful-logs",
-        "--default-resources",
-        "slurm_partition=main",
-        "mem_mb=1500",
-        "runtime=30",
-        timeout=1800,
-    )
-    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
-    return project, result
+def local_data_run(tmp_path_factory, tool_env):
+    """The data stages of the same project, run locally, to compare byte for byte."""
+    project = tmp_path_factory.mktemp("local_data")
+    write_project(project, TINY_CONFIG)
+    targets = [
+        f"results/records/{cls}_{split}.json"
+        for cls in TINY_CONFIG["classes"]
+        for split in ("training", "verification")
+    ]
+    result = snakemake(project, tool_env, *targets, "results/label_map.pbtxt")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return project
 
 
 def test_every_rule_ran_as_a_slurm_job(slurm_run):
-    project, result = slurm_run
+    project, _ = slurm_run
     logs = project / ".snakemake" / "slurm_logs"
     ran = {p.name.removeprefix("rule_") for p in logs.iterdir() if p.is_dir()}
     expected = set(WORKFLOW_RULES)
@@ -73,9 +53,9 @@ def test_the_training_job_got_a_gpu(slurm_run):
     assert "gres:gpu:1" in shown or "gres/gpu=1" in shown, shown
 
 
-def test_outputs_equal_a_local_run(slurm_run, tiny_run):
+def test_outputs_equal_a_local_run(slurm_run, local_data_run):
     project, _ = slurm_run
-    local, _ = tiny_run
+    local = local_data_run
     for cls in TINY_CONFIG["classes"]:
         for name in (
             f"resources/manifests/{cls}.tsv",
