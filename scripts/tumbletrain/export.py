@@ -150,6 +150,7 @@ def tflite_network_outputs(path: Path, images):
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
     interpreter.invoke()
+    # The interpreter has no public way to find an op's input tensors.
     (op,) = [
         op
         for op in interpreter._get_ops_details()
