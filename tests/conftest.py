@@ -158,7 +158,8 @@ def tiny_run_started(request, tmp_path_factory, tool_env):
     other tests run meanwhile instead of after it.
     """
     if not any("tiny_run" in item.fixturenames for item in request.session.items):
-        return None
+        yield None
+        return
     slurm_cluster = request.getfixturevalue("slurm_cluster")
     project = tmp_path_factory.mktemp("tiny_project")
     if slurm_cluster.started:

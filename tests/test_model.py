@@ -429,6 +429,13 @@ def exported(trained):
     return base
 
 
+def trained_params(base: Path) -> tuple:
+    """The tiny run's experiment config and the path of its final checkpoint."""
+    params = evaluation.load_params(base / "results/train/tiny/params.yaml", [], 1)
+    final = json.loads((base / "results/train/tiny/final.json").read_text())
+    return params, str(base / final["checkpoint"])
+
+
 @pytest.mark.slow
 def test_export_signatures_and_tflite_run(exported):
     import tensorflow as tf
@@ -444,7 +451,7 @@ def test_export_signatures_and_tflite_run(exported):
     np.testing.assert_allclose(
         by_tensor["detection_boxes"].numpy(), by_bytes["detection_boxes"].numpy(), atol=1e-3
     )
-    params = evaluation.load_params(exported / "results/train/tiny/params.yaml", [], 1)
+    params, _ = trained_params(exported)
     images, _ = export.tflite_input(params, pixels)
     for name in ("model_float.tflite", "model_int8.tflite"):
         interpreter = tf.lite.Interpreter(model_path=str(exported / "results/export/tiny" / name))
@@ -466,9 +473,8 @@ def test_export_signatures_and_tflite_run(exported):
 def test_saved_model_detects_what_the_checkpoint_detects(exported):
     import tensorflow as tf
 
-    params = evaluation.load_params(exported / "results/train/tiny/params.yaml", [], 1)
-    final = json.loads((exported / "results/train/tiny/final.json").read_text())
-    _, model = evaluation.restore_model(params, str(exported / final["checkpoint"]))
+    params, checkpoint = trained_params(exported)
+    _, model = evaluation.restore_model(params, checkpoint)
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
     for image_path in sorted((exported / "resources/demo/square").glob("*.jpg"))[:3]:
         pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
@@ -509,15 +515,14 @@ def test_tflite_networks_compute_what_the_checkpoint_computes(exported):
     summary = json.loads((exported / "results/export/tiny/export.json").read_text())
     recorded = summary["tflite_agreement_with_checkpoint"]
     assert recorded["images"] == 4
-    params = evaluation.load_params(exported / "results/train/tiny/params.yaml", [], 1)
-    final = json.loads((exported / "results/train/tiny/final.json").read_text())
+    params, checkpoint = trained_params(exported)
     paths = sorted((exported / "results/records").glob("*_verification.tfrecord"))
     images = export.record_images(",".join(map(str, paths)), 3)
     tflite = {
         name: exported / "results/export/tiny" / name
         for name in ("model_float.tflite", "model_int8.tflite")
     }
-    measured = export.tflite_agreement(params, str(exported / final["checkpoint"]), tflite, images)
+    measured = export.tflite_agreement(params, checkpoint, tflite, images)
     for agreement in (recorded, measured):
         float_error = agreement["max_abs_difference"]["model_float.tflite"]
         int8_error = agreement["max_abs_difference"]["model_int8.tflite"]
