@@ -18,9 +18,8 @@ import pytest
 from PIL import Image
 
 
-def stage(module: str, *args: str, config: dict, cwd: Path, env: dict) -> str:
-    """Run a stage that must fail; returns the last line of its stderr."""
-    result = subprocess.run(
+def run_stage(module: str, *args: str, config: dict, cwd: Path, env: dict):
+    return subprocess.run(
         [sys.executable, "-m", f"tumbletrain.{module}", *args, "--config-json", json.dumps(config)],
         cwd=cwd,
         capture_output=True,
@@ -28,6 +27,11 @@ def stage(module: str, *args: str, config: dict, cwd: Path, env: dict) -> str:
         env=env,
         timeout=300,
     )
+
+
+def stage(module: str, *args: str, config: dict, cwd: Path, env: dict) -> str:
+    """Run a stage that must fail; returns the last line of its stderr."""
+    result = run_stage(module, *args, config=config, cwd=cwd, env=env)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stderr.strip().splitlines()[-1]
@@ -65,25 +69,17 @@ def harvest(project: Path, config: dict, env: dict, cls: str = "cat") -> str:
 
 
 def harvest_ok(project: Path, config: dict, env: dict, cls: str = "cat") -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tumbletrain.harvest",
-            "--class",
-            cls,
-            "--store",
-            "resources/images",
-            "--manifests",
-            "resources/manifests",
-            "--config-json",
-            json.dumps(config),
-        ],
+    result = run_stage(
+        "harvest",
+        "--class",
+        cls,
+        "--store",
+        "resources/images",
+        "--manifests",
+        "resources/manifests",
+        config=config,
         cwd=project,
-        capture_output=True,
-        text=True,
         env=env,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
