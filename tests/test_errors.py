@@ -53,34 +53,17 @@ def labelimg_xml(path: Path, image_name: str, name: str) -> Path:
     return path
 
 
+def harvest_args(cls: str) -> list[str]:
+    """The harvest rule's command line, run from the project folder."""
+    return ["--class", cls, "--store", "resources/images", "--manifests", "resources/manifests"]
+
+
 def harvest(project: Path, config: dict, env: dict, cls: str = "cat") -> str:
-    return stage(
-        "harvest",
-        "--class",
-        cls,
-        "--store",
-        str(project / "resources" / "images"),
-        "--manifests",
-        str(project / "resources" / "manifests"),
-        config=config,
-        cwd=project,
-        env=env,
-    )
+    return stage("harvest", *harvest_args(cls), config=config, cwd=project, env=env)
 
 
 def harvest_ok(project: Path, config: dict, env: dict, cls: str = "cat") -> None:
-    result = run_stage(
-        "harvest",
-        "--class",
-        cls,
-        "--store",
-        "resources/images",
-        "--manifests",
-        "resources/manifests",
-        config=config,
-        cwd=project,
-        env=env,
-    )
+    result = run_stage("harvest", *harvest_args(cls), config=config, cwd=project, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
