@@ -74,8 +74,56 @@ def build_corpus(root: Path, elsewhere: Path) -> dict[str, tuple[str, str | None
         None,
         image="win.jpg",
     )
+    case(
+        "absolute_path.xml",
+        voc("gone.jpg", path=str(d / "sub" / "absin.jpg")),
+        "kept",
+        None,
+        image="sub/absin.jpg",
+    )
+    # An XML file names an image outside the annotations folder, the class's
+    # folders and the store: absolute, `../` in each of the three fields, a symlink.
     jpeg(elsewhere / "abs.jpg")
-    case("absolute_path.xml", voc("gone.jpg", path=str(elsewhere / "abs.jpg")), "kept", None)
+    case(
+        "outside_absolute.xml",
+        voc("gone.jpg", path=str(elsewhere / "abs.jpg")),
+        "rejected",
+        "image_outside_sources",
+    )
+    jpeg(elsewhere / "dd1.jpg")
+    case(
+        "outside_dotdot_path.xml",
+        voc("gone.jpg", path="../../elsewhere/dd1.jpg"),
+        "rejected",
+        "image_outside_sources",
+    )
+    jpeg(elsewhere / "dd2.jpg")
+    case(
+        "outside_dotdot_filename.xml",
+        voc("../../elsewhere/dd2.jpg"),
+        "rejected",
+        "image_outside_sources",
+    )
+    jpeg(elsewhere / "dd3.jpg")
+    case(
+        "outside_dotdot_folder.xml",
+        voc("dd3.jpg", folder="../elsewhere"),
+        "rejected",
+        "image_outside_sources",
+    )
+    jpeg(elsewhere / "linked.jpg")
+    (d / "link_out.jpg").symlink_to(elsewhere / "linked.jpg")
+    case("outside_symlink.xml", voc("link_out.jpg"), "rejected", "image_outside_sources")
+    jpeg(d / "sub" / "target.jpg")
+    (d / "link_in.jpg").symlink_to(d / "sub" / "target.jpg")
+    case("inside_symlink.xml", voc("link_in.jpg"), "kept", None)
+    case(
+        "inside_dotdot.xml",
+        voc("gone.jpg", path="sub/../dotdot_in.jpg"),
+        "kept",
+        None,
+        image="dotdot_in.jpg",
+    )
     case("relative_path.xml", voc("x.jpg", path="sub/rel.jpg"), "kept", None, image="sub/rel.jpg")
     case(
         "other_machine.xml",
@@ -480,3 +528,26 @@ def test_exif_header_is_read_without_decoding(tmp_path):
     info = annotations.read_image_info(path)
     assert (info.width, info.height, info.orientation, info.format) == (20, 40, 8, "jpeg")
     assert Image.open(io.BytesIO(path.read_bytes())).size == (40, 20)
+
+
+def test_images_may_come_from_the_folders_and_the_store_only(tmp_path):
+    """`folders:` and the store are sources too; a sibling folder sharing a prefix is not."""
+    root, folder, store_root = tmp_path / "data" / "pose", tmp_path / "pics", tmp_path / "store"
+    sibling = tmp_path / "data" / "poser"
+    named = {
+        "from_folder.xml": jpeg(folder / "f.jpg"),
+        "from_store.xml": jpeg(store_root / "ab" / "abcd.jpg"),
+        "from_sibling.xml": jpeg(sibling / "s.jpg"),
+    }
+    root.mkdir(parents=True)
+    for xml, image in named.items():
+        (root / xml).write_bytes(voc("gone.jpg", path=str(image)))
+    cfg = config.parse(
+        {"classes": {"pose": {"annotations_dir": str(root), "folders": [str(folder)]}}}
+    )
+    out = tmp_path / "out"
+    annotations.validate_class(cfg, "pose", None, out, store_root=store_root)
+    kept = {Path(i.xml).name for s in config.SPLITS for i in lists.read_list(out / f"{s}.tsv")}
+    assert kept == {"from_folder.xml", "from_store.xml"}
+    rejected = {(Path(r["file"]).name, r["reason"]) for r in fileio.read_tsv(out / "rejected.tsv")}
+    assert rejected == {("from_sibling.xml", "image_outside_sources")}

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -44,6 +45,8 @@ REASONS = {
     "LabelImg never writes one",
     "not_voc": "the XML is not a Pascal VOC <annotation>",
     "image_not_found": "no image matches <path>, <folder>/<filename> or the file name",
+    "image_outside_sources": "the image the XML names resolves (after symbolic links) outside "
+    "the annotations folder, the class's folders and the image store",
     "image_unreadable": "the image file cannot be read as an image",
     "size_mismatch": "<size> differs from the image in aspect ratio: the boxes were drawn "
     "on another image",
@@ -99,6 +102,24 @@ class ClassIndex:
     store_of: dict[str, str]  # sha256 -> store path
     by_name: dict[str, list[str]]  # file name -> images of the class
     folder_images: list[str]  # images in the annotations folder
+    sources: tuple[str, ...] = ()  # real paths of the folders images may come from
+    known_files: frozenset[str] = frozenset()  # real paths of the manifest's local files
+    real_dirs: dict[str, str] = field(default_factory=dict, compare=False)  # cache
+
+    def real_path(self, path: str) -> str:
+        """`os.path.realpath`, resolving each directory once: one lstat per file."""
+        if os.path.islink(path) or ".." in path.split(os.sep):
+            return os.path.realpath(path)
+        folder, name = os.path.split(os.path.abspath(path))
+        real = self.real_dirs.get(folder)
+        if real is None:
+            real = self.real_dirs[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
+
+    def confines(self, path: str) -> bool:
+        """Whether the file, symbolic links followed, lies inside the class's sources."""
+        real = self.real_path(path)
+        return real in self.known_files or any(real.startswith(source) for source in self.sources)
 
 
 def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
@@ -120,7 +141,9 @@ def build_index(
     class_name: str,
     manifest: list[dict[str, str]],
     folder_images: list[str],
+    sources: Iterable[str | Path] = (),
 ) -> ClassIndex:
+    """`sources`: the folders (besides the manifest's own files) an image may come from."""
     by_path: dict[str, str] = {}
     store_of: dict[str, str] = {}
     by_name: dict[str, list[str]] = {}
@@ -133,7 +156,22 @@ def build_index(
             by_name.setdefault(os.path.basename(origin), []).append(origin)
     for image in folder_images:
         by_name.setdefault(os.path.basename(image), []).append(image)
-    return ClassIndex(class_name, class_names_index(cfg), by_path, store_of, by_name, folder_images)
+    return ClassIndex(
+        class_name,
+        class_names_index(cfg),
+        by_path,
+        store_of,
+        by_name,
+        folder_images,
+        # A trailing separator: /data/pose must not admit /data/poser.
+        tuple(sorted({os.path.join(os.path.realpath(s), "") for s in sources})),
+        frozenset(os.path.realpath(p) for p in by_path),
+    )
+
+
+def image_sources(cls: tt_config.ClassConfig, root: Path, store_root: Path) -> list[Path]:
+    """Where a class's images may live: its annotations folder, its `folders:`, the store."""
+    return [root, *(Path(f).expanduser() for f in cls.folders), store_root]
 
 
 def scan(root: Path) -> tuple[list[str], list[str]]:
@@ -179,11 +217,13 @@ def file_name_of(text: str) -> str:
     return PureWindowsPath(text).name if "\\" in text else PurePosixPath(text).name
 
 
-def find_image(root: etree._Element, xml_path: str, index: ClassIndex) -> tuple[str, str] | None:
-    """Resolve the image an XML file describes; returns the path and the rule that found it.
+def image_candidates(
+    root: etree._Element, xml_path: str, index: ClassIndex
+) -> Iterator[tuple[str, str]]:
+    """The files an XML file may describe, best first, each with the rule that names it.
 
-    Candidates are tried as plain strings; only the one found is spelt the way
-    `Path` spells it (the form the lists have always had).
+    Candidates are plain strings; only the one chosen is spelt the way `Path`
+    spells it (the form the lists have always had).
     """
     path_text = (root.findtext("path") or "").strip()
     folder = (root.findtext("folder") or "").strip()
@@ -191,28 +231,38 @@ def find_image(root: etree._Element, xml_path: str, index: ClassIndex) -> tuple[
     here = os.path.dirname(xml_path)
     for form in path_candidates(path_text):
         if os.path.isabs(form):
-            if os.path.isfile(form):
-                return spelt_as_path(form), "path"
-        elif os.path.isfile(os.path.join(here, form)):
-            return str(Path(here, form)), "path_relative_to_xml"
+            yield form, "path"
+        else:
+            yield os.path.join(here, form), "path_relative_to_xml"
     if filename:
-        for parts, rule in (
-            ((here, filename), "beside_xml"),
-            ((here, "images", filename), "images_folder"),
-            ((os.path.dirname(here), folder, filename) if folder else None, "folder_filename"),
-        ):
-            if parts is not None and os.path.isfile(os.path.join(*parts)):
-                return str(Path(*parts)), rule
+        yield os.path.join(here, filename), "beside_xml"
+        yield os.path.join(here, "images", filename), "images_folder"
+        if folder:
+            yield os.path.join(os.path.dirname(here), folder, filename), "folder_filename"
     for name in filter(None, (filename, file_name_of(path_text))):
-        matches = index.by_name.get(name, [])
-        if matches:
-            return str(min(map(Path, matches))), "by_name"
+        for match in sorted(map(Path, index.by_name.get(name, []))):
+            yield str(match), "by_name"
     # LabelImg names the XML after the image: try the same stem beside it.
     stem = os.path.splitext(xml_path)[0]
     for suffix in sorted(IMAGE_SUFFIXES):
-        if os.path.isfile(stem + suffix):
-            return stem + suffix, "xml_stem"
-    return None
+        yield stem + suffix, "xml_stem"
+
+
+def find_image(root: etree._Element, xml_path: str, index: ClassIndex) -> tuple[str, str] | str:
+    """The image an XML file describes and the rule that found it; or a reason code.
+
+    Only a file inside the class's sources is taken (symbolic links followed):
+    an XML file from a stranger must not pull `/home/me/private.jpg` or
+    `../../elsewhere.jpg` into the records and the report.
+    """
+    outside = False
+    for path, rule in image_candidates(root, xml_path, index):
+        if not os.path.isfile(path):
+            continue
+        if index.confines(path):
+            return spelt_as_path(path), rule
+        outside = True
+    return "image_outside_sources" if outside else "image_not_found"
 
 
 def read_image_info(path: str | Path) -> ImageInfo:
@@ -350,8 +400,8 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
         outcome.rejected.append(("", root))
         return outcome
     found = find_image(root, xml_path, index)
-    if found is None:
-        outcome.rejected.append(("", "image_not_found"))
+    if isinstance(found, str):
+        outcome.rejected.append(("", found))
         return outcome
     image_path, outcome.found_by = found
     try:
@@ -508,6 +558,7 @@ def validate_class(
     manifest_path: Path | None,
     outdir: Path,
     whole_image_dir: Path | None = None,
+    store_root: Path = Path("resources/images"),
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
@@ -519,7 +570,9 @@ def validate_class(
         folder_images: list[str] = []
     else:
         xml_paths, folder_images = scan(root)
-    index = build_index(cfg, class_name, manifest, folder_images)
+    index = build_index(
+        cfg, class_name, manifest, folder_images, image_sources(cls, root, store_root)
+    )
     outcomes = [
         validate_xml(path, index)
         for path in cli.progress(xml_paths, f"{class_name} XML", len(xml_paths), "files", log)
@@ -581,9 +634,17 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where whole_image XML is generated (results/whole_image/{class})",
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=Path("resources/images"),
+        help="the image store, one of the places an XML file's image may be (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args)
-    summary = validate_class(cfg, args.class_name, args.manifest, args.outdir, args.whole_image_dir)
+    summary = validate_class(
+        cfg, args.class_name, args.manifest, args.outdir, args.whole_image_dir, args.store
+    )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",
         args.class_name,
