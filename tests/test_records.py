@@ -205,12 +205,79 @@ def test_records_are_deterministic_and_shardable(written, tmp_path, monkeypatch)
     records.write_records(items, tmp_path / "again.tfrecord", ids)
     assert (tmp_path / "again.tfrecord").read_bytes() == (base / "out.tfrecord").read_bytes()
     # A fresh Example for every image gives the same bytes as one refilled.
-    monkeypatch.setattr(records, "BUILDER_BYTES", 1)
+    monkeypatch.setattr(records, "BUILDER_IMAGES", 1)
     records.write_records(items, tmp_path / "fresh.tfrecord", ids)
     assert (tmp_path / "fresh.tfrecord").read_bytes() == (base / "out.tfrecord").read_bytes()
     stats = records.write_records(items, tmp_path / "s.tfrecord", ids, shards=3)
     assert stats["files"] == [f"s.tfrecord-0000{i}-of-00003" for i in range(3)]
     assert sum(len(examples(tmp_path / f)) for f in stats["files"]) == len(items)
+
+
+def tensorflows_records(path: Path) -> bytes:
+    """What TFRecordWriter writes for the Examples of `path`, each as tf.train.Example holds it."""
+    out = path.with_name(f"{path.name}.tf")
+    with tf.io.TFRecordWriter(str(out)) as writer:
+        for example in examples(path):
+            writer.write(example.SerializeToString(deterministic=True))
+    return out.read_bytes()
+
+
+def test_records_are_what_tensorflow_writes(written):
+    base, _, _ = written
+    ours = (base / "out.tfrecord").read_bytes()
+    assert ours == tensorflows_records(base / "out.tfrecord")
+
+
+def box(rng: np.random.Generator, width: int, height: int) -> tuple[float, ...]:
+    """xmin, ymin, xmax, ymax in pixels, as a list holds them: ordered, inside, 2 decimals."""
+    xs = np.sort(rng.uniform(0, width, size=2)).round(2)
+    ys = np.sort(rng.uniform(0, height, size=2)).round(2)
+    return float(xs[0]), float(ys[0]), float(xs[1]) + 0.01, float(ys[1]) + 0.01
+
+
+def varied_items(base: Path, count: int) -> list[lists.ListedImage]:
+    """Image bytes of lengths on each side of every varint boundary up to 4 bytes, and
+    objects of every kind: none, many, non-ASCII names and poses, flags, any box."""
+    rng = np.random.default_rng(7)
+    lengths = [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21]
+    lengths += [int(n) for n in rng.integers(0, 300_000, size=count - len(lengths))]
+    names = ["circle", "sq\u00fcare \u732b", "c" * 200]
+    items = []
+    for i, length in enumerate(lengths):
+        path = base / f"{i:04d} \u00e9.{'png' if i % 3 else 'jpg'}"
+        path.write_bytes(rng.bytes(length))  # copied as they are, never decoded
+        width, height = (int(v) for v in rng.integers(1, 5000, size=2))
+        objects = tuple(
+            lists.ListedObject(
+                names[int(rng.integers(3))],
+                *box(rng, width, height),
+                difficult=int(rng.integers(2)),
+                truncated=int(rng.integers(2)),
+                pose=["Unspecified", "Left", "\u00e0 gauche"][int(rng.integers(3))],
+            )
+            for _ in range(int(rng.integers(0, 12)))
+        )
+        sha = hashlib.sha256(str(i).encode()).hexdigest()
+        fmt = "png" if i % 3 else "jpeg"
+        items.append(lists.ListedImage(str(path), sha, fmt, width, height, 1, "", objects))
+    return items
+
+
+def test_records_of_varied_images_are_what_tensorflow_writes(tmp_path):
+    items = varied_items(tmp_path, 300)
+    label_ids = {"circle": 1, "sq\u00fcare \u732b": 2, "c" * 200: 3}
+    records.write_records(items, tmp_path / "v.tfrecord", label_ids)
+    ours = (tmp_path / "v.tfrecord").read_bytes()
+    assert ours == tensorflows_records(tmp_path / "v.tfrecord")
+    written = examples(tmp_path / "v.tfrecord")
+    assert len(written) == len(items)
+    for item, example in zip(items, written, strict=True):
+        features = example.features.feature
+        assert features["image/encoded"].bytes_list.value == [Path(item.image).read_bytes()]
+        assert list(features["image/object/class/text"].bytes_list.value) == [
+            o.name.encode() for o in item.objects
+        ]
+        assert len(features["image/object/bbox/xmin"].float_list.value) == len(item.objects)
 
 
 def test_label_maps():

@@ -9,7 +9,7 @@ rule records:
     benchmark:
         "benchmarks/records/{cls}_{split}.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../../envs/harvest.yaml"
     threads: min(config["records"]["shards"], 8)
     resources:
         mem_mb=2000,
