@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 
 import pytest
@@ -80,6 +82,22 @@ def test_nothing_is_written_outside_results_resources_logs(tiny_run):
     project, _ = tiny_run
     top = {p.name for p in project.iterdir()}
     assert top <= {"config", "results", "resources", "logs", "benchmarks", ".snakemake"}, top
+
+
+@pytest.mark.slow
+def test_outputs_are_readable_as_the_umask_says(tiny_run):
+    """Atomic writes and the demo's folders get what a plain open()/mkdir gives (issue #17)."""
+    project, _ = tiny_run
+    umask = os.umask(0)
+    os.umask(umask)  # the run inherited the session's umask
+    wrong = {}
+    for top in ("results", "resources", "logs", "benchmarks"):
+        for path in (project / top).rglob("*"):
+            full = 0o777 if path.is_dir() else 0o666
+            # Execute bits are the writer's business; read and write follow the umask.
+            if stat.S_IMODE(path.stat().st_mode) & 0o666 != full & ~umask & 0o666:
+                wrong[str(path.relative_to(project))] = oct(stat.S_IMODE(path.stat().st_mode))
+    assert not wrong, f"umask {umask:03o}: {wrong}"
 
 
 @pytest.mark.slow

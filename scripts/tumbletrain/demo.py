@@ -14,9 +14,6 @@ import argparse
 import hashlib
 import io
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import cli
+from . import cli, fileio
 from . import config as tt_config
 from .vocxml import VocObject, labelimg_xml
 
@@ -174,19 +171,10 @@ def demo_images(
 
 def write_demo(class_name: str, count: int, demo: tt_config.DemoConfig, output: Path) -> int:
     """Write the class's demo folder; it appears complete or not at all."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with fileio.atomic_dir(output) as staging:
         for filename, image_bytes, xml_bytes in demo_images(class_name, count, demo):
             (staging / filename).write_bytes(image_bytes)
             (staging / f"{Path(filename).stem}.xml").write_bytes(xml_bytes)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return count
 
 

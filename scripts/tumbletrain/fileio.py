@@ -14,10 +14,10 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,23 +55,70 @@ def remove_leftovers(root: str | os.PathLike) -> int:
     return removed
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` on success."""
-    target = Path(path)
+def _temporary_name(target: Path, suffix: str) -> Path:
+    return target.with_name(f".{target.name}.{writer()}.{secrets.token_hex(4)}{suffix}")
+
+
+def _create_temporary(target: Path, suffix: str, make: Callable[[Path], None]) -> Path:
+    """Create a fresh temporary file or folder beside `target` with `make`.
+
+    Not `tempfile.mkstemp`/`mkdtemp`: they create 0600/0700 whatever the
+    umask, so outputs on a shared file system would be the owner's only. A
+    plain create asks for 0666/0777 and the kernel applies the umask (and a
+    directory's default ACL), as it does for any file a program opens.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.{writer()}.", suffix=suffix or ".tmp", dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    for _ in range(100):
+        tmp = _temporary_name(target, suffix)
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+@contextlib.contextmanager
+def _atomic(
+    path: str | os.PathLike,
+    suffix: str,
+    make: Callable[[Path], None],
+) -> Iterator[Path]:
+    target = Path(path)
+    tmp = _create_temporary(target, suffix, make)
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        yield tmp
+        if tmp.is_dir() and target.exists():
+            shutil.rmtree(target)  # os.replace cannot replace a non-empty folder
+        os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_path(
+    path: str | os.PathLike, suffix: str = ""
+) -> contextlib.AbstractContextManager[Path]:
+    """A temporary path beside `path`, renamed to `path` on success.
+
+    The file has the permissions a plain `open()` would give it.
+    """
+    return _atomic(path, suffix or ".tmp", _create_file)
+
+
+def atomic_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """A fresh folder beside `path` that replaces `path` (if any) on success.
+
+    The folder has the permissions a plain `mkdir` would give it.
+    """
+    return _atomic(path, ".tmpdir", Path.mkdir)
 
 
 @contextlib.contextmanager
