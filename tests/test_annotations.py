@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -430,6 +431,36 @@ def test_lists_are_deterministic(corpus, tmp_path):
     annotations.validate_class(config.parse(raw), "pose", None, tmp_path)
     for name in ("training.tsv", "verification.tsv", "rejected.tsv", "summary.json"):
         assert (tmp_path / name).read_bytes() == (corpus["outdir"] / name).read_bytes(), name
+
+
+def validate_chunk_noting_the_process(paths: list[str]):
+    """annotations._validate_chunk, leaving a file named after the process that ran it."""
+    (Path(os.environ["TT_TEST_PIDS"]) / str(os.getpid())).touch()
+    time.sleep(0.05)  # every worker starts before the chunks run out
+    return [annotations.validate_xml(path, annotations._worker_index) for path in paths]
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_lists_are_the_same_from_several_processes(corpus, tmp_path, monkeypatch, processes):
+    raw = {
+        "classes": {
+            "pose": {"annotations_dir": str(corpus["root"]), "aliases": ["figure"]},
+            "hand": {},
+        },
+        "split": {"verification_percent": 30},
+    }
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv("TT_TEST_PIDS", str(pids))
+    monkeypatch.setattr(annotations, "MIN_FILES_PER_PROCESS", 1)
+    monkeypatch.setattr(annotations, "CHUNK_FILES", 2)
+    monkeypatch.setattr(annotations, "_validate_chunk", validate_chunk_noting_the_process)
+    out = tmp_path / "out"
+    annotations.validate_class(config.parse(raw), "pose", None, out, processes=processes)
+    for name in ("training.tsv", "verification.tsv", "rejected.tsv", "summary.json"):
+        assert (out / name).read_bytes() == (corpus["outdir"] / name).read_bytes(), name
+    workers = {int(p.name) for p in pids.iterdir()}
+    assert len(workers) == processes and os.getpid() not in workers
 
 
 def test_original_layout_keeps_the_users_split(tmp_path):

@@ -14,6 +14,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -552,6 +553,39 @@ def summarise(
     return summary, sorted(rows)
 
 
+# Files each worker process validates at a time, and the fewest per process
+# that pay for starting it (a fork and the index it inherits, a few ms).
+CHUNK_FILES = 256
+MIN_FILES_PER_PROCESS = 1000
+_worker_index: ClassIndex | None = None
+
+
+def _start_worker(index: ClassIndex) -> None:
+    global _worker_index
+    _worker_index = index
+
+
+def _validate_chunk(paths: list[str]) -> list[Outcome]:
+    return [validate_xml(path, _worker_index) for path in paths]
+
+
+def validate_files(paths: list[str], index: ClassIndex, processes: int = 1) -> Iterator[Outcome]:
+    """Each file's outcome, in the order of `paths`, from up to `processes` processes.
+
+    Every file is validated on its own; what depends on several (duplicates,
+    splits, the lists) is decided afterwards from the outcomes in this order,
+    so the result is the same for any number of processes.
+    """
+    processes = min(processes, len(paths) // MIN_FILES_PER_PROCESS)
+    if processes <= 1:
+        yield from (validate_xml(path, index) for path in paths)
+        return
+    chunks = [paths[i : i + CHUNK_FILES] for i in range(0, len(paths), CHUNK_FILES)]
+    with ProcessPoolExecutor(processes, initializer=_start_worker, initargs=(index,)) as pool:
+        for outcomes in pool.map(_validate_chunk, chunks):
+            yield from outcomes
+
+
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
@@ -559,6 +593,7 @@ def validate_class(
     outdir: Path,
     whole_image_dir: Path | None = None,
     store_root: Path = Path("resources/images"),
+    processes: int = 1,
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
@@ -573,10 +608,15 @@ def validate_class(
     index = build_index(
         cfg, class_name, manifest, folder_images, image_sources(cls, root, store_root)
     )
-    outcomes = [
-        validate_xml(path, index)
-        for path in cli.progress(xml_paths, f"{class_name} XML", len(xml_paths), "files", log)
-    ]
+    outcomes = list(
+        cli.progress(
+            validate_files(xml_paths, index, processes),
+            f"{class_name} XML",
+            len(xml_paths),
+            "files",
+            log,
+        )
+    )
     resolve_duplicates(outcomes)
     for outcome in outcomes:
         if outcome.kept:
@@ -640,10 +680,22 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("resources/images"),
         help="the image store, one of the places an XML file's image may be (default: %(default)s)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="validate in up to this many processes (the rule's threads; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args)
     summary = validate_class(
-        cfg, args.class_name, args.manifest, args.outdir, args.whole_image_dir, args.store
+        cfg,
+        args.class_name,
+        args.manifest,
+        args.outdir,
+        args.whole_image_dir,
+        args.store,
+        args.processes,
     )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",

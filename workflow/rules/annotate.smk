@@ -14,7 +14,9 @@ rule annotations:
         "benchmarks/annotations/{cls}.tsv"
     conda:
         "../../envs/harvest.yaml"
-    threads: 1
+    # Up to 2 processes validate a class of 2,000 files or more; a smaller one uses 1.
+    # More for a big class: --set-threads annotations=N.
+    threads: 2
     resources:
         mem_mb=1000,
         runtime=60,
@@ -23,4 +25,4 @@ rule annotations:
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --outdir results/lists/{wildcards.cls}"
-        " --whole-image-dir results/whole_image/{wildcards.cls} 2> {log}"
+        " --whole-image-dir results/whole_image/{wildcards.cls} --processes {threads} 2> {log}"
