@@ -313,3 +313,46 @@ def test_an_unknown_class_in_a_list_is_a_clear_error(written, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ERROR:") and "square" in last and "classes:" in last
     assert not (tmp_path / "x.tfrecord").exists()
+
+
+def test_5000_boxes_and_odd_text_go_from_xml_through_lists_into_records(tmp_path):
+    """Tabs, carriage returns, newlines and quotes in file names, class names and a
+    300 KB <pose>; 5,000 boxes on one image (a 500 KB list cell) reach the record."""
+    from tumbletrain import annotations, fileio, vocxml
+
+    root = tmp_path / "data" / "circle"
+    name = 'odd\tname "q"\rcr\n.jpg'
+    write_image(root / name, "JPEG", size=(1000, 1000))
+    pose = 'Left\r\n\t"quoted"' + "p" * 300_000
+    objects = [
+        vocxml.VocObject("circle", x, y, x + 9, y + 9, pose=pose if x == y == 0 else "Front")
+        for x in range(0, 1000, 10)
+        for y in range(0, 500, 10)
+    ]
+    objects.append(vocxml.VocObject("ca\rt", 1, 1, 20, 20))
+    assert len(objects) == 5001
+    xml = root / "odd\tname\r.xml"
+    xml.write_bytes(vocxml.labelimg_xml("circle", name, "", (1000, 1000, 3), objects))
+    cfg = config.parse(
+        {
+            "classes": {"circle": {"annotations_dir": str(root)}, "square": {}},
+            "split": {"verification_percent": 0},
+        }
+    )
+    outdir = tmp_path / "lists"
+    summary = annotations.validate_class(cfg, "circle", None, outdir)
+    assert summary["objects_kept"] == 5000
+    (listed,) = lists.read_list(outdir / "training.tsv")
+    assert (listed.image, listed.xml) == (str(root / name), str(xml))
+    assert listed.objects[0].pose == pose.strip()
+    rejected = fileio.read_tsv(outdir / "rejected.tsv")
+    assert [(r["file"], r["object"], r["reason"]) for r in rejected] == [
+        (str(xml), "5000:ca\rt", "unknown_class")
+    ]
+    stats = records.write_records([listed], tmp_path / "c.tfrecord", {"circle": 1, "square": 2})
+    assert stats["objects"] == 5000
+    (example,) = examples(tmp_path / "c.tfrecord")
+    feature = example.features.feature
+    assert len(feature["image/object/bbox/xmin"].float_list.value) == 5000
+    assert feature["image/object/view"].bytes_list.value[0] == pose.strip().encode()
+    assert feature["image/filename"].bytes_list.value[0] == name.encode()

@@ -636,9 +636,7 @@ def validate_class(
             outdir / f"{split}.tsv", [o.item for o in outcomes if o.kept and o.split == split]
         )
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
-    fileio.write_tsv(
-        outdir / "rejected.tsv", ("file", "object", "reason", "message"), rejected_rows
-    )
+    fileio.write_tsv(outdir / "rejected.tsv", lists.REJECTED_COLUMNS, rejected_rows)
     fileio.write_json(outdir / "summary.json", summary)
     return summary
 

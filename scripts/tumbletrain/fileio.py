@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from .cli import UserError
+
 
 # Temporary names carry the writer's host and pid, so a later run can tell the
 # leftovers of a killed writer from files another live process is writing.
@@ -152,18 +154,71 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
+class TableError(UserError, ValueError):
+    """Text a table cannot hold, or a table file that is not one we wrote."""
+
+
+# One file's field may be as long as its content: an image with thousands of
+# boxes has a long `objects` cell (csv's default limit is 128 KiB).
+csv.field_size_limit(2**31 - 1)
+
+
+def _quoted(text: str, delimiter: str) -> str:
+    """csv's QUOTE_MINIMAL rule, with a carriage return also forcing quotes."""
+    if delimiter in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]], delimiter: str) -> str:
+    """The table as text: csv's own writer, byte for byte, for every cell it quotes right.
+
+    csv leaves a carriage return unquoted (its reader then ends the row there),
+    so a table holding one is written by the same rule with `\r` quoted too.
+    """
+    rows = [header, *rows]
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    text = buffer.getvalue()
+    if "\0" in text:
+        number, cell = next(
+            (n, c)
+            for n, row in enumerate(rows)
+            for c, value in enumerate(row)
+            if "\0" in str(value)
+        )
+        raise TableError(
+            f"row {number} column {header[cell]!r} holds a NUL character, which no table "
+            "can store; remove it from the input"
+        )
+    if "\r" not in text:
+        return text
+    return "".join(_line(row, delimiter) for row in rows)
+
+
+def _line(row: Sequence[Any], delimiter: str) -> str:
+    cells = ["" if v is None else str(v) for v in row]
+    if cells == [""]:
+        return '""\n'  # as csv writes it: a blank line would be no row at all
+    return delimiter.join(_quoted(cell, delimiter) for cell in cells) + "\n"
+
+
 def write_table(
     path: str | os.PathLike,
     header: Sequence[str],
     rows: Iterable[Sequence[Any]],
     delimiter: str = "\t",
 ) -> None:
-    """A header line and rows; TSV by default, no quoting surprises for spreadsheets."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    """A header line and rows; any text but NUL comes back from `read_table` as it went in."""
+    text = format_table(header, rows, delimiter)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TableError(
+            f"{path}: {text[max(0, error.start - 40) : error.start]!r} is followed by text that "
+            "is not valid Unicode (a lone surrogate); remove it from the input"
+        ) from None
+    write_bytes(path, data)
 
 
 def write_tsv(
@@ -178,9 +233,31 @@ def write_csv(
     write_table(path, header, rows, ",")
 
 
-def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+def read_table(path: str | os.PathLike, delimiter: str = "\t") -> list[dict[str, str]]:
+    """The rows of a table `write_table` wrote, as dicts keyed by the header."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader, [])
+            rows = []
+            for row in reader:
+                if len(row) != len(header):
+                    raise TableError(
+                        f"{path} line {reader.line_num} has {len(row)} fields, its header "
+                        f"{len(header)}: the file is damaged; delete it and re-run the stage "
+                        "that writes it"
+                    )
+                rows.append(dict(zip(header, row, strict=True)))
+        except csv.Error as error:
+            raise TableError(
+                f"{path} line {reader.line_num} is not a table row ({error}); delete the file "
+                "and re-run the stage that writes it"
+            ) from None
+    return rows
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    return read_table(path, "\t")
 
 
 def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:

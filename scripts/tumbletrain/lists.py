@@ -15,6 +15,8 @@ from . import fileio
 from .vocxml import VocObject
 
 COLUMNS = ("image", "sha256", "format", "width", "height", "orientation", "xml", "objects")
+# results/lists/{class}/rejected.tsv: one row per rejected file or object.
+REJECTED_COLUMNS = ("file", "object", "reason", "message")
 
 
 # An object in a list is exactly what LabelImg's XML describes.

@@ -27,7 +27,7 @@ from . import config as tt_config  # noqa: E402
 
 log = logging.getLogger("tumbletrain.report")
 
-REJECTED_COLUMNS = ("class", "file", "object", "reason", "message")
+REJECTED_COLUMNS = ("class", *lists.REJECTED_COLUMNS)
 # Orbit's train summaries name every loss `*loss`; these three come first.
 MAIN_LOSSES = ("total_loss", "cls_loss", "box_loss")
 VALIDATION_AP = ("AP", "AP50", "AP75")
@@ -137,7 +137,7 @@ def rejected_rows(classes: list[str], lists_dir: Path) -> pd.DataFrame:
     for name in classes:
         path = lists_dir / name / "rejected.tsv"
         if path.exists():
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            frame = pd.DataFrame(fileio.read_tsv(path), columns=list(lists.REJECTED_COLUMNS))
             frame.insert(0, "class", name)
             frames.append(frame)
     if not frames:
