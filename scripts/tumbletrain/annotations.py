@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, lists, vocxml
+from . import cli, fileio, lists, neardup, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -468,13 +468,6 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     return outcome
 
 
-def split_of(sha256: str, split: tt_config.SplitConfig) -> str:
-    """A stable split from the content hash: adding images never moves another."""
-    digest = hashlib.sha256(f"{split.salt}:{sha256}".encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") / 2**64 * 100
-    return "verification" if bucket < split.verification_percent else "training"
-
-
 def user_split(xml_path: str, root: Path) -> str | None:
     """The original project's layout: data/{class}/{training,verification}/*.xml."""
     folder = str(root)
@@ -586,6 +579,73 @@ def validate_files(paths: list[str], index: ClassIndex, processes: int = 1) -> I
             yield from outcomes
 
 
+def near_duplicate_placements(
+    split: tt_config.SplitConfig, kept: list[Outcome], tables: Sequence[Path]
+) -> dict[str, neardup.Placement]:
+    """Where each kept image's near-duplicate group goes, from every class's signatures.
+
+    Images that no table has (found beside an XML, not harvested) are hashed here.
+    """
+    if not split.group_near_duplicates:
+        return {}
+    members = [m for table in tables for m in neardup.read_members(table)]
+    known = {m.sha256 for m in members}
+    for outcome in kept:
+        if outcome.item.sha256 in known:
+            continue
+        known.add(outcome.item.sha256)
+        try:
+            signature = neardup.signature_of(outcome.item.image)
+        except (OSError, ValueError) as error:
+            log.warning("no signature for %s: %s", outcome.item.image, error)
+            continue
+        members.append(neardup.Member(outcome.item.sha256, 0.0, signature))
+    return neardup.place(members, split, split.near_duplicate_distance)
+
+
+def near_duplicate_summary(
+    split: tt_config.SplitConfig, kept: list[Outcome], placements: dict[str, neardup.Placement]
+) -> dict:
+    """Groups among the class's kept images, and what grouping changed against content splits."""
+    groups: dict[str, list[Outcome]] = {}
+    moved: Counter[str] = Counter()
+    for outcome in kept:
+        placed = placements.get(outcome.item.sha256)
+        if placed is None or placed.size < 2:
+            continue
+        groups.setdefault(placed.group, []).append(outcome)
+        if outcome.split != neardup.split_of(outcome.item.sha256, split):
+            moved[f"to_{outcome.split}"] += 1
+    straddling = sorted(
+        group for group, members in groups.items() if len({o.split for o in members}) > 1
+    )
+    for group in straddling:
+        log.warning(
+            "near-duplicate group %s is split by the folders training/ and verification/: "
+            "%s (kept as the folders say; move the files to one folder)",
+            group[:12],
+            ", ".join(sorted(o.xml for o in groups[group])),
+        )
+    largest = sorted(groups.items(), key=lambda item: (-placements[item[0]].size, item[0]))
+    return {
+        "grouping": split.group_near_duplicates,
+        "distance": split.near_duplicate_distance,
+        "groups": len(groups),
+        "images_in_groups": sum(len(members) for members in groups.values()),
+        "moved_from_content_split": {name: moved[f"to_{name}"] for name in tt_config.SPLITS},
+        "user_split_straddles": [group[:12] for group in straddling],
+        "largest": [
+            {
+                "group": group[:12],
+                "size": placements[group].size,
+                "split": members[0].split,
+                "images": sorted(o.item.image for o in members),
+            }
+            for group, members in largest[:10]
+        ],
+    }
+
+
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
@@ -594,6 +654,7 @@ def validate_class(
     whole_image_dir: Path | None = None,
     store_root: Path = Path("resources/images"),
     processes: int = 1,
+    signatures: Sequence[Path] | None = None,
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
@@ -618,11 +679,13 @@ def validate_class(
         )
     )
     resolve_duplicates(outcomes)
-    for outcome in outcomes:
-        if outcome.kept:
-            outcome.split = user_split(outcome.xml, root) or split_of(
-                outcome.item.sha256, cfg.split
-            )
+    kept = [o for o in outcomes if o.kept]
+    placements = near_duplicate_placements(cfg.split, kept, signatures or [])
+    for outcome in kept:
+        placed = placements.get(outcome.item.sha256)
+        outcome.split = user_split(outcome.xml, root) or (
+            placed.split if placed else neardup.split_of(outcome.item.sha256, cfg.split)
+        )
     labelled = {o.item.sha256 for o in outcomes if o.kept}
     annotated_images = {os.path.abspath(o.item.image) for o in outcomes if o.kept}
     unlabelled = count_unlabelled(manifest, index, annotated_images, labelled)
@@ -636,6 +699,7 @@ def validate_class(
             outdir / f"{split}.tsv", [o.item for o in outcomes if o.kept and o.split == split]
         )
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
+    summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     fileio.write_tsv(outdir / "rejected.tsv", lists.REJECTED_COLUMNS, rejected_rows)
     fileio.write_json(outdir / "summary.json", summary)
     return summary
@@ -684,6 +748,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="validate in up to this many processes (the rule's threads; default: %(default)s)",
     )
+    parser.add_argument(
+        "--signatures",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="every class's signature table (results/signatures/*.tsv): near-duplicate groups",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args)
     summary = validate_class(
@@ -694,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         args.whole_image_dir,
         args.store,
         args.processes,
+        args.signatures,
     )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",

@@ -84,6 +84,8 @@ class TumblrConfig:
 class SplitConfig:
     verification_percent: float
     salt: str
+    group_near_duplicates: bool
+    near_duplicate_distance: int
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,29 @@
+rule signatures:
+    input:
+        "resources/manifests/{cls}.tsv",
+    output:
+        "results/signatures/{cls}.tsv",
+    log:
+        "logs/signatures/{cls}.log",
+    benchmark:
+        "benchmarks/signatures/{cls}.tsv"
+    conda:
+        "../../envs/harvest.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    shell:
+        "python -m tumbletrain.neardup --manifest {input} --output {output}"
+        " --cache resources/cache/signatures/{wildcards.cls}.tsv 2> {log}"
+
+
 rule annotations:
     input:
         demo_input,
         xml_files,
         manifest="resources/manifests/{cls}.tsv",
+        signatures=signature_tables(),
     output:
         training="results/lists/{cls}/training.tsv",
         verification="results/lists/{cls}/verification.tsv",
@@ -25,4 +46,5 @@ rule annotations:
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --outdir results/lists/{wildcards.cls}"
-        " --whole-image-dir results/whole_image/{wildcards.cls} --processes {threads} 2> {log}"
+        " --whole-image-dir results/whole_image/{wildcards.cls} --processes {threads}"
+        " --signatures {input.signatures} 2> {log}"

@@ -67,6 +67,13 @@ def xml_files(wildcards):
     return sorted(str(p) for p in root.rglob("*.xml")) if root.is_dir() else []
 
 
+def signature_tables():
+    """Every class's signatures: near-duplicate groups span classes."""
+    if not config["split"]["group_near_duplicates"]:
+        return []
+    return expand("results/signatures/{cls}.tsv", cls=CLASSES)
+
+
 def demo_input(wildcards):
     cls = class_config(wildcards.cls)
     return [f"resources/demo/{cls.name}"] if cls.demo is not None else []
