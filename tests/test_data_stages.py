@@ -27,6 +27,7 @@ DATA_COMMANDS = {
     "tumbletrain.demo",
     "tumbletrain.harvest",
     "tumbletrain.labelimg",
+    "tumbletrain.neardup",
     "tumbletrain.annotations",
     "tumbletrain.records write",
     "tumbletrain.records label-map",
@@ -58,8 +59,9 @@ def test_no_data_stage_command_imports_tensorflow(tmp_path, tool_env):
     for line in log.read_text().splitlines():
         entry = json.loads(line)
         argv = entry["argv"]
-        module = argv[argv.index("-m") + 1]
-        command = module if module in DATA_COMMANDS else f"{module} {argv[argv.index('-m') + 2]}"
+        at = argv.index("-m") + 1
+        # The module, and its subcommand if it has one (`records write`).
+        command = " ".join(a for a in argv[at : at + 2] if not a.startswith("-"))
         ran.setdefault(command, []).append(entry["tensorflow"])
     assert set(ran) == DATA_COMMANDS
     assert {command: any(imported) for command, imported in ran.items()} == dict.fromkeys(
