@@ -25,7 +25,7 @@ def test_schema_fills_defaults():
     assert pose.annotation == "labelimg"
     assert pose.annotations_dir == "data/pose"
     assert pose.tumblr == (config.TumblrQuery(tag="pose", blog="artcive.tumblr.com"),)
-    assert cfg.tumblr.media_hosts == ("*.media.tumblr.com",)
+    assert cfg.tumblr.media_hosts == ("media.tumblr.com",)
     assert cfg.tumblr.full_paging is False, "re-harvests page incrementally by default"
     assert cfg.split.verification_percent == 20
     assert cfg.model.checkpoint.url.endswith("mobilenetv2_ssd_i256_ckpt.tar.gz")

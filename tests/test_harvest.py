@@ -1,4 +1,9 @@
-"""Harvest against a real HTTP server standing in for Tumblr, plus folders and the store."""
+"""Harvest against a real HTTP server standing in for Tumblr (tests/fake_tumblr.py), plus folders.
+
+Every post the fake serves is built from a documented example
+(tests/fixtures/tumblr/); each test asserts the exact image URLs chosen per
+post and the exact requests made.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import fake_tumblr as ft
 import pytest
 from fake_tumblr import FakeTumblr, bomb_png, image_bytes
-from tumbletrain import cli, config, fileio, harvest, tumblr
+from tumbletrain import cli, config, fileio, harvest, net, tumblr
 
 API_KEY = "ck-5ecret-consumer-key-000"
 SECRETS = {
@@ -21,103 +27,155 @@ SECRETS = {
     "TUMBLR_OAUTH_TOKEN": "ot-5ecret-oauth-token-222",
     "TUMBLR_OAUTH_SECRET": "os-5ecret-oauth-secret-333",
 }
-BLOG = "artcive.tumblr.com"
-GOOD = [
-    "p1.jpg",
-    "p2.png",
-    "npf.jpg",
-    "trail.jpg",
-    "body.jpg",
-    "reblog.jpg",
-    "anim.gif",
-    "tagged1.jpg",
-    "tagged2.jpg",
-]
-BAD = {
-    "html.jpg": "html_not_image",
-    "text.jpg": "not_an_image",
-    "huge.jpg": "too_large",
-    "bomb.png": "decompression_bomb",
-    "trunc.jpg": "truncated",
-}
+BLOG = "npf-spec-examples.tumblr.com"
+TAG = "figure drawing"
+T0 = 1_700_000_000
 
 
-def build_fake(fake: FakeTumblr) -> FakeTumblr:
-    for seed, name in enumerate(GOOD, start=1):
-        fmt = {"png": "PNG", "gif": "GIF"}.get(name.rsplit(".", 1)[1], "JPEG")
-        fake.add_media(name, image_bytes(seed, fmt))
-    fake.add_media("dup_of_p1.jpg", fake.media["p1.jpg"][0])  # same bytes, another URL
-    fake.add_media("html.jpg", b"<!DOCTYPE html><html><body>login</body></html>", "image/jpeg")
-    fake.add_media("text.jpg", b"just some text, not an image at all" * 3, "image/jpeg")
-    fake.add_media("huge.jpg", image_bytes(99, "JPEG", (64, 48)) + b"\0" * 3 * 1024 * 1024)
-    fake.add_media("bomb.png", bomb_png(), "image/png")
-    fake.add_media("trunc.jpg", image_bytes(77, "JPEG", (300, 300)))
-    fake.faults.truncate = {"trunc.jpg"}
-    posts = [
-        fake.legacy_photo_post(10, "artcive", ["p1.jpg", "p2.png"], ["pose"], 1_700_000_010),
-        fake.npf_post(9, "artcive", "npf.jpg", "trail.jpg", ["pose"], 1_700_000_009),
-        fake.text_post(8, "artcive", "body.jpg", ["pose"], 1_700_000_008),
-        fake.legacy_photo_post(
-            7,
-            "artcive",
-            ["reblog.jpg"],
-            ["pose"],
-            1_700_000_007,
-            reblogged_from_id="123",
-            parent_post_url="https://x/1",
+def photo_500(key: str) -> str:
+    """The rendition the default media_hosts allows in api.md's legacy photo example."""
+    return f"http://30.media.tumblr.com/tumblr_{key}o1_500.jpg"
+
+
+def npf_1280(key: str, host: str = "69.media.tumblr.com") -> str:
+    return f"http://{host}/{key}/tumblr_{key}_1280.jpg"
+
+
+def inline_1280(key: str) -> str:
+    return f"http://64.media.tumblr.com/{key}/tumblr_inline_{key}_1280.jpg"
+
+
+def with_image(item: dict, key: str) -> dict:
+    """A documented trail item, with an image block added to its content."""
+    item["content"].append(ft.npf_image(key))
+    return item
+
+
+def blog_posts() -> tuple[list[dict], dict[str, set[str]]]:
+    """One post of every shape, newest first, and the images each must yield."""
+    text = "legacy-text-post.json"
+    broken, _ = ft.fixture("npf-broken-trail.json")["trail"]
+    root, parent = ft.fixture("npf-trail.json")["trail"]
+    rows = ft.fixture("npf-rows-layout.json")
+    ask = ft.fixture("npf-ask-layout.json")
+    answer = ft.fixture("legacy-answer-post.json")["answer"]
+    quote = ft.fixture("legacy-quote-post.json")["text"]
+    reblog = {
+        "reblogged_from_id": "3456",
+        "parent_post_url": "https://npf-parent.tumblr.com/post/3456",
+    }
+    cases = [
+        (ft.legacy_photo_post(20, T0 + 20, ["pose"], ["p1"]), {photo_500("p1")}),
+        (
+            ft.legacy_photo_post(19, T0 + 19, ["pose"], ["s1", "s2"]),
+            {photo_500("s1"), photo_500("s2")},
         ),
-        fake.legacy_photo_post(
-            6, "artcive", ["anim.gif", "dup_of_p1.jpg"], ["pose"], 1_700_000_006
+        (
+            ft.legacy_post(text, 18, T0 + 18, ["pose"]),
+            {"http://media.tumblr.com/tumblr_lh6x8d7LBB1qa6gy3.jpg"},  # the bare domain
         ),
-        fake.legacy_photo_post(5, "artcive", list(BAD), ["pose"], 1_700_000_005),
-        {
-            "id": 4,
-            "type": "photo",
-            "blog_name": "artcive",
-            "post_url": "u",
-            "tags": ["pose"],
-            "timestamp": 1_700_000_004,
-            "photos": [{"original_size": {"url": "http://elsewhere.invalid/x.jpg"}}],
-        },
+        (
+            ft.legacy_post(text, 17, T0 + 17, ["pose"], body=ft.img_html("body")),
+            {inline_1280("body")},
+        ),
+        (
+            ft.legacy_post(
+                "legacy-answer-post.json", 16, T0 + 16, ["pose"], answer=answer + ft.img_html("ans")
+            ),
+            {inline_1280("ans")},
+        ),
+        (
+            ft.legacy_post("legacy-link-post.json", 15, T0 + 15, ["pose"]),
+            {
+                "http://40.media.tumblr.com/1393850e5c331da2e3c9fb478a30310d/"
+                "tumblr_inline_nm3lwntw8k1rplry2_500.jpg"
+            },
+        ),
+        (
+            ft.legacy_post(
+                "legacy-quote-post.json", 14, T0 + 14, ["pose"], text=quote + ft.img_html("quote")
+            ),
+            {inline_1280("quote")},
+        ),
+        (
+            ft.npf_post(
+                13,
+                T0 + 13,
+                ["pose"],
+                [ft.npf_image("r1"), ft.npf_image("r2"), rows["content"][2]],
+                layout=rows["layout"],
+            ),
+            {npf_1280("r1"), npf_1280("r2")},
+        ),
+        (
+            ft.npf_post(
+                12,
+                T0 + 12,
+                ["pose"],
+                [ft.npf_image("own")],
+                trail=[
+                    with_image(broken, "broken"),
+                    with_image(root, "root"),
+                    with_image(parent, "parent"),
+                ],
+                **reblog,
+            ),
+            {npf_1280(k) for k in ("own", "broken", "root", "parent")},
+        ),
+        (
+            ft.legacy_post(
+                text,
+                11,
+                T0 + 11,
+                ["pose"],
+                body=ft.img_html("lr2"),
+                trail=[
+                    ft.legacy_trail_item("npf-root", "1234", ft.img_html("lr1")),
+                    ft.legacy_trail_item("npf-parent", "3456", ft.img_html("lr2")),
+                ],
+                **reblog,
+            ),
+            {inline_1280("lr1"), inline_1280("lr2")},
+        ),
+        (ft.npf_post(10, T0 + 10, ["pose"], [{"type": "text", "text": "no image"}]), set()),
+        (
+            ft.npf_post(9, T0 + 9, ["pose"], [ft.npf_gif("gif")]),
+            {"http://69.media.tumblr.com/gif/tumblr_gif_500.gif"},
+        ),
+        (
+            ft.npf_post(
+                8, T0 + 8, ["pose"], [*ask["content"], ft.npf_image("ask")], layout=ask["layout"]
+            ),
+            {npf_1280("ask")},
+        ),
     ]
-    # The API repeats a post across pages now and then.
-    fake.blog_posts[(BLOG, "pose")] = posts[:3] + [posts[2]] + posts[3:]
-    fake.page_sizes = [2, 3]
-    fake.tagged_posts["figure drawing"] = [
-        fake.legacy_photo_post(30, "someone", ["tagged1.jpg"], ["figure drawing"], 1_700_000_030),
-        fake.legacy_photo_post(
-            29, "someone", ["tagged2.jpg", "p1.jpg"], ["figure drawing"], 1_700_000_029
-        ),
-    ]
-    return fake
+    return [post for post, _ in cases], {str(post["id"]): urls for post, urls in cases}
+
+
+def tagged_posts(count: int = 45) -> tuple[list[dict], dict[str, set[str]]]:
+    """A site-wide tag over three pages, NPF and legacy posts side by side."""
+    posts, expected = [], {}
+    for i in range(count):
+        key, stamp = f"t{i}", T0 - 1000 - i
+        if i % 2:
+            post, url = ft.legacy_photo_post(1000 + i, stamp, [TAG], [key]), photo_500(key)
+        else:
+            post, url = ft.npf_post(1000 + i, stamp, [TAG], [ft.npf_image(key)]), npf_1280(key)
+        posts.append(post)
+        expected[str(1000 + i)] = {url}
+    return posts, expected
 
 
 @pytest.fixture
-def fake():
-    server = build_fake(FakeTumblr(api_key=API_KEY)).start()
+def fake(monkeypatch):
+    server = FakeTumblr(api_key=API_KEY)
+    server.blogs[BLOG], _ = blog_posts()
+    server.tagged[TAG], _ = tagged_posts()
+    server.start()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
     yield server
     server.stop()
-
-
-def raw_config(fake: FakeTumblr, **tumblr_extra) -> dict:
-    return {
-        "classes": {"pose": {"tumblr": [{"blog": BLOG, "tag": "pose"}, {"tag": "figure drawing"}]}},
-        "tumblr": {
-            "api_host": fake.base,
-            "media_hosts": ["127.0.0.1"],
-            "max_image_mb": 2,
-            "timeout_s": 5,
-            "retries": 3,
-            "max_wait_s": 5,
-            **tumblr_extra,
-        },
-    }
-
-
-def run_harvest(tmp_path: Path, raw: dict) -> dict:
-    return harvest.harvest_class(
-        config.parse(raw), "pose", tmp_path / "images", tmp_path / "manifests"
-    )
 
 
 @pytest.fixture
@@ -126,88 +184,166 @@ def secrets(monkeypatch):
         monkeypatch.setenv(key, value)
 
 
-def manifest(tmp_path: Path) -> list[dict]:
-    return fileio.read_tsv(tmp_path / "manifests" / "pose.tsv")
-
-
-def test_every_image_arrives_once_and_faults_are_skipped_with_reasons(tmp_path, fake, secrets):
-    result = run_harvest(tmp_path, raw_config(fake))
-    rows = manifest(tmp_path)
-    urls = {r["image_url"].rsplit("/", 1)[1] for r in rows}
-    # dup_of_p1.jpg has p1's bytes: stored once, listed once.
-    assert urls == set(GOOD)
-    assert result["images"] == len(GOOD)
-    stored = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
-    assert len(stored) == len(GOOD)
-    for row in rows:
-        assert Path(row["file"]).name.startswith(row["sha256"])
-        assert int(row["width"]) > 0 and row["source"] == "tumblr"
-    skipped = {
-        r["image_url"].rsplit("/", 1)[1]: r["reason"]
-        for r in fileio.read_tsv(tmp_path / "manifests" / "pose.skipped.tsv")
+def raw_config(**tumblr_extra) -> dict:
+    return {
+        "classes": {"pose": {"tumblr": [{"blog": BLOG, "tag": "pose"}, {"tag": TAG}]}},
+        "tumblr": {
+            "api_host": "http://api.tumblr.com",
+            "max_image_mb": 2,
+            "timeout_s": 5,
+            "retries": 2,
+            "max_wait_s": 5,
+            **tumblr_extra,
+        },
     }
-    assert {k: v for k, v in skipped.items() if k in BAD} == BAD
-    assert skipped["x.jpg"] == "host_not_allowed"
-    # The largest rendition: no "small_" URL was ever fetched.
-    assert not [p for p in fake.image_requests() if "small_" in p]
-    # No temp files are left in the store.
-    assert not [p for p in (tmp_path / "images").rglob(".*")]
 
 
-def test_second_run_makes_no_image_requests_and_same_manifest(tmp_path, fake, secrets):
-    run_harvest(tmp_path, raw_config(fake))
+def run_harvest(root: Path, raw: dict) -> dict:
+    return harvest.harvest_class(config.parse(raw), "pose", root / "images", root / "manifests")
+
+
+def manifest(root: Path) -> list[dict]:
+    return fileio.read_tsv(root / "manifests" / "pose.tsv")
+
+
+def skipped(root: Path) -> dict[str, str]:
+    return {
+        r["image_url"]: r["reason"]
+        for r in fileio.read_tsv(root / "manifests" / "pose.skipped.tsv")
+    }
+
+
+def chosen(root: Path) -> dict[str, set[str]]:
+    by_post: dict[str, set[str]] = {}
+    for row in manifest(root):
+        by_post.setdefault(row["post_id"], set()).add(row["image_url"])
+    return by_post
+
+
+def befores(requests, path: str) -> list[str | None]:
+    return [r.params().get("before") for r in requests if r.path == path]
+
+
+BLOG_PATH = f"/v2/blog/{BLOG}/posts"
+
+
+def test_every_documented_post_shape_yields_exactly_its_largest_allowed_renditions(
+    tmp_path, fake, secrets
+):
+    run_harvest(tmp_path, raw_config())
+    _, blog_expected = blog_posts()
+    _, tagged_expected = tagged_posts()
+    expected = {k: v for k, v in {**blog_expected, **tagged_expected}.items() if v}
+    assert chosen(tmp_path) == expected
+    # Each chosen rendition fetched once; no smaller one, no GIF poster, no link, no other host.
+    assert sorted(fake.media_requests()) == sorted(set().union(*expected.values()))
+    reasons = skipped(tmp_path)
+    assert (
+        reasons["http://farm5.static.flickr.com/4006/4445161463_31da0327c2_o.jpg"]
+        == "host_not_allowed"
+    )
+    assert reasons["http://npf-spec-examples.tumblr.com/post/10"] == "no_image"
+    # The requests: NPF asked for on every call, pages by `before` until a page brings nothing new.
+    api = fake.api_requests()
+    assert {r.params()["npf"] for r in api} == {"true"}
+    assert all(r.params()["limit"] == "20" for r in api)
+    assert befores(api, BLOG_PATH) == [None, str(T0 + 8 + 1)]
+    assert {r.params()["reblog_info"] for r in api if r.path == BLOG_PATH} == {"true"}
+    stamps = [T0 - 1000 - i for i in range(45)]
+    assert befores(api, "/v2/tagged") == [None, *(str(stamps[i] + 1) for i in (19, 38, 44))]
+    assert {r.params()["tag"] for r in api} == {"pose", TAG}
+    assert len(api) == 6
+
+
+def test_the_fallback_rendition_is_recorded_and_the_largest_taken_when_allowed(
+    tmp_path, fake, secrets
+):
+    run_harvest(tmp_path / "default", raw_config())
+    rows = {r["post_id"]: r for r in manifest(tmp_path / "default")}
+    assert rows["20"]["rendition"] == (
+        "largest allowed: 1280x722 on derekg.org is not in tumblr.media_hosts"
+    )
+    assert rows["13"]["rendition"] == "largest"
+    run_harvest(tmp_path / "blog", raw_config(media_hosts=["media.tumblr.com", "derekg.org"]))
+    rows = {r["post_id"]: r for r in manifest(tmp_path / "blog")}
+    assert rows["20"]["image_url"] == "http://derekg.org/photo/1280/7431599279/1/tumblr_p1"
+    assert rows["20"]["rendition"] == "largest"
+
+
+def test_a_response_without_npf_yields_the_same_images(tmp_path, fake, secrets):
+    """A server that ignores npf=true sends NPF posts as legacy text posts (<img srcset>)."""
+    run_harvest(tmp_path / "npf", raw_config())
+    fake.faults.ignore_npf = True
+    run_harvest(tmp_path / "legacy", raw_config())
+    assert chosen(tmp_path / "legacy") == chosen(tmp_path / "npf")
+
+
+def add_faulty_posts(fake: FakeTumblr) -> dict[str, str]:
+    """A photoset whose images fail in every way a download can; returns URL -> reason."""
+    bad = {
+        "html": ("html_not_image", b"<!DOCTYPE html><html><body>login</body></html>"),
+        "text": ("not_an_image", b"just some text, not an image at all" * 3),
+        "huge": ("too_large", image_bytes(99) + b"\0" * 3 * 1024 * 1024),
+        "bomb": ("decompression_bomb", bomb_png()),
+        "trunc": ("truncated", image_bytes(77, "JPEG", (300, 300))),
+    }
+    for key, (_, data) in bad.items():
+        fake.media[photo_500(key)] = (data, "image/jpeg")
+    fake.faults.truncate = {photo_500("trunc")}
+    fake.media_status[photo_500("gone")] = 404
+    fake.blogs[BLOG].append(ft.legacy_photo_post(5, T0 + 5, ["pose"], [*bad, "gone", "dup"]))
+    fake.media[photo_500("dup")] = ft.url_image(photo_500("p1"))  # p1's bytes under another URL
+    return {photo_500(k): reason for k, (reason, _) in bad.items()} | {
+        photo_500("gone"): "http_error"
+    }
+
+
+def test_faults_are_skipped_with_reasons_and_a_second_run_asks_for_nothing(tmp_path, fake, secrets):
+    reasons = add_faulty_posts(fake)
+    result = run_harvest(tmp_path, raw_config())
+    assert {url: skipped(tmp_path)[url] for url in reasons} == reasons
+    rows = manifest(tmp_path)
+    # p1 and dup have the same bytes: stored once, listed once.
+    assert result["images"] == len(rows) == len({r["sha256"] for r in rows})
+    assert photo_500("dup") not in {r["image_url"] for r in rows}
+    stored = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
+    assert len(stored) == len(rows)
+    assert not [p for p in (tmp_path / "images").rglob(".*")], "no partial file in the store"
     first = (tmp_path / "manifests" / "pose.tsv").read_bytes()
-    fake.requests.clear()
-    run_harvest(tmp_path, raw_config(fake))
-    # Only the transient failure (a truncated body) is worth another try.
-    assert [p.rsplit("/", 1)[1] for p in fake.image_requests()] == ["trunc.jpg"]
+    fake.clear()
+    run_harvest(tmp_path, raw_config())
+    # Only the transient failures are tried again; the pagings stop at the newest post known.
+    assert sorted(fake.media_requests()) == sorted([photo_500("trunc"), photo_500("gone")])
+    assert [(r.path, r.params().get("before")) for r in fake.api_requests()] == [
+        (BLOG_PATH, None),
+        ("/v2/tagged", None),
+    ]
     assert (tmp_path / "manifests" / "pose.tsv").read_bytes() == first
-    fake.faults.truncate = set()
-    run_harvest(tmp_path, raw_config(fake))
-    fake.requests.clear()
-    run_harvest(tmp_path, raw_config(fake))
-    assert fake.image_requests() == [], "a harvest with nothing new asks for no image"
-    assert "trunc.jpg" in (tmp_path / "manifests" / "pose.tsv").read_text()
 
 
 def test_reblogs_can_be_excluded(tmp_path, fake, secrets):
-    run_harvest(tmp_path, raw_config(fake, include_reblogs=False))
-    urls = {r["image_url"].rsplit("/", 1)[1] for r in manifest(tmp_path)}
-    assert "reblog.jpg" not in urls and "p1.jpg" in urls
+    run_harvest(tmp_path, raw_config(include_reblogs=False))
+    posts = chosen(tmp_path)
+    assert "12" not in posts and "11" not in posts and "13" in posts
 
 
-def test_rate_limit_and_server_errors_are_waited_out(tmp_path, fake, secrets):
-    fake.faults.rate_limit_once = True
-    fake.faults.rate_limit_reset_s = 1
+def test_server_errors_dropped_connections_and_an_hourly_limit_are_waited_out(
+    tmp_path, fake, secrets
+):
     fake.faults.server_errors = 2
     fake.faults.dropped_connections = 1
-    run_harvest(tmp_path, raw_config(fake))
-    assert {r["image_url"].rsplit("/", 1)[1] for r in manifest(tmp_path)} == set(GOOD)
+    fake.faults.rate_limit, fake.faults.rate_limit_after = "hourly", 2
+    run_harvest(tmp_path / "faulty", raw_config())
+    faulty = fake.api_requests()
+    fake.faults = ft.Faults()
+    fake.clear()
+    run_harvest(tmp_path / "clean", raw_config())
+    assert chosen(tmp_path / "faulty") == chosen(tmp_path / "clean")
+    # Two 503s and one 429 were asked again, nothing else.
+    assert len(faulty) == len(fake.api_requests()) + 3
 
 
-def test_a_long_rate_limit_stops_cleanly(tmp_path, fake, secrets):
-    fake.faults.rate_limit_once = True
-    fake.faults.rate_limit_reset_s = 3600
-    with pytest.raises(tumblr.RateLimited) as error:
-        run_harvest(tmp_path, raw_config(fake))
-    assert "re-run" in str(error.value)
-
-
-def test_missing_key_names_the_variable(tmp_path, fake, monkeypatch):
-    for key in SECRETS:
-        monkeypatch.delenv(key, raising=False)
-    with pytest.raises(cli.UserError, match="TUMBLR_CONSUMER_KEY"):
-        run_harvest(tmp_path, raw_config(fake))
-
-
-def test_oauth_only_when_all_four_are_set():
-    assert tumblr.credentials_from_env({"TUMBLR_CONSUMER_KEY": "k"}).consumer_secret == ""
-    full = tumblr.credentials_from_env(SECRETS)
-    assert full.oauth_secret == SECRETS["TUMBLR_OAUTH_SECRET"]
-    assert "5ecret" not in repr(full)
-
-
-def harvest_command(tmp_path: Path, raw: dict) -> list[str]:
+def harvest_command(root: Path, raw: dict) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -217,64 +353,232 @@ def harvest_command(tmp_path: Path, raw: dict) -> list[str]:
         "--class",
         "pose",
         "--store",
-        str(tmp_path / "images"),
+        str(root / "images"),
         "--manifests",
-        str(tmp_path / "manifests"),
+        str(root / "manifests"),
     ]
 
 
-def test_credentials_never_reach_a_written_file_or_the_log(tmp_path, fake):
-    env = {**os.environ, **SECRETS}
-    result = subprocess.run(
-        harvest_command(tmp_path, raw_config(fake)), env=env, capture_output=True, timeout=120
+def run_command(
+    root: Path, raw: dict, fake: FakeTumblr | None, **env
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **SECRETS, **(fake.env() if fake else {}), **env}
+    return subprocess.run(
+        harvest_command(root, raw), env=full_env, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert written
-    for secret in SECRETS.values():
-        assert secret.encode() not in result.stderr + result.stdout
-        for path in written:
-            assert secret.encode() not in path.read_bytes(), f"{secret} in {path}"
 
 
-def test_killed_harvest_resumes_to_the_same_manifest(tmp_path, fake):
-    env = {**os.environ, **SECRETS}
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
+def same_manifest(a: Path, b: Path) -> bool:
+    """The manifests of two harvests into different folders, paths aside."""
+    first = (a / "manifests" / "pose.tsv").read_text().replace(str(a), "ROOT")
+    second = (b / "manifests" / "pose.tsv").read_text().replace(str(b), "ROOT")
+    return first == second
+
+
+def test_a_spent_daily_budget_stops_with_one_line_and_a_rerun_resumes(tmp_path, fake):
     reference = tmp_path / "reference"
-    subprocess.run(
-        harvest_command(reference, raw_config(fake)),
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
+    assert run_command(reference, raw_config(), fake).returncode == 0
+    uninterrupted = fake.api_requests()
+    fake.clear()
+    # Mid-paging of the tag: the blog's two pages and the tag's first are answered.
+    fake.faults = ft.Faults(rate_limit="daily", rate_limit_after=3, rate_limit_reset_s=43200)
+    stopped = tmp_path / "stopped"
+    line = last_line(run_command(stopped, raw_config(), fake))
+    assert line.startswith(
+        "ERROR: api.tumblr.com: the daily API budget of this consumer key is spent (HTTP 429, "
+        "X-Ratelimit-Perday-Remaining: 0); it resets at "
     )
+    assert line.endswith(
+        " UTC (in 43200 s). What was fetched is kept: re-run to resume after the reset"
+    )
+    first = fake.api_requests()
+    first_media = fake.media_requests()
+    assert first_media, "images were fetched while paging"
+    fake.clear()
+    rerun = run_command(stopped, raw_config(), fake)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert same_manifest(stopped, reference)
+    # No page paged twice, no image fetched twice: the two runs' calls are the uninterrupted run's.
+    assert first[:-1] + fake.api_requests() == uninterrupted
+    assert not set(first_media) & set(fake.media_requests())
+    assert f"{len(fake.api_requests())} Tumblr API calls made" in rerun.stderr
+
+
+def test_a_wait_longer_than_max_wait_stops_with_the_reset_time(tmp_path, fake, secrets):
+    fake.faults.rate_limit, fake.faults.rate_limit_reset_s = "hourly", 3600
+    with pytest.raises(net.RateLimited) as error:
+        run_harvest(tmp_path, raw_config())
+    message = str(error.value)
+    assert "in 3600 s), longer than tumblr.max_wait_s (5 s)" in message
+    assert message.endswith("re-run to resume after the reset")
+
+
+@pytest.mark.parametrize(
+    ("fault", "line"),
+    [
+        (
+            {"key": "wrong"},
+            "ERROR: Tumblr refused the credentials (HTTP 401 Unauthorized) for tag 'pose' on blog "
+            f"{BLOG}: check TUMBLR_CONSUMER_KEY (and, for OAuth1, the three other TUMBLR_ "
+            "variables)",
+        ),
+        (
+            {"blog": "nosuchblog.tumblr.com"},
+            "ERROR: tag 'pose' on blog nosuchblog.tumblr.com: Tumblr has no such blog (HTTP 404 "
+            "Not Found) (Not Found): fix `blog:` in the config (a blog name like staff, or a host "
+            "like staff.tumblr.com)",
+        ),
+        (
+            {"blog_error": (403, "Forbidden")},
+            f"ERROR: tag 'pose' on blog {BLOG}: the blog can only be read when logged in (HTTP 403 "
+            "Forbidden) (Forbidden): set TUMBLR_CONSUMER_SECRET, TUMBLR_OAUTH_TOKEN and "
+            "TUMBLR_OAUTH_SECRET of an account that can see it, or remove the query",
+        ),
+        (
+            {"meta_error": (404, "Not Found")},
+            f"ERROR: tag 'pose' on blog {BLOG}: Tumblr has no such blog (HTTP 404 Not Found) (Not "
+            "Found): fix `blog:` in the config (a blog name like staff, or a host like "
+            "staff.tumblr.com)",
+        ),
+    ],
+)
+def test_api_errors_end_in_one_line_naming_the_query(tmp_path, fake, fault, line):
+    raw = raw_config()
+    env = {}
+    if "key" in fault:
+        env = {"TUMBLR_CONSUMER_KEY": fault["key"], "TUMBLR_CONSUMER_SECRET": ""}
+    if "blog" in fault:
+        raw["classes"]["pose"]["tumblr"][0]["blog"] = fault["blog"]
+    if "blog_error" in fault:
+        fake.blog_errors[BLOG] = fault["blog_error"]
+    if "meta_error" in fault:
+        fake.meta_errors[BLOG] = fault["meta_error"]
+    assert last_line(run_command(tmp_path, raw, fake, **env)) == line
+
+
+def test_an_unreachable_api_is_one_line_naming_the_host_and_the_retries(tmp_path):
+    raw = raw_config(api_host="http://127.0.0.1:9", retries=1)
+    assert last_line(run_command(tmp_path, raw, None)) == (
+        "ERROR: cannot reach 127.0.0.1 after 1 retries (connection refused); check the network "
+        "connection (and tumblr.api_host), then re-run to resume"
+    )
+
+
+def test_redirects_are_checked_on_every_hop(tmp_path, fake, secrets):
+    keys = ["elsewhere", "loop", "file", "fine"]
+    fake.blogs[BLOG] = [ft.legacy_photo_post(1, T0, ["pose"], keys)]
+    fake.redirects[photo_500("elsewhere")] = "http://evil.example.com/x.jpg"
+    fake.redirects[photo_500("loop")] = photo_500("loop2")
+    fake.redirects[photo_500("loop2")] = photo_500("loop")
+    fake.redirects[photo_500("file")] = "file:///etc/passwd"
+    fake.redirects[photo_500("fine")] = "http://65.media.tumblr.com/moved.jpg"
+    raw = raw_config()
+    raw["classes"]["pose"]["tumblr"] = [{"blog": BLOG, "tag": "pose"}]
+    run_harvest(tmp_path, raw)
+    reasons = skipped(tmp_path)
+    assert reasons[photo_500("elsewhere")] == "redirect_not_allowed"
+    assert reasons[photo_500("loop")] == "redirect_loop"
+    assert reasons[photo_500("file")] == "redirect_not_allowed"
+    assert [r["image_url"] for r in manifest(tmp_path)] == [photo_500("fine")]
+    assert "http://evil.example.com/x.jpg" not in fake.media_requests()
+    assert sorted(fake.media_requests()) == sorted(
+        [photo_500(k) for k in keys] + [photo_500("loop2"), "http://65.media.tumblr.com/moved.jpg"]
+    )
+
+
+def test_media_hosts_match_a_bare_domain_and_its_subdomains():
+    hosts = ("media.tumblr.com",)
+    assert net.host_allowed("media.tumblr.com", hosts)
+    assert net.host_allowed("64.media.tumblr.com", hosts)
+    assert not net.host_allowed("evilmedia.tumblr.com", hosts)
+    assert not net.host_allowed("media.tumblr.com.evil.example", hosts)
+    assert not net.host_allowed("media.tumblr.com", ("*.media.tumblr.com",))
+
+
+def test_killed_while_paging_resumes_without_repaging_to_the_same_manifest(tmp_path, fake):
+    reference = tmp_path / "reference"
+    assert run_command(reference, raw_config(), fake).returncode == 0
+    uninterrupted = fake.api_requests()
+    fake.clear()
+    fake.faults.api_latency_s = 0.4
     interrupted = tmp_path / "interrupted"
-    fake.faults.slow_media_s = 0.4
+    env = {**os.environ, **SECRETS, **fake.env()}
     process = subprocess.Popen(
-        harvest_command(interrupted, raw_config(fake, concurrency=2)),
+        harvest_command(interrupted, raw_config()),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    log = interrupted / "manifests" / "pose.paging.log"
     deadline = time.time() + 60
-    while time.time() < deadline and len(list((interrupted / "images").rglob("*.*"))) < 2:
+    while time.time() < deadline and (not log.exists() or log.read_text().count("page") < 3):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (interrupted / "manifests" / "pose.tsv").exists(), "killed before the end"
-    fake.faults.slow_media_s = 0
-    rerun = subprocess.run(
-        harvest_command(interrupted, raw_config(fake)),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    tag_pages = sum(1 for entry in logged if "page" in entry and TAG in entry["query"])
+    fake.faults.api_latency_s = 0
+    fake.clear()
+    rerun = run_command(interrupted, raw_config(), fake)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert (interrupted / "manifests" / "pose.tsv").read_bytes() == (
-        reference / "manifests" / "pose.tsv"
-    ).read_bytes().replace(b"reference", b"interrupted")
+    assert same_manifest(interrupted, reference)
+    # The re-run asks only for the pages the killed run had not logged: the blog's paging
+    # (two calls) was complete, the tag's continues after its last logged page.
+    assert tag_pages >= 2
+    assert fake.api_requests() == uninterrupted[2 + tag_pages :]
+    assert not log.exists()
     leftovers = [p for p in (interrupted / "images").rglob("*") if p.name.startswith(".")]
     assert not leftovers, leftovers
+
+
+def test_credentials_never_reach_a_written_file_or_the_log(tmp_path, fake):
+    result = run_command(tmp_path, raw_config(), fake)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written
+    for secret in SECRETS.values():
+        assert secret not in result.stderr + result.stdout
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), f"{secret} in {path}"
+
+
+def test_missing_key_names_the_variable(tmp_path, monkeypatch):
+    for key in SECRETS:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(cli.UserError, match="TUMBLR_CONSUMER_KEY"):
+        run_harvest(tmp_path, raw_config())
+
+
+def test_oauth_only_when_all_four_are_set():
+    assert tumblr.credentials_from_env({"TUMBLR_CONSUMER_KEY": "k"}).consumer_secret == ""
+    full = tumblr.credentials_from_env(SECRETS)
+    assert full.oauth_secret == SECRETS["TUMBLR_OAUTH_SECRET"]
+    assert "5ecret" not in repr(full)
+
+
+def test_renditions_by_pixels_with_documented_defaults_and_original_dimensions():
+    media = ft.fixture("npf-media-object.json")
+    block = {
+        "type": "image",
+        "media": [
+            {**media, "url": "a", "width": 500, "height": 400},
+            {**media, "url": "b", "width": 400, "height": 500, "has_original_dimensions": False},
+            {"url": "c", "type": "image/jpeg", "original_dimensions_missing": True},
+            {"url": "d", "type": "image/jpeg", "width": 600, "height": 100},
+        ],
+    }
+    # a and b have 200,000 pixels; a has the original dimensions; c counts as 540x405.
+    assert [r.url for r in tumblr.npf_media(block)] == ["c", "a", "b", "d"]
+    assert tumblr.post_images({"type": "blocks", **ft.fixture("npf-trail.json")}) == []
+    legacy = ft.fixture("legacy-photo-post.json")
+    assert tumblr.post_images(legacy)[0][0].url.startswith("https://derekg.org/photo/1280/")
 
 
 def test_folders_are_ingested_with_the_same_store(tmp_path):
@@ -299,21 +603,6 @@ def test_folders_are_ingested_with_the_same_store(tmp_path):
 def test_a_class_without_sources_is_a_clear_error(tmp_path):
     with pytest.raises(cli.UserError, match="no image source"):
         run_harvest(tmp_path, {"classes": {"pose": {}}})
-
-
-def test_post_images_finds_every_kind():
-    fake = FakeTumblr()
-    try:
-        npf = fake.npf_post(1, "b", "n.jpg", "t.jpg", [], 1)
-        text = fake.text_post(2, "b", "body.jpg", [], 1)
-        assert [u.rsplit("/", 1)[1] for u in tumblr.post_images(npf)] == ["n.jpg", "t.jpg"]
-        assert [u.rsplit("/", 1)[1] for u in tumblr.post_images(text)] == ["body.jpg"]
-        legacy = {
-            "photos": [{"alt_sizes": [{"url": "s", "width": 100}, {"url": "l", "width": 500}]}]
-        }
-        assert tumblr.post_images(legacy) == ["l"]
-    finally:
-        fake.server.server_close()
 
 
 def test_labelimg_folder_adds_and_never_overwrites(tmp_path):
@@ -358,73 +647,36 @@ def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     assert not stale.exists() and live.exists() and finished.exists()
 
 
-def api_requests(fake: FakeTumblr) -> list[str]:
-    with fake.lock:
-        return [p for p in fake.requests if not p.startswith("/media/")]
-
-
 def add_new_posts(fake: FakeTumblr) -> None:
     """A post newer than any harvested, on the blog and under the tag."""
-    fake.add_media("new1.jpg", image_bytes(41))
-    fake.add_media("new2.jpg", image_bytes(42))
-    fake.blog_posts[(BLOG, "pose")].insert(
-        0, fake.legacy_photo_post(11, "artcive", ["new1.jpg"], ["pose"], 1_700_000_011)
-    )
-    fake.tagged_posts["figure drawing"].insert(
-        0, fake.legacy_photo_post(31, "x", ["new2.jpg"], ["figure drawing"], 1_700_000_031)
-    )
-
-
-def same_manifest(a: Path, b: Path) -> bool:
-    """The manifests of two harvests into different folders, paths aside."""
-    first = (a / "manifests" / "pose.tsv").read_text().replace(str(a.name), "ROOT")
-    second = (b / "manifests" / "pose.tsv").read_text().replace(str(b.name), "ROOT")
-    return first == second
+    fake.blogs[BLOG].insert(0, ft.npf_post(21, T0 + 21, ["pose"], [ft.npf_image("new1")]))
+    fake.tagged[TAG].insert(0, ft.npf_post(999, T0 - 999, [TAG], [ft.npf_image("new2")]))
 
 
 def test_rerun_pages_only_posts_newer_than_the_last_complete_paging(tmp_path, fake, secrets):
-    run_harvest(tmp_path / "inc", raw_config(fake))
-    full_api_calls = len(api_requests(fake))
+    run_harvest(tmp_path / "inc", raw_config())
     add_new_posts(fake)
-    fake.requests.clear()
-    run_harvest(tmp_path / "inc", raw_config(fake))
+    fake.clear()
+    run_harvest(tmp_path / "inc", raw_config())
     # One page per query finds the newest post known; the old posts come from the state.
-    assert len(api_requests(fake)) == 2 < full_api_calls
-    fetched = {p.rsplit("/", 1)[1] for p in fake.image_requests()}
-    assert fetched == {"new1.jpg", "new2.jpg", "trunc.jpg"}  # trunc.jpg: retried, as ever
-    run_harvest(tmp_path / "full", raw_config(fake))
+    assert [(r.path, r.params().get("before")) for r in fake.api_requests()] == [
+        (BLOG_PATH, None),
+        ("/v2/tagged", None),
+    ]
+    assert sorted(fake.media_requests()) == sorted([npf_1280("new1"), npf_1280("new2")])
+    run_harvest(tmp_path / "full", raw_config())
     assert same_manifest(tmp_path / "inc", tmp_path / "full")
-
-
-def test_an_interrupted_paging_is_not_trusted(tmp_path, fake, secrets):
-    run_harvest(tmp_path / "inc", raw_config(fake))
-    state = fileio.read_json(tmp_path / "inc" / "manifests" / "pose.paging.json")
-    add_new_posts(fake)
-    fake.faults.rate_limit_once = True
-    fake.faults.rate_limit_reset_s = 3600
-    with pytest.raises(tumblr.RateLimited):
-        run_harvest(tmp_path / "inc", raw_config(fake))
-    # The state is still that of the last complete paging ...
-    assert fileio.read_json(tmp_path / "inc" / "manifests" / "pose.paging.json") == state
-    run_harvest(tmp_path / "inc", raw_config(fake))
-    # ... so the next run pages down to it and misses nothing.
-    run_harvest(tmp_path / "full", raw_config(fake))
-    assert same_manifest(tmp_path / "inc", tmp_path / "full")
-    assert "new1.jpg" in (tmp_path / "inc" / "manifests" / "pose.tsv").read_text()
 
 
 def test_tags_added_to_old_posts_need_full_paging(tmp_path, fake, secrets):
-    run_harvest(tmp_path, raw_config(fake))
-    fake.add_media("late.jpg", image_bytes(43))
+    run_harvest(tmp_path, raw_config())
     # An old post tagged only now: it sorts below the newest post already seen.
-    fake.blog_posts[(BLOG, "pose")].append(
-        fake.legacy_photo_post(3, "artcive", ["late.jpg"], ["pose"], 1_700_000_003)
-    )
-    run_harvest(tmp_path, raw_config(fake))
-    assert "late.jpg" not in (tmp_path / "manifests" / "pose.tsv").read_text()
-    run_harvest(tmp_path, raw_config(fake, full_paging=True))
-    assert "late.jpg" in (tmp_path / "manifests" / "pose.tsv").read_text()
+    fake.blogs[BLOG].append(ft.npf_post(3, T0 + 3, ["pose"], [ft.npf_image("late")]))
+    run_harvest(tmp_path, raw_config())
+    assert npf_1280("late") not in (tmp_path / "manifests" / "pose.tsv").read_text()
+    run_harvest(tmp_path, raw_config(full_paging=True))
+    assert npf_1280("late") in (tmp_path / "manifests" / "pose.tsv").read_text()
     # A changed query (here the reblog setting) pages afresh too.
-    fake.requests.clear()
-    run_harvest(tmp_path, raw_config(fake, include_reblogs=False))
-    assert len(api_requests(fake)) > 2
+    fake.clear()
+    run_harvest(tmp_path, raw_config(include_reblogs=False))
+    assert len(fake.api_requests()) == 6

@@ -51,6 +51,7 @@ class ManifestRow:
     width: int = 0
     height: int = 0
     bytes: int = 0
+    rendition: str = ""  # Tumblr: "largest", or why a smaller rendition was taken
 
 
 MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))

@@ -1,57 +1,56 @@
-"""Tumblr posts to image URLs with pytumblr, politely; and image downloads, safely.
+"""Tumblr posts to image renditions, through pytumblr; and image downloads, through `net`.
 
-pytumblr hides the HTTP status and headers of API responses, which rate-limit
-handling needs, so its request layer is subclassed (`HeaderAwareRequest`)
-rather than the API re-implemented. Credentials come from the environment and
-are never logged: error messages name the endpoint, never the URL (the API
-key travels in the query string).
+Every call that returns posts asks for the Neue Post Format (`npf=true`,
+api.md "/posts – Retrieve Published Posts"), through pytumblr's generic
+`send_api_request` with the documented parameters (pytumblr 0.1.2's
+`tagged()` refuses `npf`). pytumblr's request layer is replaced by
+`NetRequest`, which sends through `net.Net` (retries, rate limits, timeouts)
+and turns an error status into `ApiError`.
+
+Two parsers read posts, and the format is decided per object from its
+documented shape, never mixed within one parser:
+- NPF (npf-spec.md): a post with `type: blocks` or a `content` list; a trail
+  item whose `content` is a list. Image blocks anywhere in `content`, whatever
+  the `layout` (rows, ask); each block's `media` renditions.
+- legacy (api.md "Legacy ... Posts"): `photos[]` (`original_size`,
+  `alt_sizes`), and `<img src srcset>` in the HTML fields; a legacy trail item
+  carries `content`/`content_raw` as HTML strings.
+
+Credentials come from the environment and are never logged: messages name
+the host and the query, never the URL (the API key travels in its query).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import time
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import pytumblr
-import requests
+from lxml import etree
 from lxml import html as lxml_html
 from pytumblr.request import TumblrRequest
-from requests.adapters import HTTPAdapter
-from tenacity import (
-    retry,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-from urllib3.util.retry import Retry
 
-from . import cli
+from . import cli, net
 from . import config as tt_config
 from .store import RejectedImage
 
 log = logging.getLogger("tumbletrain.tumblr")
 
-PAGE = 20
+PAGE = 20  # the documented maximum of `limit`
+USER_AGENT = "tumbletrain/0.1 (pytumblr 0.1.2)"  # api.md: one consistent User-Agent
 CREDENTIAL_VARIABLES = (
     "TUMBLR_CONSUMER_KEY",
     "TUMBLR_CONSUMER_SECRET",
     "TUMBLR_OAUTH_TOKEN",
     "TUMBLR_OAUTH_SECRET",
 )
-
-
-class RateLimited(cli.UserError):
-    """The API's rate limit outlasts tumblr.max_wait_s; a re-run resumes."""
-
-
-class ServerError(RuntimeError):
-    """A 5xx or a broken connection: worth retrying."""
+# Legacy fields that hold post HTML (api.md "Legacy Text/Photo/Quote/Link/Answer Posts").
+LEGACY_HTML_FIELDS = ("body", "caption", "text", "source", "description", "question", "answer")
+# npf-spec "Media Objects": the dimensions a media object has when its own are unknown.
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 540, 405
 
 
 @dataclass(frozen=True)
@@ -63,30 +62,6 @@ class Credentials:
 
     def __repr__(self) -> str:  # never print a secret, even by accident
         return "Credentials(<hidden>)"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    image_url: str
-    blog: str
-    post_id: str
-    post_url: str
-    timestamp: int
-    tags: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PostMark:
-    """The newest post of a query's last complete paging: an incremental paging stops there."""
-
-    timestamp: int
-    post_id: str
-
-    def reached_by(self, post: dict) -> bool:
-        """True for this post and every older one (the API pages newest first)."""
-        return (
-            str(post.get("id")) == self.post_id or int(post.get("timestamp") or 0) < self.timestamp
-        )
 
 
 def credentials_from_env(environ=os.environ) -> Credentials:
@@ -102,165 +77,192 @@ def credentials_from_env(environ=os.environ) -> Credentials:
     return Credentials(key, *rest) if all(rest) else Credentials(key)
 
 
-def wait_seconds(headers, now: float) -> float:
-    """How long a 429 asks us to wait, from Retry-After or Tumblr's reset headers."""
-    for name in ("Retry-After", "X-Ratelimit-Perhour-Reset", "X-Ratelimit-Perday-Reset"):
-        value = headers.get(name)
-        if value is None:
+# -- posts to images --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendition:
+    url: str
+    width: int = 0
+    height: int = 0
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height if self.height else self.width
+
+
+Image = tuple[Rendition, ...]  # one image's renditions, the largest first
+
+
+def _int(value, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def largest_first(renditions: list[Rendition], prefer=()) -> Image:
+    """Sorted by pixels, larger first; ties keep `prefer`red (original-size) ones first."""
+    unique = {r.url: r for r in reversed(renditions) if r.url}
+    return tuple(sorted(unique.values(), key=lambda r: (-r.pixels, r.url not in prefer, r.url)))
+
+
+def npf_media(block: dict) -> Image:
+    """An image block's renditions (npf-spec "Content Block Type: Image"); posters are not."""
+    media = block.get("media")
+    media = [media] if isinstance(media, dict) else media if isinstance(media, list) else []
+    renditions, originals = [], set()
+    for item in media:
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
             continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                seconds = (
-                    datetime.strptime(value, "%a, %d %b %Y %H:%M:%S GMT")
-                    .replace(tzinfo=UTC)
-                    .timestamp()
-                    - now
-                )
-            except ValueError:
-                continue
-        return max(0.0, seconds)
-    return 60.0
+        missing = item.get("original_dimensions_missing")
+        width = DEFAULT_WIDTH if missing else _int(item.get("width"), DEFAULT_WIDTH)
+        height = DEFAULT_HEIGHT if missing else _int(item.get("height"), DEFAULT_HEIGHT)
+        renditions.append(Rendition(item["url"], width, height))
+        if item.get("has_original_dimensions"):
+            originals.add(item["url"])
+    return largest_first(renditions, originals)
 
 
-class HeaderAwareRequest(TumblrRequest):
-    """pytumblr's request layer, with timeouts and the status and headers acted on."""
-
-    def __init__(
-        self, credentials: Credentials, host: str, timeout: float, max_wait: float, sleep=time.sleep
-    ):
-        super().__init__(
-            credentials.consumer_key,
-            credentials.consumer_secret,
-            credentials.oauth_token,
-            credentials.oauth_secret,
-            host,
-        )
-        self.timeout = timeout
-        self.max_wait = max_wait
-        self.sleep = sleep
-        self.session = requests.Session()
-        if not credentials.consumer_secret:
-            self.oauth = None  # API-key reads need no OAuth signature
-
-    def get(self, url, params):
-        endpoint = url
-        url = self.host + url
-        if params:
-            url = url + "?" + urllib.parse.urlencode(params)
-        while True:
-            try:
-                response = self.session.get(
-                    url,
-                    allow_redirects=False,
-                    headers=self.headers,
-                    auth=self.oauth,
-                    timeout=self.timeout,
-                )
-            except requests.RequestException as error:
-                raise ServerError(f"{endpoint}: {type(error).__name__}") from None
-            if response.status_code == 429:
-                wait = wait_seconds(response.headers, time.time())
-                if wait > self.max_wait:
-                    raise RateLimited(
-                        f"Tumblr's rate limit resets in {wait:.0f} s, longer than "
-                        f"tumblr.max_wait_s ({self.max_wait:.0f} s); what was fetched is kept: "
-                        "re-run later to continue"
-                    )
-                log.info("rate limited on %s; waiting %.0f s", endpoint, wait)
-                self.sleep(wait)
-                continue
-            if response.status_code >= 500:
-                raise ServerError(f"{endpoint}: HTTP {response.status_code}")
-            if response.status_code == 401:
-                raise cli.UserError(
-                    "Tumblr refused the credentials (HTTP 401); check "
-                    "TUMBLR_CONSUMER_KEY (and the OAuth variables)"
-                )
-            if response.status_code == 404:
-                raise cli.UserError(f"Tumblr has no such blog or endpoint: {endpoint}")
-            return self.json_parse(response)
+def npf_images(blocks) -> list[Image]:
+    """Every image block of an NPF `content` list; `layout` (rows, ask) only arranges them."""
+    if not isinstance(blocks, list):
+        return []
+    found = [
+        npf_media(block)
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") == "image"
+    ]
+    return [image for image in found if image]
 
 
-def _retrying(retries: int):
-    return retry(
-        retry=retry_if_exception_type(ServerError),
-        stop=stop_after_attempt(retries + 1),
-        wait=wait_exponential_jitter(multiplier=0.2, max=30),
-        reraise=True,
-    )
+def srcset(value: str) -> list[Rendition]:
+    renditions = []
+    for part in value.split(","):
+        bits = part.split()
+        if bits:
+            width = bits[1][:-1] if len(bits) > 1 and bits[1].endswith("w") else 0
+            renditions.append(Rendition(bits[0], _int(width)))
+    return renditions
 
 
-def widest(candidates: list[dict]) -> str | None:
-    sized = [c for c in candidates if c.get("url")]
-    if not sized:
-        return None
-    return max(sized, key=lambda c: (int(c.get("width") or 0), int(c.get("height") or 0)))["url"]
-
-
-def srcset_largest(srcset: str) -> str | None:
-    best, best_width = None, -1
-    for part in srcset.split(","):
-        bits = part.strip().split()
-        if not bits:
-            continue
-        width = 0
-        if len(bits) > 1 and bits[1].endswith("w"):
-            try:
-                width = int(bits[1][:-1])
-            except ValueError:
-                width = 0
-        if width > best_width:
-            best, best_width = bits[0], width
-    return best
-
-
-def html_images(markup: str) -> list[str]:
-    """<img> sources in post HTML, the largest srcset rendition first."""
-    if not markup or "<img" not in markup:
+def html_images(markup) -> list[Image]:
+    """`<img>` elements of post HTML, each with its `src` and `srcset` renditions."""
+    if not isinstance(markup, str) or "<img" not in markup.lower():
         return []
     try:
         tree = lxml_html.fromstring(markup)
-    except (ValueError, lxml_html.etree.ParserError):
+    except (ValueError, etree.ParserError):
         return []
-    urls = []
+    images = []
     for img in tree.iter("img"):
-        url = srcset_largest(img.get("srcset", "")) or img.get("src")
-        if url:
-            urls.append(url)
-    return urls
+        src = img.get("src")
+        renditions = srcset(img.get("srcset") or "")
+        if src:
+            renditions.append(Rendition(src, _int(img.get("width"))))
+        image = largest_first(renditions)
+        if image:
+            images.append(image)
+    return images
 
 
-def npf_images(blocks: list[dict]) -> list[str]:
-    return [
-        url
-        for block in blocks or []
-        if block.get("type") == "image"
-        for url in [widest(block.get("media") or [])]
-        if url
+def legacy_photo(photo: dict) -> Image:
+    """A legacy photo object: `original_size` and its `alt_sizes` (api.md, Legacy Photo/Link)."""
+    sizes = [photo.get("original_size")] + list(photo.get("alt_sizes") or [])
+    renditions = [
+        Rendition(s["url"], _int(s.get("width")), _int(s.get("height")))
+        for s in sizes
+        if isinstance(s, dict) and isinstance(s.get("url"), str)
     ]
+    original = (
+        (photo.get("original_size") or {}).get("url")
+        if isinstance(photo.get("original_size"), dict)
+        else None
+    )
+    return largest_first(renditions, {original})
 
 
-def post_images(post: dict) -> list[str]:
-    """Every image of a post: legacy photos, NPF blocks (also in the trail) and inline HTML."""
-    urls: list[str] = []
-    for photo in post.get("photos") or []:
-        original = (photo.get("original_size") or {}).get("url")
-        urls.append(original or widest(photo.get("alt_sizes") or []) or "")
-    urls += npf_images(post.get("content"))
-    for entry in post.get("trail") or []:
-        urls += npf_images(entry.get("content"))
-        urls += html_images(entry.get("content_raw") or "")
-    for field in ("body", "caption"):
-        urls += html_images(post.get(field) or "")
-    urls += html_images((post.get("reblog") or {}).get("comment") or "")
+def legacy_images(post: dict) -> list[Image]:
+    images = [legacy_photo(p) for p in post.get("photos") or [] if isinstance(p, dict)]
+    for field in LEGACY_HTML_FIELDS:
+        images += html_images(post.get(field))
+    reblog = post.get("reblog")
+    if isinstance(reblog, dict):  # reblog_info's legacy reblog object
+        images += html_images(reblog.get("comment")) + html_images(reblog.get("tree_html"))
+    return [image for image in images if image]
+
+
+def is_npf(post: dict) -> bool:
+    """api.md "Neue Post Format (NPF) Posts": `type: blocks`, or the `content` list."""
+    return post.get("type") == "blocks" or isinstance(post.get("content"), list)
+
+
+def trail_images(item) -> list[Image]:
+    """One reblog trail item: NPF (content is a list, npf-spec "Reblog Trail", broken or not)
+    or legacy (content and content_raw are HTML strings)."""
+    if not isinstance(item, dict):
+        return []
+    if isinstance(item.get("content"), list):
+        return npf_images(item["content"])
+    return html_images(item.get("content")) + html_images(item.get("content_raw"))
+
+
+def post_images(post: dict) -> list[Image]:
+    """Every image of a post and of its reblog trail, once each (by its largest rendition)."""
+    images = npf_images(post.get("content")) if is_npf(post) else legacy_images(post)
+    for item in post.get("trail") or []:
+        images += trail_images(item)
     seen, unique = set(), []
-    for url in urls:
-        if url and url not in seen:
-            seen.add(url)
-            unique.append(url)
+    for image in images:
+        if image[0].url not in seen:
+            seen.add(image[0].url)
+            unique.append(image)
     return unique
+
+
+def choose(image: Image, media_hosts: tuple[str, ...]) -> tuple[Rendition | None, str]:
+    """The largest rendition on an allowed host, and how it was chosen (for the manifest)."""
+    for rendition in image:
+        host = urllib.parse.urlsplit(rendition.url).hostname or ""
+        if net.host_allowed(host, media_hosts):
+            if rendition is image[0]:
+                return rendition, "largest"
+            top = image[0]
+            top_host = urllib.parse.urlsplit(top.url).hostname
+            return rendition, (
+                f"largest allowed: {top.width}x{top.height} on {top_host} is not in "
+                "tumblr.media_hosts"
+            )
+    return None, "no rendition on a tumblr.media_hosts host"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of one post, with every rendition the response named."""
+
+    blog: str
+    post_id: str
+    post_url: str
+    timestamp: int
+    tags: tuple[str, ...]
+    renditions: Image
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        data["renditions"] = [asdict(r) for r in self.renditions]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ImageRef:
+        return cls(
+            blog=data["blog"],
+            post_id=data["post_id"],
+            post_url=data["post_url"],
+            timestamp=int(data["timestamp"]),
+            tags=tuple(data["tags"]),
+            renditions=tuple(Rendition(**r) for r in data["renditions"]),
+        )
 
 
 def parse_date(text: str | None) -> float | None:
@@ -269,156 +271,168 @@ def parse_date(text: str | None) -> float | None:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-class TumblrSource:
-    def __init__(self, cfg: tt_config.TumblrConfig, credentials: Credentials, sleep=time.sleep):
-        self.cfg = cfg
-        self.client = pytumblr.TumblrRestClient(credentials.consumer_key, host=cfg.api_host)
-        self.client.request = HeaderAwareRequest(
-            credentials, cfg.api_host, cfg.timeout_s, cfg.max_wait_s, sleep
+def describe(query: tt_config.TumblrQuery) -> str:
+    if query.blog:
+        return f"tag {query.tag!r} on blog {query.blog}"
+    return f"tag {query.tag!r} (site-wide, /v2/tagged)"
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error status, from HTTP or from `meta.status` in a 200 (api.md "Response Format")."""
+
+    def __init__(self, status: int, msg: str, detail: str = ""):
+        super().__init__(f"HTTP {status} {msg}")
+        self.status, self.msg, self.detail = status, msg, detail
+
+
+def api_status(data, status: int, reason: str) -> tuple[int, str, str]:
+    """Status, message and first error detail; `meta` wins (a JSONP-style 200 carries errors)."""
+    if not isinstance(data, dict):
+        return status, reason, ""
+    meta = data["meta"] if isinstance(data.get("meta"), dict) else {}
+    response = data["response"] if isinstance(data.get("response"), dict) else {}
+    errors = data.get("errors") or response.get("errors")
+    detail = ""
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        detail = str(errors[0].get("detail") or errors[0].get("title") or "")
+    meta_status = _int(meta.get("status"), status)
+    return max(status, meta_status), str(meta.get("msg") or reason), detail
+
+
+class NetRequest(TumblrRequest):
+    """pytumblr's request layer, sending through `net.Net` and raising on error statuses."""
+
+    def __init__(self, credentials: Credentials, host: str, client: net.Net):
+        super().__init__(
+            credentials.consumer_key,
+            credentials.consumer_secret,
+            credentials.oauth_token,
+            credentials.oauth_secret,
+            host,
         )
-        self.call = _retrying(cfg.retries)(self._call)
-        self.since = parse_date(cfg.since)
-        self.until = parse_date(cfg.until)
+        self.net = client
+        self.headers = {"User-Agent": USER_AGENT}
+        if not credentials.consumer_secret:
+            self.oauth = None  # API-key reads need no OAuth signature
 
-    def _call(self, method, *args, **kwargs):
-        data = getattr(self.client, method)(*args, **kwargs)
-        meta = data.get("meta") if isinstance(data, dict) else None
-        if meta and meta.get("status", 200) >= 500:
-            raise ServerError(f"{method}: {meta.get('msg')}")
-        if meta and meta.get("status", 200) >= 400:
-            raise cli.UserError(
-                f"Tumblr answered {meta.get('status')} {meta.get('msg')} to {method}"
-            )
-        return data
+    def get(self, url, params):
+        full = self.host + url + ("?" + urllib.parse.urlencode(params) if params else "")
+        response = self.net.get(full, headers=self.headers, auth=self.oauth, follow=False)
+        with response:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        status = response.status_code
+        if status == 429:  # every wait its headers allowed is spent
+            host = urllib.parse.urlsplit(full).hostname or ""
+            net.rate_limit_wait(response.headers, host, 0.0, self.net.clock())
+        if not isinstance(data, dict):
+            raise ApiError(max(status, 502), "not an API response (no JSON)")
+        status, msg, detail = api_status(data, status, response.reason or "")
+        if status >= 300:
+            raise ApiError(status, msg, detail)
+        return data.get("response")
 
-    def wanted(self, post: dict) -> bool:
-        stamp = int(post.get("timestamp") or 0)
-        if self.since and stamp < self.since:
-            return False
-        if self.until and stamp > self.until:
-            return False
-        return self.cfg.include_reblogs or not (
-            post.get("reblogged_from_id") or post.get("parent_post_url")
+
+class TumblrAPI:
+    """The two endpoints the harvest reads, in NPF, one page per call."""
+
+    def __init__(self, cfg: tt_config.TumblrConfig, credentials: Credentials, sleep=None):
+        policy = net.Policy(timeout_s=cfg.timeout_s, retries=cfg.retries, max_wait_s=cfg.max_wait_s)
+        self.net = net.Net(policy, **({"sleep": sleep} if sleep else {}))
+        self.retries = cfg.retries
+        self.client = pytumblr.TumblrRestClient(
+            credentials.consumer_key,
+            credentials.consumer_secret,
+            credentials.oauth_token,
+            credentials.oauth_secret,
+            host=cfg.api_host,
         )
+        self.client.request = NetRequest(credentials, cfg.api_host, self.net)
 
-    def iter_posts(
-        self, query: tt_config.TumblrQuery, stop_at: PostMark | None = None
-    ) -> Iterator[dict]:
-        """The query's posts, newest first; only those newer than `stop_at` when given."""
-        seen: set[str] = set()
+    @property
+    def calls(self) -> int:
+        """HTTP answers received from the API so far (each counts against the budget)."""
+        return self.net.requests
+
+    def page(self, query: tt_config.TumblrQuery, before: int | None) -> list[dict]:
+        """One page of the query's posts, newest first, older than `before` when given."""
+        params: dict = {"tag": query.tag, "limit": PAGE, "npf": "true"}
+        if before is not None:
+            params["before"] = before
         if query.blog:
-            offset = 0
-            while True:
-                data = self.call(
-                    "posts", query.blog, tag=query.tag, offset=offset, limit=PAGE, reblog_info=True
-                )
-                posts = data.get("posts") or []
-                if not posts:
-                    return
-                for post in posts:
-                    if stop_at and stop_at.reached_by(post):
-                        return
-                    if str(post.get("id")) not in seen:
-                        seen.add(str(post.get("id")))
-                        yield post
-                # Advance by what came back: pages are sometimes short.
-                offset += len(posts)
-                total = data.get("total_posts")
-                if total is not None and offset >= int(total):
-                    return
+            endpoint = f"/v2/blog/{query.blog}/posts"
+            params["reblog_info"] = "true"
+            valid = ["tag", "limit", "before", "npf", "reblog_info"]
         else:
-            before = None
-            while True:
-                kwargs = {"limit": PAGE}
-                if before:
-                    kwargs["before"] = before
-                posts = self.call("tagged", query.tag, **kwargs)
-                posts = posts if isinstance(posts, list) else posts.get("response", [])
-                fresh = [p for p in posts if str(p.get("id")) not in seen]
-                if not fresh:
-                    return
-                for post in fresh:
-                    if stop_at and stop_at.reached_by(post):
-                        return
-                    seen.add(str(post.get("id")))
-                    yield post
-                last = posts[-1]
-                before = last.get("featured_timestamp") or last.get("timestamp")
-                if self.since and before and int(before) < self.since:
-                    return
+            endpoint = "/v2/tagged"
+            valid = ["tag", "limit", "before", "npf"]
+        try:
+            data = self.client.send_api_request("get", endpoint, params, valid, True)
+        except ApiError as error:
+            raise cli.UserError(self.explain(error, query)) from None
+        except net.Unreachable as error:
+            raise cli.UserError(
+                f"{error}; check the network connection (and tumblr.api_host), "
+                "then re-run to resume"
+            ) from None
+        posts = data.get("posts") if isinstance(data, dict) else data
+        return [p for p in posts if isinstance(p, dict)] if isinstance(posts, list) else []
 
-    def post_refs(self, post: dict, query: tt_config.TumblrQuery) -> list[ImageRef]:
-        """The images of one post, none if the config does not want the post."""
-        if not self.wanted(post):
-            return []
-        return [
-            ImageRef(
-                url,
-                post.get("blog_name", query.blog or ""),
-                str(post.get("id")),
-                post.get("post_url", ""),
-                int(post.get("timestamp") or 0),
-                tuple(post.get("tags") or ()),
+    def explain(self, error: ApiError, query: tt_config.TumblrQuery) -> str:
+        what = describe(query)
+        detail = f" ({error.detail})" if error.detail else ""
+        if error.status == 401:
+            return (
+                f"Tumblr refused the credentials (HTTP 401 {error.msg}) for {what}: check "
+                "TUMBLR_CONSUMER_KEY (and, for OAuth1, the three other TUMBLR_ variables)"
             )
-            for url in post_images(post)
-        ]
-
-    def iter_image_refs(self, query: tt_config.TumblrQuery) -> Iterator[ImageRef]:
-        for post in self.iter_posts(query):
-            yield from self.post_refs(post, query)
+        if error.status == 403 or "dashboard" in error.detail:
+            return (
+                f"{what}: the blog can only be read when logged in (HTTP {error.status} "
+                f"{error.msg}){detail}: set TUMBLR_CONSUMER_SECRET, TUMBLR_OAUTH_TOKEN and "
+                "TUMBLR_OAUTH_SECRET of an account that can see it, or remove the query"
+            )
+        if error.status == 404:
+            return (
+                f"{what}: Tumblr has no such blog (HTTP 404 {error.msg}){detail}: fix `blog:` "
+                "in the config (a blog name like staff, or a host like staff.tumblr.com)"
+            )
+        if error.status >= 500:
+            return (
+                f"{what}: Tumblr answered HTTP {error.status} {error.msg} after "
+                f"{self.retries} retries; re-run later to resume"
+            )
+        return f"{what}: Tumblr answered HTTP {error.status} {error.msg}{detail}"
 
 
 class Downloader:
-    """Images only over http(s), only from media_hosts, never more than max_image_mb."""
+    """Images only over http(s), only from media_hosts (every redirect hop), size-capped."""
 
     def __init__(self, cfg: tt_config.TumblrConfig):
-        self.cfg = cfg
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
-        retry_policy = Retry(
-            total=cfg.retries,
-            connect=cfg.retries,
-            read=cfg.retries,
-            backoff_factor=0.2,
-            backoff_jitter=0.2,
-            status_forcelist=(429, 500, 502, 503, 504),
-            respect_retry_after_header=True,
-            allowed_methods=("GET",),
+        policy = net.Policy(
+            timeout_s=cfg.timeout_s,
+            retries=cfg.retries,
+            max_wait_s=cfg.max_wait_s,
+            allowed_hosts=tuple(cfg.media_hosts),
+            pool=max(10, cfg.concurrency),
         )
-        adapter = HTTPAdapter(max_retries=retry_policy, pool_maxsize=max(10, cfg.concurrency))
-        self.session = requests.Session()
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-
-    def allowed(self, url: str) -> bool:
-        parsed = urllib.parse.urlparse(url)
-        host = parsed.hostname or ""
-        return parsed.scheme in ("http", "https") and any(
-            fnmatch.fnmatch(host, pattern) for pattern in self.cfg.media_hosts
-        )
+        self.net = net.Net(policy)
 
     def fetch(self, url: str) -> bytes:
-        if not self.allowed(url):
-            raise RejectedImage("host_not_allowed", "the image is not on a tumblr.media_hosts host")
         try:
-            with self.session.get(url, stream=True, timeout=self.cfg.timeout_s) as response:
+            with self.net.get(url, stream=True) as response:
                 if response.status_code >= 400:
                     raise RejectedImage("http_error", f"HTTP {response.status_code}")
-                declared = int(response.headers.get("Content-Length") or 0)
-                if declared > self.max_bytes:
-                    raise RejectedImage("too_large", f"{declared} bytes > tumblr.max_image_mb")
-                chunks, size = [], 0
-                for chunk in response.iter_content(64 * 1024):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise RejectedImage("too_large", "more than tumblr.max_image_mb")
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-                if declared and len(data) != declared:
-                    raise RejectedImage("truncated", f"{len(data)} of {declared} bytes arrived")
-                return data
-        except requests.exceptions.ChunkedEncodingError:
-            raise RejectedImage("truncated", "the connection closed mid-image") from None
-        except requests.RequestException as error:
-            raise RejectedImage(
-                "connection_failed", f"{type(error).__name__} after retries"
-            ) from None
+                return net.Net.read_capped(response, self.max_bytes)
+        except net.Refused as refused:
+            raise RejectedImage(refused.reason, str(refused)) from None
+        except net.Truncated as truncated:
+            raise RejectedImage("truncated", str(truncated)) from None
+        except net.Unreachable as error:
+            raise RejectedImage("connection_failed", str(error)) from None

@@ -7,20 +7,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import fake_tumblr as ft
 import requests
 from common import report, scaled
-from fake_tumblr import FakeTumblr, image_bytes
+from fake_tumblr import FakeTumblr
 from tumbletrain import config, harvest
 
 
 def build(fake: FakeTumblr, count: int) -> list[str]:
-    urls = [fake.add_media(f"i{i}.jpg", image_bytes(i)) for i in range(count)]
-    posts = [
-        fake.legacy_photo_post(10_000 - i, "bench", [f"i{i}.jpg"], ["t"], 1_700_000_000 + count - i)
+    """Documented NPF posts of one image each; returns the largest renditions' URLs."""
+    fake.blogs["bench.tumblr.com"] = [
+        ft.npf_post(10_000 - i, 1_700_000_000 + count - i, ["t"], [ft.npf_image(f"i{i}")])
         for i in range(count)
     ]
-    fake.blog_posts[("bench.tumblr.com", "t")] = posts
-    return urls
+    return [f"http://69.media.tumblr.com/i{i}/tumblr_i{i}_1280.jpg" for i in range(count)]
 
 
 def main() -> dict:
@@ -33,6 +33,7 @@ def main() -> dict:
     fake.server.RequestHandlerClass.disable_nagle_algorithm = True
     fake.start()
     os.environ["TUMBLR_CONSUMER_KEY"] = "k"
+    os.environ.update(fake.env())
     try:
         urls = build(fake, count)
         fake.faults.latency_s = 0.05
@@ -43,7 +44,7 @@ def main() -> dict:
         serial_rate = serial_sample / (time.perf_counter() - start)
         raw = {
             "classes": {"c": {"tumblr": [{"blog": "bench.tumblr.com", "tag": "t"}]}},
-            "tumblr": {"api_host": fake.base, "media_hosts": ["127.0.0.1"], "concurrency": 8},
+            "tumblr": {"api_host": "http://api.tumblr.com", "concurrency": 8},
         }
         cfg = config.parse(raw)
         full_cfg = config.parse({**raw, "tumblr": {**raw["tumblr"], "full_paging": True}})
@@ -55,16 +56,16 @@ def main() -> dict:
                 ("incremental re-run", cfg),
                 ("re-run with full_paging (every page again)", full_cfg),
             ):
-                fake.requests.clear()
+                fake.clear()
                 start = time.perf_counter()
                 harvest.harvest_class(run_cfg, "c", root / "images", root / "manifests")
                 seconds = time.perf_counter() - start
-                images = len(fake.image_requests())
+                images = len(fake.media_requests())
                 runs.append(
                     {
                         "run": name,
                         "images": images,
-                        "api_calls": len(fake.requests) - images,
+                        "api_calls": len(fake.api_requests()),
                         "images_per_s": count / seconds,
                         "seconds": seconds,
                     }
