@@ -1,12 +1,16 @@
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from tumbletrain import config as tt_config
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A config given with --configfile is the whole config: the demo's
+# config/config.yaml is read only when none is given (Snakemake would merge
+# the two, and the demo's classes would be trained beside the user's).
+if not workflow.overwrite_configfiles:
 
-
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+    configfile: tt_config.checked_file("config/config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import shutil
 import subprocess
+import sys
+import zipfile
 
 import pytest
 import yaml
+from conftest import REPO, TINY_CONFIG, snakemake, write_project
 from tumbletrain import config
 
 
-def test_default_config_is_the_offline_demo():
-    cfg = config.load()
+def test_default_config_is_the_offline_demo(repo):
+    cfg = config.load(repo / "config" / "config.yaml")
     assert cfg.class_names == ["circle", "square", "triangle"]
     assert all(c.demo is not None for c in cfg.classes)
     assert cfg.model.checkpoint is None, "the demo must not download anything"
@@ -81,28 +88,327 @@ def test_stage_config_narrows_to_what_the_stage_reads():
     assert config.parse(annotations_a).get_class("b").label_id == 2
 
 
+def test_stage_json_keeps_the_class_order_and_sorts_the_rest():
+    raw = config.validate({"classes": {"square": {}, "circle": {}}, "split": {"salt": "x"}})
+    text = config.stage_json(raw, "records")
+    assert list(json.loads(text)["classes"]) == ["square", "circle"]
+    assert [c.label_id for c in config.parse(json.loads(text)).classes] == [1, 2]
+    shuffled = {**raw, "model": dict(reversed(list(raw["model"].items())))}
+    assert config.stage_json(shuffled, "train") == config.stage_json(raw, "train")
+    swapped = config.validate({"classes": {"circle": {}, "square": {}}, "split": {"salt": "x"}})
+    for stage in ("records", "train", "evaluate"):
+        assert config.stage_json(swapped, stage) != config.stage_json(raw, stage), stage
+    assert config.stage_json(swapped, "harvest", "circle") == config.stage_json(
+        raw, "harvest", "circle"
+    ), "the harvest of one class does not depend on the order"
+
+
 @pytest.mark.parametrize(
-    ("bad", "message"),
+    ("classes", "message"),
     [
-        ({"classes": {"a": {"demo": {"images": 3}}}, "trian": {"steps": 1}}, "trian"),
-        ({"classes": {"a": {"demo": {"images": "lots"}}}}, "lots"),
-        ({"train": {"steps": 5}}, "classes"),
+        (
+            {"Cat": {}, "cat": {}},
+            "classes: class 'Cat' and class 'cat' are the same name after trimming and case "
+            "folding; rename one or merge the two classes",
+        ),
+        (
+            {"cat": {}, "dog": {"aliases": [" CAT "]}},
+            "classes: class 'cat' and alias ' CAT ' of class 'dog' are the same name after "
+            "trimming and case folding; rename one or merge the two classes",
+        ),
+        (
+            {"cat": {"aliases": ["kitty"]}, "dog": {"aliases": ["Kitty"]}},
+            "classes: alias 'kitty' of class 'cat' and alias 'Kitty' of class 'dog' are the same "
+            "name after trimming and case folding; rename one or merge the two classes",
+        ),
     ],
-    ids=["unknown-key", "wrong-type", "missing-classes"],
+    ids=["two-classes", "alias-and-class", "two-aliases"],
 )
-def test_snakemake_stops_at_start_on_a_bad_config(repo, tmp_path, tool_env, bad, message):
-    # The Snakefile's configfile is relative to the working directory, as a
-    # user's own project directory would have it.
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(bad))
+def test_classes_equal_after_case_folding_are_an_error(classes, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.parse({"classes": classes})
+    assert str(error.value) == message
+
+
+def test_an_alias_of_its_own_class_is_fine():
+    assert config.parse({"classes": {"pose": {"aliases": ["Pose", "poses"]}}}).class_names == [
+        "pose"
+    ]
+
+
+def dry_run(project, env, *args):
+    return subprocess.run(
+        ["snakemake", "-n", "-s", str(REPO / "Snakefile"), *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def planned_rules(result) -> set[str]:
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.MULTILINE))
+
+
+def classes_planned(result) -> set[str]:
+    return set(re.findall(r"wildcards: cls=(\w+)", result.stdout))
+
+
+@pytest.fixture
+def project_with_examples(tmp_path):
+    """A project holding the repository's config/ folder (demo config, examples, profiles)."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def test_a_configfile_replaces_the_demo(project_with_examples, tool_env):
+    demo = dry_run(project_with_examples, tool_env)
+    assert classes_planned(demo) == {"circle", "square", "triangle"}
+    own = dry_run(project_with_examples, tool_env, "--configfile", "config/tumblr.example.yaml")
+    assert classes_planned(own) == {"pose"}, "the demo's classes leaked into the user's config"
+    assert "train" in planned_rules(own) and "demo" not in planned_rules(own)
+
+
+def test_editing_config_yaml_in_place_is_the_whole_config(project_with_examples, tool_env):
+    example = project_with_examples / "config" / "tumblr.example.yaml"
+    shutil.copy(example, project_with_examples / "config" / "config.yaml")
+    assert classes_planned(dry_run(project_with_examples, tool_env)) == {"pose"}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Every snakemake command in the README and in the config files' headers."""
+    found = []
+    sources = [
+        REPO / "README.md",
+        REPO / "config" / "README.md",
+        *sorted((REPO / "config").glob("*.yaml")),
+    ]
+    for source in sources:
+        if not source.exists():
+            continue
+        text = source.read_text()
+        if source.suffix == ".yaml":
+            lines = [
+                line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")
+            ]
+        else:
+            spans = re.findall(r"`(snakemake(?: [^`]*)?)`", text)
+            blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.DOTALL)
+            lines = spans + [line for block in blocks for line in block.splitlines()]
+        for line in lines:
+            command = " ".join(line.split("#")[0].split())
+            if command == "snakemake" or command.startswith("snakemake "):
+                found.append((source.relative_to(REPO).as_posix(), command))
+    return sorted(set(found))
+
+
+# Commands that cannot be dry-runs, and the test that runs them for real.
+NOT_DRY_RUN = {"--report": "test_workflow.py::test_report_builds", "--lint": "test_workflow.py"}
+
+
+def test_the_documented_commands_are_found():
+    commands = [c for _, c in documented_commands()]
+    own = "label_all --cores all --configfile config/tumblr.example.yaml"
+    assert any(own in c for c in commands)
+    assert any(c.endswith("label_all") and "--configfile" not in c for c in commands)
+
+
+@pytest.mark.parametrize("source,command", documented_commands())
+@pytest.mark.parametrize("config_file", ["config.yaml", "tumblr.example.yaml"])
+def test_every_documented_command_plans(
+    project_with_examples, tool_env, source, command, config_file
+):
+    """Each command, as written, with each example config as config/config.yaml."""
+    if any(flag in command for flag in NOT_DRY_RUN):
+        pytest.skip(f"not a dry run; {NOT_DRY_RUN[next(f for f in NOT_DRY_RUN if f in command)]}")
+    if "--configfile" in command and config_file != "config.yaml":
+        pytest.skip("names its own config")
+    configs = project_with_examples / "config"
+    if config_file != "config.yaml":
+        shutil.copy(configs / config_file, configs / "config.yaml")
+    run = config.load(configs / "config.yaml").train.run
+    args = [a.replace("{run}", run) for a in shlex.split(command)[1:]]
+    if "conda" in args and not shutil.which("conda"):
+        pytest.skip("conda is not installed here")
+    result = dry_run(project_with_examples, tool_env, *args)
+    assert result.returncode == 0, f"{source}: {command}\n{(result.stdout + result.stderr)[-3000:]}"
+    if not {"--rulegraph", "--dag"} & set(args):
+        assert "This was a dry-run" in result.stdout, result.stdout[-2000:]
+
+
+def last_line(result) -> str:
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "expected"),
+    [
+        (
+            None,
+            [],
+            "ERROR: config file config/config.yaml does not exist; pass yours with "
+            "--configfile FILE, or start from config/tumblr.example.yaml",
+        ),
+        (
+            "classes:\n  a: {demo: {images: 3}\n  b: x\n",
+            [],
+            "ERROR: config/config.yaml, line 3: invalid YAML: while parsing a flow mapping; "
+            "expected ',' or '}', but got '<scalar>'",
+        ),
+        (
+            "classes:\n  a:\n    demo: {images: 3}\ntrian:\n  steps: 3\n",
+            [],
+            "ERROR: config/config.yaml, line 4: unknown config key trian (did you mean train?)",
+        ),
+        (
+            "classes:\n  a:\n    demo: {images: 3}\ntrain:\n  run: x\n  stesp: 3\n",
+            ["--configfile", "my.yaml"],
+            "ERROR: my.yaml, line 6: unknown config key train.stesp (did you mean train.steps?)",
+        ),
+        (
+            "classes:\n  a: {tumblr: [{tag: x, blgo: y}]}\n",
+            ["--configfile", "my.yaml"],
+            "ERROR: my.yaml, line 2: unknown config key classes.a.tumblr.0.blgo "
+            "(did you mean classes.a.tumblr.0.blog?)",
+        ),
+        (
+            "classes:\n  a: {demo: {images: 3}}\nmodel:\n  input_size: 200\n",
+            ["--configfile", "my.yaml"],
+            "ERROR: my.yaml, line 4: config key model.input_size: 200 is not a multiple of 128",
+        ),
+        (
+            "classes:\n  a: {demo: {images: 'lots'}}\n",
+            [],
+            "ERROR: config/config.yaml, line 2: config key classes.a.demo.images: "
+            "'lots' is not of type 'integer'",
+        ),
+        (
+            "train: {steps: 5}\n",
+            [],
+            "ERROR: config/config.yaml: config: 'classes' is a required property",
+        ),
+        (
+            "classes:\n  Cat: {}\n  cat: {}\n",
+            [],
+            "ERROR: classes: class 'Cat' and class 'cat' are the same name after trimming and "
+            "case folding; rename one or merge the two classes",
+        ),
+    ],
+    ids=[
+        "missing-file",
+        "invalid-yaml",
+        "mistyped-key",
+        "mistyped-key-configfile",
+        "mistyped-nested-key",
+        "input-size",
+        "wrong-type",
+        "missing-classes",
+        "same-class-twice",
+    ],
+)
+def test_a_config_mistake_is_one_line_before_anything_runs(
+    tmp_path, tool_env, text, args, expected
+):
+    if text is not None:
+        target = tmp_path / (args[1] if args else "config/config.yaml")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if args:
+            write_project(tmp_path, {"classes": {"demo_class": {"demo": {"images": 2}}}})
+    assert last_line(dry_run(tmp_path, tool_env, *args)) == expected
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "resources").exists()
+
+
+def test_a_stage_command_names_the_file_and_line_too(tmp_path, tool_env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes:\n  a: {}\nrecords:\n  shard: 2\n")
     result = subprocess.run(
-        ["snakemake", "-n", "-s", str(repo / "Snakefile"), "-d", str(tmp_path)],
+        [sys.executable, "-m", "tumbletrain.records", "label-map", "--config", str(bad)]
+        + ["--pbtxt", "x.pbtxt", "--csv", "x.csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=120,
+    )
+    assert last_line(result) == (
+        f"ERROR: {bad}, line 4: unknown config key records.shard (did you mean records.shards?)"
+    )
+
+
+def test_label_ids_follow_the_config_order_under_snakemake_and_alone(tmp_path, tool_env):
+    classes = {"square": {"demo": {"images": 2}}, "circle": {"demo": {"images": 2}}}
+    path = write_project(tmp_path, {"classes": classes})
+    result = snakemake(tmp_path, tool_env, "results/label_map.csv", "results/label_map.pbtxt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "results" / "label_map.csv").read_text() == "1,square\n2,circle\n"
+    alone = subprocess.run(
+        [sys.executable, "-m", "tumbletrain.records", "label-map", "--config", str(path)]
+        + ["--pbtxt", "alone.pbtxt", "--csv", "alone.csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=120,
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert (tmp_path / "alone.csv").read_text() == "1,square\n2,circle\n"
+    assert (tmp_path / "alone.pbtxt").read_text() == (
+        tmp_path / "results" / "label_map.pbtxt"
+    ).read_text()
+
+
+@pytest.mark.slow
+def test_reordering_classes_reruns_records_and_training(tiny_run, tool_env, tmp_path):
+    project, _ = tiny_run
+    classes = dict(reversed(list(TINY_CONFIG["classes"].items())))
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump({**TINY_CONFIG, "classes": classes}, sort_keys=False))
+    rules = planned_rules(dry_run(project, tool_env, "--configfile", str(reordered)))
+    assert {"records", "label_map", "train", "evaluate"} <= rules, rules
+    assert not {"demo", "harvest"} & rules, "the harvest does not depend on the class order"
+
+
+def test_a_built_wheel_carries_the_schema_and_works_without_the_checkout(tmp_path, tool_env):
+    """A non-editable install: the wheel alone (on sys.path as a zip) validates a config."""
+    source = tmp_path / "source"  # the build writes beside its sources: a copy
+    shutil.copytree(REPO / "scripts", source / "scripts", ignore=shutil.ignore_patterns("*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+        + ["--wheel-dir", str(tmp_path / "dist"), str(source)],
         capture_output=True,
         text=True,
         env=tool_env,
         timeout=300,
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert message in output, output[-2000:]
-    assert not (tmp_path / "results").exists()
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("tumbletrain-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "tumbletrain/config.schema.yaml" in archive.namelist()
+    check = (
+        "import tumbletrain, tumbletrain.config as c; print(tumbletrain.__file__); "
+        "print(c.parse({'classes': {'a': {}}}).model.input_size)"
+    )
+    env = {**tool_env, "PYTHONPATH": str(wheel)}
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    where, size = result.stdout.split()
+    assert where.startswith(str(wheel)), where
+    assert size == "256", "the schema's default comes from the wheel's schema"
+
+
+def test_the_job_environments_need_no_snakemake(repo):
+    for env in ("harvest", "tensorflow"):
+        assert "snakemake" not in (repo / "envs" / f"{env}.yaml").read_text(), env
+    for module in (repo / "scripts" / "tumbletrain").glob("*.py"):
+        assert "import snakemake" not in module.read_text(), module.name
+        assert "from snakemake" not in module.read_text(), module.name

@@ -173,7 +173,7 @@ def test_a_config_error_names_the_key_and_the_allowed_values(tmp_path, tool_env)
     last = harvest(tmp_path, config, tool_env)
     assert last == (
         "ERROR: config key classes.cat.annotation: 'boxes' is not one of "
-        "['labelimg', 'whole_image']; fix it in the config file"
+        "['labelimg', 'whole_image']"
     )
 
 

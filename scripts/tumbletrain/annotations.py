@@ -127,7 +127,7 @@ def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
     names = {}
     for cls in cfg.classes:
         for alias in (cls.name, *cls.aliases):
-            names[alias.strip().casefold()] = cls.name
+            names[tt_config.name_key(alias)] = cls.name
     return names
 
 
@@ -421,7 +421,7 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     for position, obj in enumerate(root.iter("object")):
         raw_name = obj.findtext("name") or ""
         label = f"{position}:{raw_name.strip()[:40]}"
-        name = index.names.get(raw_name.strip().casefold())
+        name = index.names.get(tt_config.name_key(raw_name))
         if name is None:
             outcome.rejected.append((label, "unknown_class"))
             continue

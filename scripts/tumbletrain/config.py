@@ -1,8 +1,8 @@
-"""Typed configuration, read from the same schema Snakemake validates against.
+"""Typed configuration, checked against the schema that ships inside this package.
 
-The schema (workflow/schemas/config.schema.yaml) is the single source of the
-defaults: `parse` fills them in with Snakemake's own validator, then builds
-frozen dataclasses so stage code never indexes into raw dicts.
+The schema (`config.schema.yaml`, package data) is the single source of the
+defaults: `validate` checks a config with jsonschema and fills them in, then
+`build` makes frozen dataclasses so stage code never indexes into raw dicts.
 
 Each stage receives only the part of the configuration it reads
 (`stage_config`), so that Snakemake's params-based rerun trigger rebuilds a
@@ -12,19 +12,25 @@ stage when, and only when, something it depends on changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import difflib
+import functools
 import json
+import os
+import sys
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from . import cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+# Relative to the working directory, where Snakemake reads it too.
+DEFAULT_CONFIG = Path("config/config.yaml")
 SPLITS = ("training", "verification")
 
 
@@ -180,44 +186,169 @@ def _build(cls, data: dict):
     return cls(**kwargs)
 
 
-def validate(raw: dict) -> dict:
-    """Validate against the schema and fill in defaults; returns a new dict."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate as snakemake_validate
+# --- the schema ---------------------------------------------------------------
 
-    data = copy.deepcopy(raw)
+
+@functools.cache
+def schema() -> dict:
+    """The schema, read from the package (works from a wheel as from a checkout)."""
+    text = resources.files(__package__).joinpath("config.schema.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def _filling_defaults(validator_class):
+    """A validator that also sets each missing property's default (the jsonschema FAQ's recipe)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, subschema):
+        if isinstance(instance, dict):
+            for name, spec in props.items():
+                if "default" in spec:
+                    instance.setdefault(name, copy.deepcopy(spec["default"]))
+        yield from check_properties(validator, props, instance, subschema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+@functools.cache
+def _validator():
+    cls = jsonschema.validators.validator_for(schema())
+    return _filling_defaults(cls)(schema())
+
+
+# --- reading files, with errors that name the file and line ---------------------
+
+
+def read_file(path: str | Path) -> dict:
+    """A config file as a mapping; a missing or malformed file is one line naming it."""
+    path = Path(path)
     try:
-        snakemake_validate(data, str(SCHEMA), set_default=True)
-    except WorkflowError as error:
-        raise ConfigError(schema_message(error)) from None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; pass yours with --configfile FILE, "
+            "or start from config/tumblr.example.yaml"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        what = "; ".join(str(part) for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys (classes:, model:, ...)")
     return data
 
 
-def schema_message(error: Exception) -> str:
-    """One line with the key and what is wrong with it; Snakemake's message is a page."""
-    import jsonschema
+def _line_of(path: Path, keys: list) -> int | None:
+    """The line where a key path is set in a YAML file, if it is set there."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not found:
+                return None
+            line, node = found[-1][0].start_mark.line + 1, found[-1][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return None
+    return line
 
-    # snakemake.utils.validate raises inside its except clause: the cause is the context.
-    cause = error.__context__
-    if not isinstance(cause, jsonschema.ValidationError):
-        return " ".join(str(error).split())
-    key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
-    return f"config key {key}: {cause.message}; fix it in the config file"
+
+def _where(files: tuple[Path, ...], keys: list) -> str:
+    """'FILE, line N: ' for the file that sets a key (the last, as in the merge), or ''."""
+    for path in reversed(files):
+        line = _line_of(Path(path), keys)
+        if line is not None:
+            return f"{path}, line {line}: "
+    return f"{files[-1]}: " if files else ""
 
 
-def parse(raw: dict) -> WorkflowConfig:
-    """Validate a configuration mapping (full or a stage's part) into typed objects."""
-    data = validate(raw)
-    # Label ids follow the order of `classes`; a stage's part of the config
-    # carries the full order under `class_order` so ids never shift.
-    order = list(data["classes"])
+def _dotted(keys: list) -> str:
+    return ".".join(str(k) for k in keys)
+
+
+def _message(error: jsonschema.ValidationError, files: tuple[Path, ...]) -> str:
+    """One line: where, which key, what is wrong, and the closest valid key for a typo."""
+    keys = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = (
+                f"did you mean {_dotted([*keys, close[0]])}?"
+                if close
+                else f"valid keys: {', '.join(allowed)}"
+            )
+            where = _where(files, [*keys, key])
+            return f"{where}unknown config key {_dotted([*keys, key])} ({hint})"
+    key = f"config key {_dotted(keys)}" if keys else "config"
+    return f"{_where(files, keys)}{key}: {error.message}"
+
+
+def validate(raw: dict, files: tuple[Path, ...] = ()) -> dict:
+    """Validate against the schema and fill in defaults; returns a new dict.
+
+    `files` are where the config came from, for the error's file and line.
+    """
+    data = copy.deepcopy(raw)
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise ConfigError(_message(error, tuple(files)))
+    return data
+
+
+# --- typed objects ----------------------------------------------------------------
+
+
+def name_key(name: str) -> str:
+    """Class names and aliases match after trimming and case folding."""
+    return name.strip().casefold()
+
+
+def _check_distinct(classes: dict) -> None:
+    """Two classes (or aliases) that match each other would merge silently: refuse."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name, spec in classes.items():
+        for alias in (name, *(spec or {}).get("aliases", [])):
+            other = seen.setdefault(name_key(alias), (name, alias))
+            if other[0] != name:
+                raise ConfigError(
+                    f"classes: {_naming(*other)} and {_naming(name, alias)} are the same name "
+                    "after trimming and case folding; rename one or merge the two classes"
+                )
+
+
+def _naming(cls: str, alias: str) -> str:
+    return f"class {cls!r}" if cls == alias else f"alias {alias!r} of class {cls!r}"
+
+
+def build(data: dict) -> WorkflowConfig:
+    """Typed objects from a validated config (defaults filled in)."""
+    _check_distinct(data["classes"])
+    # Label ids follow the order of `classes` (the stages' JSON keeps it).
     classes = []
-    for name, spec in data["classes"].items():
+    for label_id, (name, spec) in enumerate(data["classes"].items(), start=1):
         spec = spec or {}
         classes.append(
             ClassConfig(
                 name=name,
-                label_id=order.index(name) + 1,
+                label_id=label_id,
                 tumblr=tuple(_build(TumblrQuery, q) for q in spec.get("tumblr", [])),
                 folders=tuple(spec.get("folders", [])),
                 demo=_build(DemoSource, spec["demo"]) if spec.get("demo") else None,
@@ -249,10 +380,42 @@ def parse(raw: dict) -> WorkflowConfig:
     )
 
 
+def parse(raw: dict, files: tuple[Path, ...] = ()) -> WorkflowConfig:
+    """Validate a configuration mapping (full or a stage's part) into typed objects."""
+    return build(validate(raw, files))
+
+
 def load(path: str | Path = DEFAULT_CONFIG) -> WorkflowConfig:
-    with open(path, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle) or {}
-    return parse(raw)
+    return parse(read_file(path), (Path(path),))
+
+
+@contextlib.contextmanager
+def _one_line_exit():
+    """In the Snakefile: a config mistake ends Snakemake with one ERROR line, no traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def checked_file(path: str | Path = DEFAULT_CONFIG) -> str:
+    """The Snakefile's config file, once it reads as a config (Snakemake's own
+    message for a missing or malformed file names neither the file nor the line)."""
+    with _one_line_exit():
+        read_file(path)
+    return str(path)
+
+
+def for_snakemake(config: dict, files: list) -> WorkflowConfig:
+    """Validate Snakemake's config once, filling in the defaults in place."""
+    # Snakemake makes --configfile paths absolute; the user typed them relative.
+    named = tuple(Path(os.path.relpath(f)) if Path(f).is_absolute() else Path(f) for f in files)
+    with _one_line_exit():
+        data = validate(config, named)
+        parsed = build(data)
+    config.update(data)
+    return parsed
 
 
 # Which top-level sections each stage reads. `classes` is narrowed to the
@@ -293,6 +456,27 @@ def stage_config(raw: dict, stage: str, class_name: str | None = None) -> dict:
     return part
 
 
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def stage_json(raw: dict, stage: str, class_name: str | None = None) -> str:
+    """A stage's part of the config as canonical JSON (Snakemake compares it as a param).
+
+    Keys are sorted, so that reordering a mapping in the file changes nothing,
+    except the classes: their order fixes the label ids, so reordering them
+    is a change that re-runs what depends on the ids.
+    """
+    part = stage_config(raw, stage, class_name)
+    canonical = _sorted(part)
+    canonical["classes"] = {name: _sorted(spec) for name, spec in part["classes"].items()}
+    return json.dumps(canonical, separators=(",", ":"))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The two ways every stage command takes its configuration."""
     group = parser.add_mutually_exclusive_group()
@@ -310,5 +494,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace) -> WorkflowConfig:
     if args.config_json:
-        return parse(json.loads(args.config_json))
+        try:
+            raw = json.loads(args.config_json)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--config-json is not JSON: {error}") from None
+        return parse(raw)
     return load(args.config)

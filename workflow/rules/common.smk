@@ -1,4 +1,3 @@
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -8,10 +7,12 @@ from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
 
-CLASSES = list(config["classes"])
+# Validated once, here: defaults are filled into `config`, and a mistake ends
+# the run with one line naming the file, line and key.
+CFG = tt_config.for_snakemake(config, workflow.configfiles)
+CLASSES = CFG.class_names
 SPLITS = list(tt_config.SPLITS)
-RUN = config["train"]["run"]
-CFG = tt_config.parse(config)
+RUN = CFG.train.run
 
 
 def use_snakemakes_python():
@@ -42,8 +43,7 @@ def stage_json(stage, cls=None):
     Passed as a param, so Snakemake re-runs a rule when (and only when) the
     part of the config it reads changes.
     """
-    part = tt_config.stage_config(config, stage, cls)
-    return shlex.quote(json.dumps(part, sort_keys=True, separators=(",", ":")))
+    return shlex.quote(tt_config.stage_json(config, stage, cls))
 
 
 def class_config(cls):
