@@ -324,19 +324,23 @@ def test_a_config_mistake_is_one_line_before_anything_runs(
     assert not (tmp_path / "resources").exists()
 
 
+def label_map_alone(config_file, project, env, name="alone"):
+    """The standalone label-map command, reading a config file."""
+    return subprocess.run(
+        [sys.executable, "-m", "tumbletrain.records", "label-map", "--config", str(config_file)]
+        + ["--pbtxt", f"{name}.pbtxt", "--csv", f"{name}.csv"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def test_a_stage_command_names_the_file_and_line_too(tmp_path, tool_env):
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes:\n  a: {}\nrecords:\n  shard: 2\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "tumbletrain.records", "label-map", "--config", str(bad)]
-        + ["--pbtxt", "x.pbtxt", "--csv", "x.csv"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=tool_env,
-        timeout=120,
-    )
-    assert last_line(result) == (
+    assert last_line(label_map_alone(bad, tmp_path, tool_env)) == (
         f"ERROR: {bad}, line 4: unknown config key records.shard (did you mean records.shards?)"
     )
 
@@ -347,15 +351,7 @@ def test_label_ids_follow_the_config_order_under_snakemake_and_alone(tmp_path, t
     result = snakemake(tmp_path, tool_env, "results/label_map.csv", "results/label_map.pbtxt")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "results" / "label_map.csv").read_text() == "1,square\n2,circle\n"
-    alone = subprocess.run(
-        [sys.executable, "-m", "tumbletrain.records", "label-map", "--config", str(path)]
-        + ["--pbtxt", "alone.pbtxt", "--csv", "alone.csv"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=tool_env,
-        timeout=120,
-    )
+    alone = label_map_alone(path, tmp_path, tool_env)
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert (tmp_path / "alone.csv").read_text() == "1,square\n2,circle\n"
     assert (tmp_path / "alone.pbtxt").read_text() == (
