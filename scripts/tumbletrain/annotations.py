@@ -8,6 +8,7 @@ input file is ever changed: repairs live only in the lists.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, lists, neardup, vocxml
+from . import cli, fileio, lists, neardup, sources, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -83,6 +84,9 @@ class Outcome:
 
     xml: str
     item: lists.ListedImage | None = None
+    image_path: str = ""  # the image found, once found
+    sha256: str = ""  # its content hash, once the file is otherwise usable
+    owner: str = ""  # the class that lists it, when several classes read its folder
     split: str | None = None
     found_by: str = ""
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (object, reason)
@@ -170,9 +174,9 @@ def build_index(
     )
 
 
-def image_sources(cls: tt_config.ClassConfig, root: Path, store_root: Path) -> list[Path]:
-    """Where a class's images may live: its annotations folder, its `folders:`, the store."""
-    return [root, *(Path(f).expanduser() for f in cls.folders), store_root]
+def image_sources(cls: tt_config.ClassConfig, roots: list[Path], store_root: Path) -> list[Path]:
+    """Where a class's images may live: its annotation folders, its `folders:`, the store."""
+    return [*roots, *(Path(f).expanduser() for f in cls.folders), store_root]
 
 
 def scan(root: Path) -> tuple[list[str], list[str]]:
@@ -405,6 +409,7 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
         outcome.rejected.append(("", found))
         return outcome
     image_path, outcome.found_by = found
+    outcome.image_path = image_path
     try:
         info = read_image_info(image_path)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
@@ -453,7 +458,7 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     if not objects:
         outcome.rejected.append(("", "no_objects"))
         return outcome
-    sha = content_sha256(image_path, index)
+    sha = outcome.sha256 = content_sha256(image_path, index)
     stored = index.store_of.get(sha)
     outcome.item = lists.ListedImage(
         image=stored or image_path,
@@ -646,6 +651,46 @@ def near_duplicate_summary(
     }
 
 
+def scan_folders(folders: list[Path]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """`scan` of each folder: every XML file once, with the folder it was found in."""
+    xmls: dict[str, Path] = {}
+    images: dict[str, None] = {}
+    for folder in folders:
+        found, pictures = scan(folder)
+        for xml in found:
+            xmls.setdefault(xml, folder)
+        images.update(dict.fromkeys(pictures))
+    return list(xmls.items()), list(images)
+
+
+def assign_owners(
+    cfg: tt_config.WorkflowConfig,
+    class_name: str,
+    outcomes: list[Outcome],
+    folder_of: dict[str, Path],
+) -> tuple[list[Outcome], list[Outcome], list[str]]:
+    """The outcomes this class lists, those other classes list, and the classes it shares with.
+
+    Paths are compared resolved, through the folder each file was found in
+    (resolving every file would cost a system call per path component).
+    """
+    sharing = [(cls.name, sources.resolved_folders(cls)) for cls in cfg.classes]
+    mine = dict(sharing)[class_name]
+    sharing = [(n, fs) for n, fs in sharing if n == class_name or sources.overlap(mine, fs)]
+    if len(sharing) < 2:
+        return outcomes, [], []
+    resolved_root = {root: sources.resolved(str(root)) for root in set(folder_of.values())}
+    kept, given = [], []
+    for outcome in outcomes:
+        root = folder_of[outcome.xml]
+        where = os.path.join(resolved_root[root], os.path.relpath(outcome.xml, root))
+        reading = [n for n, fs in sharing if any(sources.contains(f, where) for f in fs)]
+        names = [o.name for o in outcome.item.objects] if outcome.kept else []
+        outcome.owner = sources.owner(reading, names)
+        (kept if outcome.owner == class_name else given).append(outcome)
+    return kept, given, [n for n, _ in sharing if n != class_name]
+
+
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
@@ -658,16 +703,18 @@ def validate_class(
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
-    root = Path(cls.annotations_dir).expanduser()
     if cls.annotation == "whole_image":
         whole_dir = whole_image_dir or Path("results/whole_image") / class_name
-        xml_paths = whole_image_xml(manifest, class_name, whole_dir)
-        root = whole_dir
+        folders = [whole_dir]
+        found = [(xml, whole_dir) for xml in whole_image_xml(manifest, class_name, whole_dir)]
         folder_images: list[str] = []
     else:
-        xml_paths, folder_images = scan(root)
+        folders = [Path(f).expanduser() for f in sources.annotation_folders(cls)]
+        found, folder_images = scan_folders(folders)
+    folder_of = dict(found)
+    xml_paths = list(folder_of)
     index = build_index(
-        cfg, class_name, manifest, folder_images, image_sources(cls, root, store_root)
+        cfg, class_name, manifest, folder_images, image_sources(cls, folders, store_root)
     )
     outcomes = list(
         cli.progress(
@@ -679,19 +726,21 @@ def validate_class(
         )
     )
     resolve_duplicates(outcomes)
+    every_outcome = outcomes
+    outcomes, given, shared_with = assign_owners(cfg, class_name, outcomes, folder_of)
     kept = [o for o in outcomes if o.kept]
     placements = near_duplicate_placements(cfg.split, kept, signatures or [])
     for outcome in kept:
         placed = placements.get(outcome.item.sha256)
-        outcome.split = user_split(outcome.xml, root) or (
+        outcome.split = user_split(outcome.xml, folder_of[outcome.xml]) or (
             placed.split if placed else neardup.split_of(outcome.item.sha256, cfg.split)
         )
-    labelled = {o.item.sha256 for o in outcomes if o.kept}
-    annotated_images = {os.path.abspath(o.item.image) for o in outcomes if o.kept}
-    unlabelled = count_unlabelled(manifest, index, annotated_images, labelled)
-    if not xml_paths and not manifest and cls.annotation == "labelimg" and not root.is_dir():
+    labelled = {o.item.sha256 for o in every_outcome if o.kept}
+    unlabelled = count_unlabelled(manifest, index, every_outcome, labelled)
+    if not xml_paths and not manifest and not any(folder.is_dir() for folder in folders):
         raise cli.UserError(
-            f"class {class_name!r} has no images and no annotations folder {root}; "
+            f"class {class_name!r} has no images and no annotations folder "
+            f"{', '.join(map(str, folders))}; "
             "harvest it first or set `annotations_dir` for the class"
         )
     for split in tt_config.SPLITS:
@@ -700,6 +749,12 @@ def validate_class(
         )
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
+    if shared_with:
+        summary["shared_folders"] = {
+            "with": shared_with,
+            "rule": sources.OWNER_RULE,
+            "listed_by_other_classes": dict(sorted(Counter(o.owner for o in given).items())),
+        }
     fileio.write_tsv(outdir / "rejected.tsv", lists.REJECTED_COLUMNS, rejected_rows)
     fileio.write_json(outdir / "summary.json", summary)
     return summary
@@ -708,18 +763,44 @@ def validate_class(
 def count_unlabelled(
     manifest: list[dict[str, str]],
     index: ClassIndex,
-    annotated_images: set[str],
+    outcomes: list[Outcome],
     labelled: set[str],
 ) -> int:
-    """Images of the class that no kept XML describes (reported, not an error)."""
-    shas = {row["sha256"] for row in manifest}
-    unlabelled = len(shas - labelled)
-    manifest_paths = set(index.by_path)
+    """Distinct images of the class, by content, that no kept annotation describes.
+
+    An image in the folders is known by path (the manifest's, or an annotation
+    that found it) or by inode (a hard link of a stored image); the others are
+    hashed only when another image has their byte size, since only then can
+    they be a copy under another name.
+    """
+    content = {row["sha256"] for row in manifest}
+    known = dict(index.by_path)
+    sizes: dict[int, set[str]] = {}
+    by_inode: dict[tuple[int, int], str] = {}
+    for row in manifest:
+        with contextlib.suppress(OSError):
+            stat = os.stat(row["file"])
+            by_inode[(stat.st_dev, stat.st_ino)] = row["sha256"]
+            sizes.setdefault(stat.st_size, set()).add(row["sha256"])
+    for outcome in outcomes:
+        if outcome.sha256:
+            known[os.path.abspath(outcome.image_path)] = outcome.sha256
+    unknown: dict[int, list[str]] = {}
     for image in index.folder_images:
-        absolute = os.path.abspath(image)
-        if absolute not in manifest_paths and absolute not in annotated_images:
-            unlabelled += 1
-    return unlabelled
+        stat = os.stat(image)
+        sha = known.get(os.path.abspath(image)) or by_inode.get((stat.st_dev, stat.st_ino))
+        if sha is None:
+            unknown.setdefault(stat.st_size, []).append(image)
+        else:
+            content.add(sha)
+            sizes.setdefault(stat.st_size, set()).add(sha)
+    distinct_unknown = 0
+    for size, images in unknown.items():
+        if len(images) == 1 and size not in sizes:
+            distinct_unknown += 1
+        else:
+            content.update(content_sha256(image, index) for image in images)
+    return len(content - labelled) + distinct_unknown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -777,7 +858,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["unlabelled_images"],
         summary["per_split"],
     )
-    if summary["kept"] == 0:
+    if summary["kept"] == 0 and not summary.get("shared_folders", {}).get(
+        "listed_by_other_classes"
+    ):
         why = "".join(f"; {n} {r}: {REASONS[r]}" for r, n in summary["rejected_by_reason"].items())
         raise cli.UserError(
             f"class {args.class_name!r} has no usable annotations "

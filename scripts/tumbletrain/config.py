@@ -453,6 +453,11 @@ def stage_config(raw: dict, stage: str, class_name: str | None = None) -> dict:
                 for name, other in raw["classes"].items()
             }
             part["classes"][class_name] = spec
+            if stage == "annotations":
+                from .sources import sharing_specs
+
+                for name, folders in sharing_specs(raw["classes"], class_name).items():
+                    part["classes"][name].update(folders)
     return part
 
 

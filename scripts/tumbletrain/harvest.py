@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from . import cli, fileio, store
+from . import cli, fileio, sources, store
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.harvest")
@@ -81,8 +81,13 @@ def harvest_class(
         found, lost = TumblrHarvest(cls, cfg.tumblr, image_store, manifests).run()
         rows += found
         skipped += lost
-    for folder in cls.folders:
+    for folder in sources.image_folders(cls):
         path = Path(folder).expanduser()
+        if not path.is_dir() and not cls.folders:
+            raise cli.UserError(
+                f"class {class_name!r} has no image source: give it `tumblr:` queries or "
+                f"`folders:`, or put its LabelImg images and XML in {path} (`annotations_dir:`)"
+            )
         if not path.is_dir():
             raise cli.UserError(
                 f"folder {path} of class {class_name!r} does not exist; "
@@ -98,7 +103,7 @@ def harvest_class(
     if not rows and not skipped:
         raise cli.UserError(
             f"class {class_name!r} has no image source with images "
-            f"(folders: {', '.join(cls.folders) or 'none'}): "
+            f"(folders: {', '.join(sources.image_folders(cls)) or 'none'}): "
             "put images in its folders or give it `tumblr:` queries or `demo:` in the config"
         )
     rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r for r in rows]

@@ -1,9 +1,14 @@
 """The labelling hand-off: a class's images in data/{class}/, ready for LabelImg.
 
-Open the folder in LabelImg (Open Dir), draw boxes, save: the XML lands next
-to the images, where the annotations stage looks for it. Re-running adds new
-images and never deletes or overwrites a file it did not create; the files it
-did create are listed in `.tumbletrain.json`, the rule's only output.
+Start LabelImg with the command this prints and records in `.tumbletrain.json`
+(`labelImg data/{class} data/{class}/predefined_classes.txt data/{class}`:
+the images, the class list, where to save), draw boxes, save: the XML lands
+in the class's `annotations_dir`, where the annotations stage looks for it.
+Re-running adds new images and never deletes or overwrites a file it did not
+create; the files it did create are listed in `.tumbletrain.json`, the rule's
+only output. A class whose images come from its LabelImg folder is labelled
+there, in place, and a folder that already is a source of images (a folder
+another class reads) gets no image: only the class list, if it has none.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import sys
 from pathlib import Path
 
-from . import cli, fileio
+from . import cli, fileio, sources
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.labelimg")
 MARKER = ".tumbletrain.json"
+CLASSES_FILE = "predefined_classes.txt"
 
 
 def link_or_copy(source: Path, target: Path) -> str:
@@ -30,12 +38,37 @@ def link_or_copy(source: Path, target: Path) -> str:
         return "copied"
 
 
-def materialise(rows: list[dict[str, str]], folder: Path, class_names: list[str]) -> dict:
+def labelimg_command(images: str, class_list: Path, save_dir: str) -> str:
+    """LabelImg's own command line: images, class list, where to save (its three arguments).
+
+    LabelImg reads a class list only from its second argument (or its own
+    install), never from the folder it opens.
+    """
+    return shlex.join(["labelImg", images, str(class_list), save_dir])
+
+
+def is_a_source(cfg: tt_config.WorkflowConfig, class_name: str, folder: Path) -> bool:
+    """Whether images put in `folder` would become another image of some class's data."""
+    cls = cfg.get_class(class_name)
+    taken = [*sources.image_folders(cls)]
+    for other in cfg.classes:
+        if other.name != class_name:
+            taken += sources.annotation_folders(other)
+    return sources.overlap([sources.resolved(str(folder))], map(sources.resolved, taken))
+
+
+def materialise(
+    rows: list[dict[str, str]],
+    folder: Path,
+    class_names: list[str],
+    add_images: bool = True,
+    **extra: str,
+) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / MARKER
     created = set(json.loads(marker.read_text())["created"]) if marker.exists() else set()
     counts = {"linked": 0, "copied": 0, "present": 0}
-    for row in rows:
+    for row in rows if add_images else ():
         source = Path(row["file"])
         target = folder / f"{row['sha256'][:16]}{source.suffix}"
         if target.exists():
@@ -43,13 +76,13 @@ def materialise(rows: list[dict[str, str]], folder: Path, class_names: list[str]
             continue
         counts[link_or_copy(source, target)] += 1
         created.add(target.name)
-    classes = folder / "predefined_classes.txt"
+    classes = folder / CLASSES_FILE
     if not classes.exists():
         fileio.write_text(classes, "".join(f"{name}\n" for name in class_names))
         created.add(classes.name)
     elif classes.name not in created:
         log.info("%s is the user's; left as it is", classes)
-    fileio.write_json(marker, {"created": sorted(created), **counts})
+    fileio.write_json(marker, {"created": sorted(created), **counts, **extra})
     return counts
 
 
@@ -66,8 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     cfg = tt_config.from_arguments(args)
     if not args.manifest.exists():
         raise cli.UserError(f"{args.manifest} does not exist; run the harvest first")
-    counts = materialise(fileio.read_tsv(args.manifest), args.folder, cfg.class_names)
-    log.info("%s: %s; open it in LabelImg and save the XML next to the images", args.folder, counts)
+    cls = cfg.get_class(args.class_name)
+    # A class whose images are its LabelImg folder's is labelled there, in place.
+    in_place = sources.takes_images_from_annotations(cls)
+    images = cls.annotations_dir if in_place else str(args.folder)
+    command = labelimg_command(images, args.folder / CLASSES_FILE, cls.annotations_dir)
+    add_images = not in_place and not is_a_source(cfg, args.class_name, args.folder)
+    if not add_images:
+        log.info("%s already holds a class's images: no image added to %s", images, args.folder)
+    counts = materialise(
+        fileio.read_tsv(args.manifest), args.folder, cfg.class_names, add_images, labelimg=command
+    )
+    log.info("%s: %s; label it with LabelImg: %s", args.folder, counts, command)
+    # One write, so that the lines of label jobs running side by side never interleave.
+    sys.stdout.write(f"{args.class_name}: {command}\n")
+    sys.stdout.flush()
     return 0
 
 

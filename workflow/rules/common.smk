@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
+from tumbletrain import sources
 
 # Validated once, here: defaults are filled into `config`, and a mistake ends
 # the run with one line naming the file, line and key.
@@ -61,10 +62,10 @@ def annotations_dir(cls):
 def xml_files(wildcards):
     """The class's LabelImg XML: adding, editing or deleting one re-runs the class."""
     cls = class_config(wildcards.cls)
-    if cls.annotation != "labelimg" or cls.demo is not None:
+    if cls.demo is not None:
         return []
-    root = Path(cls.annotations_dir).expanduser()
-    return sorted(str(p) for p in root.rglob("*.xml")) if root.is_dir() else []
+    roots = [Path(f).expanduser() for f in sources.annotation_folders(cls)]
+    return sorted({str(p) for root in roots if root.is_dir() for p in root.rglob("*.xml")})
 
 
 def signature_tables():
