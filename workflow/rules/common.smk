@@ -65,7 +65,9 @@ def xml_files(wildcards):
     if cls.demo is not None:
         return []
     roots = [Path(f).expanduser() for f in sources.annotation_folders(cls)]
-    return sorted({str(p) for root in roots if root.is_dir() for p in root.rglob("*.xml")})
+    return sorted(
+        {str(p) for root in roots if root.is_dir() for p in root.rglob("*.xml")}
+    )
 
 
 def signature_tables():
