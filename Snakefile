@@ -25,3 +25,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onsuccess:
+    print_account()

@@ -275,20 +275,14 @@ def test_a_corrupt_json_is_a_user_error(tmp_path):
         report.read_json(path)
 
 
-def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env):
+def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env, monkeypatch):
     results = project / "results"
     fileio.write_json(results / "eval" / "r1" / "metrics.json", METRICS)
     fileio.write_json(
         results / "train" / "r1" / "final.json",
         {"step": 40, "checkpoint": "results/train/r1/ckpt-40", "init_checkpoint": None},
     )
-    fileio.write_json(
-        results / "export" / "r1" / "export.json",
-        {
-            "saved_model": "results/export/r1/saved_model",
-            "tflite": {"float": {"path": "results/export/r1/model.tflite", "bytes": 2_500_000}},
-        },
-    )
+    fileio.write_json(results / "export" / "r1" / "export.json", EXPORT)
     result = run_report("summary", "--run", "r1", cwd=project, env=tool_env)
     assert result.returncode == 0, result.stderr[-3000:]
     text = (results / "summary.md").read_text()
@@ -299,6 +293,9 @@ def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env):
     assert "cat 0.600, dog -" in text
     assert "`results/export/r1/saved_model`" in text
     assert "model.tflite` (2.5 MB)" in text
+    monkeypatch.chdir(project)  # where the command ran
+    account = report.account(config.parse(CONFIG), Path("results"), "r1")
+    assert text.endswith(f"## This run\n\n```text\n{account}```\n")
 
 
 def test_summary_before_evaluation_and_export(project):
@@ -306,9 +303,51 @@ def test_summary_before_evaluation_and_export(project):
     counts = report.class_counts(
         cfg.class_names, project / "resources" / "manifests", project / "results" / "lists"
     )
-    text = report.summary_markdown(cfg, counts, {}, {}, {}, "r1")
+    text = report.summary_markdown(cfg, counts, {}, {}, {}, "r1", project / "results")
     assert "trained ? steps" in text
     assert "Verification" not in text and "Exported" not in text
+    assert text.endswith(f"```text\n{report.account(cfg, project / 'results', 'r1')}```\n")
+
+
+EXPORT = {
+    "saved_model": "results/export/r1/saved_model",
+    "tflite": {"float": {"path": "results/export/r1/model.tflite", "bytes": 2_500_000}},
+}
+
+
+def test_account_of_a_run(project):
+    """What the terminal shows at the end of a run (Snakemake's onsuccess)."""
+    results = project / "results"
+    fileio.write_json(results / "eval" / "r1" / "metrics.json", METRICS)
+    fileio.write_json(results / "export" / "r1" / "export.json", EXPORT)
+    text = report.account(config.parse(CONFIG), results, "r1")
+    rejected = results / "lists" / "cat" / "rejected.tsv"
+    assert text.splitlines() == [
+        "cat: 5 XML files: 3 kept (1 repaired), 2 rejected; 2 training, 1 verification images; "
+        f"1 image without XML; why: {rejected}",
+        "verification of run r1: AP50 0.750, AP 0.432 on 3 images",
+        "  cat: AP50 0.900, AP 0.600",
+        "  dog: AP50 -, AP -",
+        "exported models: results/export/r1/saved_model, results/export/r1/model.tflite",
+        "report: snakemake --report results/report.html writes it",
+        f"WARNING: cat: 2 of 5 XML files rejected (40%); the reasons are in {rejected}",
+        "WARNING: cat: 2 training images (under 10): too few to learn the class well; add images",
+        "WARNING: cat: 1 verification image (under 10): its AP is noise; "
+        "add images or raise split.verification_percent",
+    ]
+
+
+def test_account_warns_of_a_class_without_verification_images(tmp_path):
+    summary = {"xml_files": 40, "kept": 38, "rejected_files": 2, "repaired": 0}
+    summary["per_split"] = {"training": 38, "verification": 0}
+    fileio.write_json(tmp_path / "lists" / "cat" / "summary.json", summary)
+    text = report.account(config.parse(CONFIG), tmp_path, "r1")
+    assert text.splitlines() == [
+        "cat: 40 XML files: 38 kept (0 repaired), 2 rejected; 38 training, 0 verification images",
+        "report: snakemake --report results/report.html writes it",
+        "WARNING: cat: no verification image, so its AP cannot be measured; "
+        "add images or raise split.verification_percent",
+    ]
 
 
 def browser_or_skip() -> None:

@@ -70,6 +70,25 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_finished_run_gives_its_account_on_the_terminal(tiny_run):
+    """Snakemake's onsuccess prints what ends results/summary.md (issue #17)."""
+    project, terminal = tiny_run
+    summary = (project / "results" / "summary.md").read_text()
+    account = summary.split("## This run\n\n```text\n")[1].removesuffix("```\n")
+    assert f"\n{account}" in terminal
+    lines = account.splitlines()
+    assert lines[0].startswith("circle: 8 XML files: 8 kept (")
+    assert lines[1].startswith("square: 8 XML files: 8 kept (")
+    assert lines[2].startswith("verification of run tiny: AP50 ")
+    assert lines[5] == (
+        "exported models: results/export/tiny/saved_model, "
+        "results/export/tiny/model_float.tflite, results/export/tiny/model_int8.tflite"
+    )
+    # 8 images a class, a quarter for verification: both splits are under the minimum.
+    assert any(line.startswith("WARNING: circle: ") for line in lines), account
+
+
+@pytest.mark.slow
 def test_a_second_run_does_nothing(tiny_run, tool_env):
     project, _ = tiny_run
     result = snakemake(project, tool_env, "-n")

@@ -307,6 +307,95 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
+# Below these, a split's figures are noise: one verification image moves COCO
+# AP by a tenth, and a few training images teach the class little.
+MIN_SPLIT_IMAGES = 10
+# More rejected XML files than this share means something systematic (a
+# renamed folder, another tool's format), not a few stray mistakes.
+MAX_REJECTED_SHARE = 0.10
+REPORT_COMMAND = "snakemake --report results/report.html"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[str]]:
+    """One line on what validation did with a class's files, and the class's warnings."""
+    per_split = summary.get("per_split", {})
+    rejected = summary.get("rejected_files", 0)
+    xml_files = summary.get("xml_files", 0)
+    rejected_tsv = lists_dir / name / "rejected.tsv"
+    line = (
+        f"{name}: {xml_files} XML files: {summary.get('kept', 0)} kept "
+        f"({summary.get('repaired', 0)} repaired), {rejected} rejected; "
+        + ", ".join(f"{per_split.get(split, 0)} {split}" for split in tt_config.SPLITS)
+        + " images"
+    )
+    if summary.get("unlabelled_images"):
+        line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
+    if sum(summary.get("rejected_by_reason", {}).values()):
+        line += f"; why: {rejected_tsv}"
+    warnings = []
+    if xml_files and rejected / xml_files > MAX_REJECTED_SHARE:
+        warnings.append(
+            f"{name}: {rejected} of {xml_files} XML files rejected "
+            f"({rejected / xml_files:.0%}); the reasons are in {rejected_tsv}"
+        )
+    for split in tt_config.SPLITS:
+        images = per_split.get(split, 0)
+        if split == "verification" and images == 0:
+            warnings.append(
+                f"{name}: no verification image, so its AP cannot be measured; "
+                "add images or raise split.verification_percent"
+            )
+        elif images < MIN_SPLIT_IMAGES:
+            warnings.append(
+                f"{name}: {plural(images, split + ' image')} (under {MIN_SPLIT_IMAGES}): "
+                + (
+                    "its AP is noise; add images or raise split.verification_percent"
+                    if split == "verification"
+                    else "too few to learn the class well; add images"
+                )
+            )
+    return line, warnings
+
+
+def account(cfg: tt_config.WorkflowConfig, results: Path, run: str) -> str:
+    """What a run did, for the terminal (Snakemake's onsuccess) and the end of summary.md.
+
+    Reads only what the stages wrote, so a partial run (only the data stages)
+    gets the part that exists.
+    """
+    lists_dir = results / "lists"
+    lines, warnings = [], []
+    for name in cfg.class_names:
+        summary = read_json(lists_dir / name / "summary.json")
+        if summary:
+            line, class_warnings = class_lines(name, summary, lists_dir)
+            lines.append(line)
+            warnings += class_warnings
+    metrics = read_json(results / "eval" / run / "metrics.json")
+    if metrics:
+        lines.append(
+            f"verification of run {run}: AP50 {number(metrics.get('AP50'))}, "
+            f"AP {number(metrics.get('AP'))} on {metrics.get('images', '?')} images"
+        )
+        ap50 = metrics.get("AP50_per_class") or {}
+        lines += [
+            f"  {name}: AP50 {number(ap50.get(name))}, AP {number(value)}"
+            for name, value in per_class_ap(metrics).items()
+        ]
+    export = read_json(results / "export" / run / "export.json")
+    if export:
+        models = [export.get("saved_model", "?")]
+        models += [v.get("path", "?") for v in (export.get("tflite") or {}).values()]
+        lines.append("exported models: " + ", ".join(models))
+    lines.append(f"report: {REPORT_COMMAND} writes it")
+    lines += [f"WARNING: {warning}" for warning in warnings]
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(
     cfg: tt_config.WorkflowConfig,
     counts: pd.DataFrame,
@@ -314,6 +403,7 @@ def summary_markdown(
     final: dict,
     export: dict,
     run: str,
+    results: Path,
 ) -> str:
     lines = [f"# tumbletrain run `{run}`", "", "## Images", "", counts.to_markdown(), ""]
     lines += [
@@ -345,8 +435,13 @@ def summary_markdown(
         ]
         lines += [""]
     lines += [
-        "Report: `snakemake --report results/report.html`; "
         f"TensorBoard: `tensorboard --logdir results/train/{run}`",
+        "",
+        "## This run",
+        "",
+        "```text",
+        account(cfg, results, run).rstrip("\n"),
+        "```",
         "",
     ]
     return "\n".join(lines)
@@ -435,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             read_json(results / "train" / run / "final.json"),
             read_json(results / "export" / run / "export.json"),
             run,
+            results,
         )
         fileio.write_text(args.output or results / "summary.md", text)
     return 0
