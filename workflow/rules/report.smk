@@ -144,17 +144,3 @@ rule summary:
         "python -m tumbletrain.report summary --config-json {params.cfg}"
         " --output {output} 2> {log}"
 
-
-def print_account():
-    """What the run made, on the terminal: the text that ends results/summary.md.
-
-    A run that only made the data gets the data's part.
-    """
-    from tumbletrain import cli
-    from tumbletrain import report as tt_report
-
-    try:
-        text = tt_report.account(CFG, Path("results"), RUN)
-    except cli.UserError as error:  # a damaged JSON must not fail a finished run
-        text = f"WARNING: no account of this run: {error}\n"
-    print(f"\n{text}", end="", flush=True)
