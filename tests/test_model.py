@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,6 @@ import yaml
 from conftest import TINY_CONFIG
 from tumbletrain import (
     annotations,
-    checkpoint,
     cli,
     config,
     demo,
@@ -293,40 +291,6 @@ def checkpoint_server(tiny_records):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", same, backbone
     server.shutdown()
-
-
-@pytest.mark.slow
-def test_download_resumes_verifies_and_extracts(checkpoint_server, tmp_path):
-    base, same, _ = checkpoint_server
-    digest = hashlib.sha256(same).hexdigest()
-    root = tmp_path / "ckpt"
-    root.mkdir()
-    (root / "same.tar.gz.part").write_bytes(same[: len(same) // 2])
-    RangeHandler.ranges.clear()
-    info = checkpoint.fetch_checkpoint(config.CheckpointSource(f"{base}/same.tar.gz", digest), root)
-    assert RangeHandler.ranges == [f"bytes={len(same) // 2}-"]
-    assert info["sha256"] == digest and info["sha256_verified"]
-    assert Path(info["prefix"] + ".index").exists()
-    with pytest.raises(cli.UserError) as error:
-        checkpoint.fetch_checkpoint(
-            config.CheckpointSource(f"{base}/same.tar.gz", "0" * 64), tmp_path / "bad"
-        )
-    assert digest in str(error.value) and "0" * 64 in str(error.value)
-    assert not (tmp_path / "bad" / "extracted").exists()
-    with pytest.raises(cli.UserError, match="404"):
-        checkpoint.fetch_checkpoint(
-            config.CheckpointSource(f"{base}/missing.tar.gz"), tmp_path / "missing"
-        )
-
-
-def test_unsafe_archives_are_refused(tmp_path):
-    evil = tmp_path / "evil.tar"
-    (tmp_path / "payload").write_text("x")
-    with tarfile.open(evil, "w") as tar:
-        tar.add(tmp_path / "payload", arcname="../../escaped")
-    with pytest.raises(cli.UserError, match="unsafe"):
-        checkpoint.extract(evil, tmp_path / "out")
-    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

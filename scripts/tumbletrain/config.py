@@ -103,6 +103,7 @@ class RecordsConfig:
 class CheckpointSource:
     url: str
     sha256: str | None = None
+    max_extract_mb: float = 1024
 
 
 @dataclass(frozen=True)
