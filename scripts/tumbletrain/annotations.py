@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, lists, neardup, sources, vocxml
+from . import cli, fileio, labelformats, lists, neardup, sources, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -58,6 +58,7 @@ REASONS = {
     "box_not_numeric": "a box coordinate is missing or not a number",
     "box_degenerate": "the box has zero or negative area",
     "box_outside": "the box lies far outside the image",
+    **labelformats.REASONS,
 }
 REPAIRS = {
     "size_missing": "<size> was missing; taken from the image",
@@ -180,7 +181,7 @@ def image_sources(cls: tt_config.ClassConfig, roots: list[Path], store_root: Pat
 
 
 def scan(root: Path) -> tuple[list[str], list[str]]:
-    """The XML files and the images under a folder, in one walk, sorted.
+    """The annotation files (`labelformats.is_annotation`) and the images under a folder, sorted.
 
     Paths are plain strings, spelt as `Path` would spell them: the per-file
     loop over tens of thousands of files spent a quarter of its time in pathlib.
@@ -191,9 +192,10 @@ def scan(root: Path) -> tuple[list[str], list[str]]:
         dirnames.sort()
         folder = str(Path(dirpath))
         prefix = "" if folder == "." else os.path.join(folder, "")
+        yolo_folder = labelformats.YOLO_CLASSES in filenames
         for name in sorted(filenames):
             suffix = os.path.splitext(name)[1].lower()
-            if suffix == ".xml":
+            if labelformats.is_annotation(name, yolo_folder):
                 xmls.append(prefix + name)
             elif suffix in IMAGE_SUFFIXES:
                 images.append(prefix + name)
@@ -398,12 +400,41 @@ def content_sha256(path: str, index: ClassIndex) -> str:
     return digest.hexdigest()
 
 
+def image_of(path: str, filename: str | None) -> tuple[str, int, int] | str:
+    """The image a YOLO or CreateML file is for: `filename`, else the file's own stem
+    with an image suffix, beside the file or in `images/` below it; its upright size."""
+    here = os.path.dirname(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    names = [filename] if filename else [stem + suffix for suffix in sorted(IMAGE_SUFFIXES)]
+    for folder in (here, os.path.join(here, "images")):
+        for name in names:
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
+                try:
+                    info = read_image_info(candidate)
+                except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+                    return "image_unreadable"
+                return name, info.width, info.height
+    return "image_not_found"
+
+
+def read_annotation(path: str) -> tuple[etree._Element, list[tuple[str, str]]] | str:
+    """Any format LabelImg saves, as the Pascal VOC root and the objects already dropped."""
+    reader = labelformats.READERS.get(os.path.splitext(path)[1].lower())
+    if reader is not None:
+        return reader(path, image_of)
+    root = read_xml(path)
+    return root if isinstance(root, str) else (root, [])
+
+
 def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     outcome = Outcome(xml=xml_path)
-    root = read_xml(xml_path)
-    if isinstance(root, str):
-        outcome.rejected.append(("", root))
+    read = read_annotation(xml_path)
+    if isinstance(read, str):
+        outcome.rejected.append(("", read))
         return outcome
+    root, dropped = read
+    outcome.rejected += dropped
     found = find_image(root, xml_path, index)
     if isinstance(found, str):
         outcome.rejected.append(("", found))
