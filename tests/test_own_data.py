@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,54 @@ def test_the_readme_recipe_for_one_folder_of_two_classes(tmp_path, tool_env):
             labelimg.MARKER,
             "predefined_classes.txt",
         ]
+
+
+def dry_run_jobs(project: Path, env: dict, *targets: str) -> set[tuple[str, str]]:
+    """(rule, class) of every job `snakemake -n` would run."""
+    from conftest import snakemake
+
+    result = snakemake(project, env, "-n", *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs, rule = set(), None
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("wildcards:") and rule:
+            jobs.add((rule, line.split("cls=")[1].split(",")[0]))
+    return jobs
+
+
+@pytest.mark.slow
+def test_files_added_changed_or_removed_rebuild_only_their_class(tmp_path, tool_env):
+    from conftest import snakemake, write_project
+
+    for cls in CUP_AND_BALL:
+        for i in range(3):
+            save("voc", image(tmp_path / "data" / cls / f"{cls}{i}.jpg"), [(cls, 9, 9, 80, 80)])
+    # Near-duplicate groups span classes (every class's signatures feed every
+    # class's split), so this checks the chains with grouping off.
+    write_project(
+        tmp_path,
+        {"classes": {c: {} for c in CUP_AND_BALL}, "split": {"group_near_duplicates": False}},
+    )
+    targets = [f"results/lists/{c}/summary.json" for c in CUP_AND_BALL]
+    result = snakemake(tmp_path, tool_env, *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cup = tmp_path / "data" / "cup"
+    chain = {("harvest", "cup"), ("annotations", "cup")}
+    changes = {
+        "image added": lambda: image(cup / "new.png", fmt="PNG"),
+        "image changed": lambda: image(cup / "new.png", size=(64, 64), fmt="PNG"),
+        "YOLO file added": lambda: save("yolo", cup / "new.png", [("cup", 1, 1, 30, 30)], ["cup"]),
+        "image removed": lambda: (cup / "new.png").unlink(),
+    }
+    for change, apply in changes.items():
+        time.sleep(1.1)  # a new modification time
+        apply()
+        jobs = dry_run_jobs(tmp_path, tool_env, *targets)
+        expected = chain - {("harvest", "cup")} if "YOLO" in change else chain
+        assert jobs == expected, change
+        result = snakemake(tmp_path, tool_env, *targets)
+        assert result.returncode == 0, f"{change}: {result.stderr[-3000:]}"
+    assert dry_run_jobs(tmp_path, tool_env, *targets) == set()

@@ -21,7 +21,7 @@ rule signatures:
 rule annotations:
     input:
         demo_input,
-        xml_files,
+        annotation_files,
         manifest="resources/manifests/{cls}.tsv",
         signatures=signature_tables(),
     output:

@@ -1,3 +1,4 @@
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -6,7 +7,7 @@ from urllib.parse import urlparse
 from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
-from tumbletrain import sources
+from tumbletrain import annotations, sources
 
 # Validated once, here: defaults are filled into `config`, and a mistake ends
 # the run with one line naming the file, line and key.
@@ -59,15 +60,30 @@ def annotations_dir(cls):
     return class_config(cls).annotations_dir
 
 
-def xml_files(wildcards):
-    """The class's LabelImg XML: adding, editing or deleting one re-runs the class."""
+@functools.cache
+def scanned(folders):
+    """`annotations.scan` of the folders that exist: (annotation files, images), once per run."""
+    files, images = set(), set()
+    for folder in map(Path, folders):
+        if folder.expanduser().is_dir():
+            found, pictures = annotations.scan(folder.expanduser())
+            files.update(found)
+            images.update(pictures)
+    return sorted(files), sorted(images)
+
+
+def annotation_files(wildcards):
+    """The class's annotation files: adding, editing or deleting one re-runs the class."""
     cls = class_config(wildcards.cls)
     if cls.demo is not None:
         return []
-    roots = [Path(f).expanduser() for f in sources.annotation_folders(cls)]
-    return sorted(
-        {str(p) for root in roots if root.is_dir() for p in root.rglob("*.xml")}
-    )
+    return scanned(sources.annotation_folders(cls))[0]
+
+
+def folder_images(wildcards):
+    """The images of the folders a class is harvested from: adding, changing or removing one
+    re-harvests the class (and, when its manifest changes, rebuilds what follows)."""
+    return scanned(sources.image_folders(class_config(wildcards.cls)))[1]
 
 
 def signature_tables():

@@ -20,7 +20,8 @@ rule demo:
 
 rule harvest:
     input:
-        demo_input,
+        demo=demo_input,
+        images=folder_images,
     output:
         manifest="resources/manifests/{cls}.tsv",
         skipped="resources/manifests/{cls}.skipped.tsv",
@@ -37,7 +38,7 @@ rule harvest:
         tumblr_api=lambda w: 1 if class_config(w.cls).tumblr else 0,
     params:
         cfg=lambda w: stage_json("harvest", w.cls),
-        demo=lambda w, input: f"--demo-dir {input[0]}" if input else "",
+        demo=lambda w, input: f"--demo-dir {input.demo}" if input.demo else "",
     shell:
         "python -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
         " --store resources/images --manifests resources/manifests {params.demo} 2> {log}"
