@@ -419,6 +419,13 @@ def test_a_wait_longer_than_max_wait_stops_with_the_reset_time(tmp_path, fake, s
     assert message.endswith("re-run to resume after the reset")
 
 
+def test_a_limit_that_outlasts_the_retries_stops(tmp_path, fake, secrets):
+    fake.faults = ft.Faults(rate_limit="hourly", rate_limit_times=10, rate_limit_reset_s=0)
+    with pytest.raises(net.RateLimited, match=r"still rate limited \(HTTP 429\) after 2 waits"):
+        run_harvest(tmp_path, raw_config())
+    assert len(fake.api_requests()) == 3  # the call and its two retries
+
+
 @pytest.mark.parametrize(
     ("fault", "line"),
     [
@@ -490,6 +497,25 @@ def test_redirects_are_checked_on_every_hop(tmp_path, fake, secrets):
     assert sorted(fake.media_requests()) == sorted(
         [photo_500(k) for k in keys] + [photo_500("loop2"), "http://65.media.tumblr.com/moved.jpg"]
     )
+
+
+def test_rate_limit_waits_follow_the_documented_headers():
+    hourly, daily = (
+        ft.fixture("rate-limit-headers.json")[k] for k in ("hourly_spent", "daily_spent")
+    )
+    now = 1_700_000_000.0
+    assert net.rate_limit_wait(hourly, "h", 3600, now) == 1800
+    assert net.rate_limit_wait({**hourly, "Retry-After": "12"}, "h", 3600, now) == 12
+    http_date = "Tue, 14 Nov 2023 22:13:27 GMT"  # now + 7 s
+    assert net.rate_limit_wait({**hourly, "Retry-After": http_date}, "h", 3600, now) == 7
+    # Neither budget spent and no Retry-After: another limit; a minute, not the hour's reset.
+    assert (
+        net.rate_limit_wait({**hourly, "X-Ratelimit-Perhour-Remaining": "3"}, "h", 3600, now) == 60
+    )
+    with pytest.raises(net.RateLimited, match="longer than tumblr.max_wait_s"):
+        net.rate_limit_wait(hourly, "h", 600, now)
+    with pytest.raises(net.RateLimited, match="resets at 2023-11-15 10:13:20 UTC"):
+        net.rate_limit_wait(daily, "h", 10**9, now)
 
 
 def test_media_hosts_match_a_bare_domain_and_its_subdomains():

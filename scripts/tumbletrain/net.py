@@ -129,9 +129,8 @@ def rate_limit_wait(headers, host: str, max_wait: float, now: float) -> float:
     if wait is None and headers.get(PER_HOUR_REMAINING) == "0":
         wait = parse_seconds(headers.get(PER_HOUR_RESET), now)
     if wait is None:
-        wait = parse_seconds(headers.get(PER_HOUR_RESET), now)
-    if wait is None:
-        wait = 60.0  # a 429 that says nothing: wait a minute, as a polite client does
+        # Another limit (per IP and minute, say) that names no reset: wait a minute.
+        wait = 60.0
     if wait > max_wait:
         raise RateLimited(
             f"{host}: rate limited (HTTP 429) until {clock_time(now, wait)} (in {wait:.0f} s), "

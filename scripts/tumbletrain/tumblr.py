@@ -168,18 +168,14 @@ def html_images(markup) -> list[Image]:
 
 def legacy_photo(photo: dict) -> Image:
     """A legacy photo object: `original_size` and its `alt_sizes` (api.md, Legacy Photo/Link)."""
-    sizes = [photo.get("original_size")] + list(photo.get("alt_sizes") or [])
+    original = photo.get("original_size") if isinstance(photo.get("original_size"), dict) else {}
+    sizes = [original, *(photo.get("alt_sizes") or [])]
     renditions = [
         Rendition(s["url"], _int(s.get("width")), _int(s.get("height")))
         for s in sizes
         if isinstance(s, dict) and isinstance(s.get("url"), str)
     ]
-    original = (
-        (photo.get("original_size") or {}).get("url")
-        if isinstance(photo.get("original_size"), dict)
-        else None
-    )
-    return largest_first(renditions, {original})
+    return largest_first(renditions, {original.get("url")})
 
 
 def legacy_images(post: dict) -> list[Image]:
@@ -327,9 +323,13 @@ class NetRequest(TumblrRequest):
             except ValueError:
                 data = None
         status = response.status_code
-        if status == 429:  # every wait its headers allowed is spent
+        if status == 429:  # still limited after every wait the retries allow
             host = urllib.parse.urlsplit(full).hostname or ""
-            net.rate_limit_wait(response.headers, host, 0.0, self.net.clock())
+            net.rate_limit_wait(response.headers, host, float("inf"), self.net.clock())
+            raise net.RateLimited(
+                f"{host}: still rate limited (HTTP 429) after {self.net.policy.retries} waits. "
+                "What was fetched is kept: re-run to resume later"
+            )
         if not isinstance(data, dict):
             raise ApiError(max(status, 502), "not an API response (no JSON)")
         status, msg, detail = api_status(data, status, response.reason or "")
@@ -341,9 +341,9 @@ class NetRequest(TumblrRequest):
 class TumblrAPI:
     """The two endpoints the harvest reads, in NPF, one page per call."""
 
-    def __init__(self, cfg: tt_config.TumblrConfig, credentials: Credentials, sleep=None):
+    def __init__(self, cfg: tt_config.TumblrConfig, credentials: Credentials):
         policy = net.Policy(timeout_s=cfg.timeout_s, retries=cfg.retries, max_wait_s=cfg.max_wait_s)
-        self.net = net.Net(policy, **({"sleep": sleep} if sleep else {}))
+        self.net = net.Net(policy)
         self.retries = cfg.retries
         self.client = pytumblr.TumblrRestClient(
             credentials.consumer_key,
