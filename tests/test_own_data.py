@@ -285,3 +285,46 @@ def test_files_added_changed_or_removed_rebuild_only_their_class(tmp_path, tool_
         result = snakemake(tmp_path, tool_env, *targets)
         assert result.returncode == 0, f"{change}: {result.stderr[-3000:]}"
     assert dry_run_jobs(tmp_path, tool_env, *targets) == set()
+
+
+def test_images_converted_after_labelling_are_found_in_every_layout(project):
+    """`x.png` in the XML, `x.jpg` on disk at the same size: as a real dataset has it."""
+    root = project / "data" / "cup"
+    layouts = {
+        "beside_xml": (root / "flat", root / "flat"),
+        "images_folder": (root / "training", root / "training" / "images"),
+        "folder_filename": (root / "annotations", root / "images"),
+    }
+    for rule, (xml_folder, image_folder) in layouts.items():
+        png = image(image_folder / f"{rule}.png", fmt="PNG")
+        xml = save("voc", png, [("cup", 10, 10, 80, 80)])
+        xml_folder.mkdir(parents=True, exist_ok=True)
+        xml.rename(xml_folder / xml.name)
+        image(image_folder / f"{rule}.jpg")  # converted: the same stem, size and picture
+        png.unlink()
+    # Another suffix at another size is another picture: the XML does not describe it.
+    small = image(root / "flat" / "small.png", size=(50, 40), fmt="PNG")
+    save("voc", small, [("cup", 1, 1, 30, 30)])
+    image(root / "flat" / "small.jpg", size=(60, 40))
+    small.unlink()
+    raw = {"classes": {"cup": {}}}
+    summary = run_class(raw, "cup", project)
+    assert summary["image_found_by"] == {f"{rule}_other_suffix": 1 for rule in layouts}
+    assert summary["rejected_by_reason"] == {"size_mismatch": 1}
+    assert summary["unlabelled_images"] == 1  # small.jpg
+
+
+def test_a_picture_labelled_twice_under_two_names_is_not_unlabelled(project):
+    """Real datasets hold the same image under two names, each labelled."""
+    folder = project / "data" / "cup"
+    first = image(folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(first.read_bytes())
+    save("voc", first, [("cup", 10, 10, 80, 80)])
+    save("voc", folder / "b.jpg", [("cup", 12, 12, 70, 70)])
+    image(folder / "c.jpg")
+    (folder / "d.jpg").write_bytes((folder / "c.jpg").read_bytes())
+    image(folder / "e.jpg")
+    summary = run_class({"classes": {"cup": {}}}, "cup", project)
+    assert summary["rejected_by_reason"] == {"duplicate_annotation": 1}
+    # c.jpg and d.jpg are one picture, e.jpg another: two unlabelled images.
+    assert summary["unlabelled_images"] == 2

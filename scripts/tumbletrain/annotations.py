@@ -29,6 +29,8 @@ log = logging.getLogger("tumbletrain.annotations")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+# The rule name's ending for an image found under another suffix than the XML names.
+OTHER_SUFFIX = "_other_suffix"
 EXIF_ORIENTATION = 0x0112
 # The `info` keys Pillow's getexif() takes an orientation from.
 ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
@@ -249,6 +251,16 @@ def image_candidates(
     for name in filter(None, (filename, file_name_of(path_text))):
         for match in sorted(map(Path, index.by_name.get(name, []))):
             yield str(match), "by_name"
+    # Images converted after labelling (`x.png` in the XML, `x.jpg` on disk): the
+    # same stem with another suffix in the same places, taken only at the XML's size.
+    stem, given_suffix = os.path.splitext(filename)
+    places = [(here, "beside_xml"), (os.path.join(here, "images"), "images_folder")]
+    if folder:
+        places.append((os.path.join(os.path.dirname(here), folder), "folder_filename"))
+    others = sorted(IMAGE_SUFFIXES - {given_suffix.lower()}) if stem else []
+    for place, rule in places:
+        for suffix in others:
+            yield os.path.join(place, stem + suffix), rule + OTHER_SUFFIX
     # LabelImg names the XML after the image: try the same stem beside it.
     stem = os.path.splitext(xml_path)[0]
     for suffix in sorted(IMAGE_SUFFIXES):
@@ -266,10 +278,25 @@ def find_image(root: etree._Element, xml_path: str, index: ClassIndex) -> tuple[
     for path, rule in image_candidates(root, xml_path, index):
         if not os.path.isfile(path):
             continue
+        if rule.endswith(OTHER_SUFFIX) and not declared_size_of(root, path):
+            continue
         if index.confines(path):
             return spelt_as_path(path), rule
         outside = True
     return "image_outside_sources" if outside else "image_not_found"
+
+
+def declared_size_of(root: etree._Element, path: str) -> bool:
+    """Whether the image at `path` has the size the XML declares (as stored or upright)."""
+    declared = parse_size(root)
+    try:
+        info = read_image_info(path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+        return False
+    sizes = {(info.width, info.height)}
+    if info.orientation in ROTATING_ORIENTATIONS:
+        sizes.add((info.height, info.width))
+    return declared is not None and (round(declared[0]), round(declared[1])) in sizes
 
 
 def read_image_info(path: str | Path) -> ImageInfo:
