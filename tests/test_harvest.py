@@ -322,9 +322,16 @@ def test_faults_are_skipped_with_reasons_and_a_second_run_asks_for_nothing(tmp_p
 
 
 def test_reblogs_can_be_excluded(tmp_path, fake, secrets):
-    run_harvest(tmp_path, raw_config(include_reblogs=False))
-    posts = chosen(tmp_path)
-    assert "12" not in posts and "11" not in posts and "13" in posts
+    _, parent = ft.fixture("npf-trail.json")["trail"]
+    # An NPF reblog known by its trail alone (no reblog_info fields).
+    fake.blogs[BLOG].append(
+        ft.npf_post(7, T0 + 7, ["pose"], [ft.npf_image("rb")], trail=[with_image(parent, "p")])
+    )
+    run_harvest(tmp_path / "all", raw_config())
+    assert {"7", "11", "12"} <= set(chosen(tmp_path / "all"))
+    run_harvest(tmp_path / "own", raw_config(include_reblogs=False))
+    posts = chosen(tmp_path / "own")
+    assert not {"7", "11", "12"} & set(posts) and "13" in posts and "20" in posts
 
 
 def test_server_errors_dropped_connections_and_an_hourly_limit_are_waited_out(

@@ -165,12 +165,18 @@ class QueryPaging:
         self.pages = 0
 
     def wanted(self, post: dict) -> bool:
-        """The config's date range and reblog setting (reblogs carry `parent_post_url`)."""
+        """The config's date range and reblog setting.
+
+        A reblog carries `parent_post_url` (api.md) or, in NPF, a reblog trail (npf-spec
+        "Reblog Trail"); a legacy post's trail may hold the post itself, so it does not count.
+        """
         stamp = tumblr._int(post.get("timestamp"))
         if self.until and stamp > self.until:
             return False
         return self.include_reblogs or not (
-            post.get("reblogged_from_id") or post.get("parent_post_url")
+            post.get("reblogged_from_id")
+            or post.get("parent_post_url")
+            or (tumblr.is_npf(post) and post.get("trail"))
         )
 
     def state(self) -> dict:
