@@ -417,6 +417,20 @@ def test_a_spent_daily_budget_stops_with_one_line_and_a_rerun_resumes(tmp_path, 
     assert f"{len(fake.api_requests())} Tumblr API calls made" in rerun.stderr
 
 
+def test_a_stopped_full_paging_resumes_without_repaging_a_finished_query(tmp_path, fake, secrets):
+    run_harvest(tmp_path, raw_config())
+    uninterrupted = fake.api_requests()
+    fake.clear()
+    fake.faults = ft.Faults(rate_limit="daily", rate_limit_after=3, rate_limit_reset_s=60)
+    with pytest.raises(net.RateLimited):
+        run_harvest(tmp_path, raw_config(full_paging=True))
+    stopped = fake.api_requests()
+    fake.clear()
+    run_harvest(tmp_path, raw_config(full_paging=True))
+    # The blog's finished paging and the tag's first page are not asked for again.
+    assert stopped[:-1] + fake.api_requests() == uninterrupted
+
+
 def test_a_wait_longer_than_max_wait_stops_with_the_reset_time(tmp_path, fake, secrets):
     fake.faults.rate_limit, fake.faults.rate_limit_reset_s = "hourly", 3600
     with pytest.raises(net.RateLimited) as error:

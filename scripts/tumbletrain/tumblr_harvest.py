@@ -281,8 +281,11 @@ class TumblrHarvest:
         self.api = api or tumblr.TumblrAPI(cfg, tumblr.credentials_from_env())
         self.downloader = tumblr.Downloader(cfg)
         self.fetched = read_fetched(self.fetched_path)
-        self.complete = {} if cfg.full_paging else read_paging(self.paging_path)
-        self.partial, self.done = read_paging_log(self.log_path)
+        saved = read_paging(self.paging_path)
+        self.partial, done = read_paging_log(self.log_path)
+        # Queries the interrupted run this one resumes paged to their end, full paging or not.
+        self.paged_before = {key: saved[key] for key in done if key in saved}
+        self.complete = {} if cfg.full_paging else saved
         self.chosen: dict[str, Chosen] = {}
         self.skipped: list[tuple[str, str, str, str]] = []
         self.pending: dict[Future, str] = {}
@@ -306,9 +309,10 @@ class TumblrHarvest:
 
     def page(self, query: tt_config.TumblrQuery) -> None:
         key = query_key(query, self.cfg)
-        if key in self.done and key in self.complete:
+        if key in self.paged_before:
             # Paged to its end by the interrupted run this one resumes: no call needed.
-            for ref in tumblr_refs(self.complete[key]):
+            self.complete[key] = self.paged_before[key]
+            for ref in tumblr_refs(self.paged_before[key]):
                 self.take(ref)
             return
         paging = QueryPaging(
@@ -326,7 +330,7 @@ class TumblrHarvest:
             self.record_finished()
         log.info("%s: %d pages, %d images", tumblr.describe(query), paging.pages, len(paging.refs))
         # Only now is this query's paging complete: the next run may stop at its newest.
-        self.complete[query_key(query, self.cfg)] = paging.state()
+        self.complete[key] = paging.state()
         fileio.write_json(self.paging_path, {"version": PAGING_VERSION, "queries": self.complete})
         self.append_log({"query": key, "done": True})
 
