@@ -498,6 +498,15 @@ def test_an_unreachable_api_is_one_line_naming_the_host_and_the_retries(tmp_path
     )
 
 
+def test_an_api_host_without_scheme_is_one_line(tmp_path, secrets):
+    with pytest.raises(cli.UserError) as error:
+        run_harvest(tmp_path, raw_config(api_host="api.tumblr.com"))
+    assert str(error.value) == (
+        "tumblr.api_host 'api.tumblr.com': a relative URL refused; it must be an http(s) URL "
+        "such as https://api.tumblr.com"
+    )
+
+
 def test_redirects_are_checked_on_every_hop(tmp_path, fake, secrets):
     keys = ["elsewhere", "loop", "file", "fine"]
     fake.blogs[BLOG] = [ft.legacy_photo_post(1, T0, ["pose"], keys)]

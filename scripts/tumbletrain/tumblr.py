@@ -350,9 +350,9 @@ class TumblrAPI:
             credentials.consumer_secret,
             credentials.oauth_token,
             credentials.oauth_secret,
-            host=cfg.api_host,
+            host=cfg.api_host.rstrip("/"),
         )
-        self.client.request = NetRequest(credentials, cfg.api_host, self.net)
+        self.client.request = NetRequest(credentials, cfg.api_host.rstrip("/"), self.net)
 
     @property
     def calls(self) -> int:
@@ -379,6 +379,11 @@ class TumblrAPI:
             raise cli.UserError(
                 f"{error}; check the network connection (and tumblr.api_host), "
                 "then re-run to resume"
+            ) from None
+        except net.Refused as refused:
+            raise cli.UserError(
+                f"tumblr.api_host {self.client.request.host!r}: {refused}; it must be an http(s) "
+                "URL such as https://api.tumblr.com"
             ) from None
         posts = data.get("posts") if isinstance(data, dict) else data
         return [p for p in posts if isinstance(p, dict)] if isinstance(posts, list) else []
