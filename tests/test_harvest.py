@@ -736,3 +736,23 @@ def test_tags_added_to_old_posts_need_full_paging(tmp_path, fake, secrets):
     fake.clear()
     run_harvest(tmp_path, raw_config(include_reblogs=False))
     assert len(fake.api_requests()) == 6
+
+
+def test_the_harvest_rule_under_snakemake_stops_and_resumes(tmp_path, fake, tool_env):
+    from conftest import snakemake, write_project
+
+    raw = raw_config()
+    write_project(tmp_path, raw)
+    env = {**tool_env, **SECRETS, **fake.env()}
+    fake.faults = ft.Faults(rate_limit="daily", rate_limit_after=3, rate_limit_reset_s=600)
+    stopped = snakemake(tmp_path, env, "resources/manifests/pose.tsv", timeout=300)
+    assert stopped.returncode != 0
+    log_lines = (tmp_path / "logs" / "harvest" / "pose.log").read_text().strip().splitlines()
+    assert log_lines[-1].startswith("ERROR: api.tumblr.com: the daily API budget")
+    assert log_lines[-1].endswith("re-run to resume after the reset")
+    resumed = snakemake(tmp_path, env, "resources/manifests/pose.tsv", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, blog_expected = blog_posts()
+    _, tagged_expected = tagged_posts()
+    expected = {k: v for k, v in {**blog_expected, **tagged_expected}.items() if v}
+    assert chosen(tmp_path / "resources") == expected
