@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import re
 import shlex
@@ -86,6 +88,113 @@ def test_stage_config_narrows_to_what_the_stage_reads():
     assert list(annotations_a["classes"]) == ["a", "b"]
     assert annotations_a["classes"]["b"] == {"aliases": ["B"]}
     assert config.parse(annotations_a).get_class("b").label_id == 2
+    checkpoint = config.stage_config(raw, "checkpoint_download")
+    assert checkpoint == {"model": {"checkpoint": raw["model"]["checkpoint"]}}
+
+
+FULL = {
+    "classes": {
+        "a": {"demo": {"images": 2}, "aliases": ["A1"]},
+        "b": {"aliases": ["B"], "tumblr": [{"tag": "x"}]},
+    }
+}
+
+
+def stage_view(name: str, class_name: str | None):
+    """The stage's config as its command builds it from the JSON its rule passes."""
+    declaration = config.declared(name)
+    text = config.stage_json(config.validate(FULL), name, class_name)
+    args = argparse.Namespace(config_json=text, config=None, class_name=class_name)
+    return declaration, config.from_arguments(args, declaration)
+
+
+def all_stages():
+    config.declared("demo")  # imports every stage module
+    return sorted(config.STAGES)
+
+
+@pytest.mark.parametrize("name", all_stages())
+@pytest.mark.parametrize("class_name", ["a", None])
+def test_a_stage_reads_only_what_its_rule_passes(name, class_name):
+    declaration, cfg = stage_view(name, class_name)
+    full = config.parse(FULL)
+    for section in (f.name for f in dataclasses.fields(config.WorkflowConfig)):
+        if section == "classes":
+            continue
+        keys = declaration.keys(section)
+        if keys == set():
+            with pytest.raises(config.NotPassed, match=f"stage {name} reads config {section},"):
+                getattr(cfg, section)
+            continue
+        part = getattr(cfg, section)
+        for field in dataclasses.fields(part):
+            if keys is None or field.name in keys:
+                assert getattr(part, field.name) == getattr(getattr(full, section), field.name)
+            else:
+                with pytest.raises(config.NotPassed, match=f"stage {name} reads config"):
+                    getattr(part, field.name)
+    if declaration.classes == "none":
+        with pytest.raises(config.NotPassed, match=f"stage {name} reads config classes,"):
+            cfg.classes  # noqa: B018
+    elif declaration.classes in ("names", "all"):
+        assert cfg.class_names == ["a", "b"]
+        assert [c.label_id for c in cfg.classes] == [1, 2]
+        assert cfg.get_class("b").aliases == ("B",)
+    else:
+        assert cfg.class_names == (["a"] if class_name else ["a", "b"])
+        with pytest.raises(config.NotPassed, match=f"stage {name} reads config classes.a.label_id"):
+            cfg.get_class("a").label_id  # noqa: B018
+    if declaration.classes == "names" and class_name == "a":
+        assert cfg.get_class("a").demo == full.get_class("a").demo
+        with pytest.raises(config.NotPassed, match=f"stage {name} reads config classes.b.tumblr"):
+            cfg.get_class("b").tumblr  # noqa: B018
+
+
+def test_annotations_get_the_folders_of_the_classes_sharing_one():
+    raw = config.validate(
+        {
+            "classes": {
+                "cup": {"folders": ["data/voc"]},
+                "ball": {"folders": ["data/voc"], "aliases": ["Ball"]},
+                "pose": {"folders": ["data/poses"]},
+            }
+        }
+    )
+    args = argparse.Namespace(
+        config_json=config.stage_json(raw, "annotations", "cup"), config=None, class_name="cup"
+    )
+    cfg = config.from_arguments(args, config.declared("annotations"))
+    assert [c.name for c in cfg.classes if c.given("folders")] == ["cup", "ball"]
+    assert cfg.get_class("ball").folders == ("data/voc",)
+    with pytest.raises(config.NotPassed, match="stage annotations reads config classes.pose"):
+        cfg.get_class("pose").folders  # noqa: B018
+
+
+def test_every_rule_passes_the_part_its_stage_declares(repo):
+    """A rule's params name its own stage; every declared stage is some rule's."""
+    passed = {}
+    for smk in (repo / "workflow" / "rules").glob("*.smk"):
+        rule = None
+        for line in smk.read_text().splitlines():
+            if match := re.match(r"(?:rule|checkpoint) (\w+):", line):
+                rule = match.group(1)
+            if match := re.search(r'stage_json\("(\w+)"', line):
+                passed[rule] = match.group(1)
+    assert passed, "no rule passes a config part"
+    assert {rule: rule for rule in passed} == passed
+    assert set(passed) == set(all_stages())
+
+
+def test_a_standalone_command_gets_the_same_part(tmp_path):
+    path = write_project(tmp_path, FULL)
+    declaration = config.declared("annotations")
+    args = argparse.Namespace(config_json=None, config=path, class_name="a")
+    alone = config.from_arguments(args, declaration)
+    _, under_snakemake = stage_view("annotations", "a")
+    assert alone.split == under_snakemake.split
+    assert alone.class_names == under_snakemake.class_names
+    with pytest.raises(config.NotPassed, match="stage annotations reads config tumblr,"):
+        alone.tumblr  # noqa: B018
 
 
 def test_stage_json_keeps_the_class_order_and_sorts_the_rest():

@@ -26,6 +26,9 @@ from . import cli, fileio, labelformats, lists, neardup, sources, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
+# The config this command reads; its rule passes exactly this.
+# Of the other classes, their names, and the folders of those sharing one with this class.
+CONFIG = tt_config.stage("annotations", "split", classes="names", others=sources.sharing_specs)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}
@@ -732,7 +735,9 @@ def assign_owners(
     Paths are compared resolved, through the folder each file was found in
     (resolving every file would cost a system call per path component).
     """
-    sharing = [(cls.name, sources.resolved_folders(cls)) for cls in cfg.classes]
+    sharing = [
+        (cls.name, sources.resolved_folders(cls)) for cls in cfg.classes if cls.given("folders")
+    ]
     mine = dict(sharing)[class_name]
     sharing = [(n, fs) for n, fs in sharing if n == class_name or sources.overlap(mine, fs)]
     if len(sharing) < 2:
@@ -895,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
         help="every class's signature table (results/signatures/*.tsv): near-duplicate groups",
     )
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, CONFIG)
     summary = validate_class(
         cfg,
         args.class_name,

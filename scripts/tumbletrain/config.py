@@ -16,10 +16,12 @@ import contextlib
 import copy
 import difflib
 import functools
+import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,19 +40,50 @@ class ConfigError(cli.UserError, ValueError):
     """The configuration does not match the schema; a stage command says so in one line."""
 
 
+class NotPassed(LookupError):
+    """A stage read a part of the config that its rule does not pass (a bug: declare it)."""
+
+
 @dataclass(frozen=True)
-class TumblrQuery:
+class _Absent:
+    stage: str
+    key: str
+
+
+class _Strict:
+    """Reading a part of the config the stage was not given raises at once, naming the stage.
+
+    Otherwise the stage would silently see the schema's default instead of
+    the user's value, and Snakemake would not re-run it when the value changes.
+    """
+
+    def given(self, name: str) -> bool:
+        """Whether the stage was given this part (see Stage.others)."""
+        return type(object.__getattribute__(self, name)) is not _Absent
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if type(value) is _Absent:
+            raise NotPassed(
+                f"stage {value.stage} reads config {value.key}, which its rule does not pass; "
+                f"add it to the stage's declaration (config.stage({value.stage!r}, ...))"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class TumblrQuery(_Strict):
     tag: str
     blog: str | None = None
 
 
 @dataclass(frozen=True)
-class DemoSource:
+class DemoSource(_Strict):
     images: int
 
 
 @dataclass(frozen=True)
-class ClassConfig:
+class ClassConfig(_Strict):
     name: str
     label_id: int
     tumblr: tuple[TumblrQuery, ...]
@@ -63,7 +96,7 @@ class ClassConfig:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(_Strict):
     seed: int
     min_side: int
     max_side: int
@@ -71,7 +104,7 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
-class TumblrConfig:
+class TumblrConfig(_Strict):
     api_host: str
     media_hosts: tuple[str, ...]
     include_reblogs: bool
@@ -87,7 +120,7 @@ class TumblrConfig:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Strict):
     verification_percent: float
     salt: str
     group_near_duplicates: bool
@@ -95,19 +128,19 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
-class RecordsConfig:
+class RecordsConfig(_Strict):
     shards: int
 
 
 @dataclass(frozen=True)
-class CheckpointSource:
+class CheckpointSource(_Strict):
     url: str
     sha256: str | None = None
     max_extract_mb: float = 1024
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Strict):
     backbone: str
     input_size: int
     checkpoint: CheckpointSource | None
@@ -123,7 +156,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Strict):
     run: str
     steps: int
     batch_size: int
@@ -138,19 +171,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(_Strict):
     min_score: float
     grid_images: int
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(_Strict):
     input: str | None
     min_score: float
 
 
 @dataclass(frozen=True)
-class WorkflowConfig:
+class WorkflowConfig(_Strict):
     classes: tuple[ClassConfig, ...]
     demo: DemoConfig
     tumblr: TumblrConfig
@@ -302,13 +335,17 @@ def _message(error: jsonschema.ValidationError, files: tuple[Path, ...]) -> str:
     return f"{_where(files, keys)}{key}: {error.message}"
 
 
-def validate(raw: dict, files: tuple[Path, ...] = ()) -> dict:
+def validate(raw: dict, files: tuple[Path, ...] = (), part: bool = False) -> dict:
     """Validate against the schema and fill in defaults; returns a new dict.
 
-    `files` are where the config came from, for the error's file and line.
+    `files` are where the config came from, for the error's file and line;
+    a stage's `part` may leave out the classes.
     """
     data = copy.deepcopy(raw)
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    errors = _validator().iter_errors(data)
+    if part and "classes" not in data:
+        errors = (e for e in errors if not (e.validator == "required" and not e.path))
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         raise ConfigError(_message(error, tuple(files)))
     return data
@@ -341,10 +378,10 @@ def _naming(cls: str, alias: str) -> str:
 
 def build(data: dict) -> WorkflowConfig:
     """Typed objects from a validated config (defaults filled in)."""
-    _check_distinct(data["classes"])
+    _check_distinct(data.get("classes", {}))
     # Label ids follow the order of `classes` (the stages' JSON keeps it).
     classes = []
-    for label_id, (name, spec) in enumerate(data["classes"].items(), start=1):
+    for label_id, (name, spec) in enumerate(data.get("classes", {}).items(), start=1):
         spec = spec or {}
         classes.append(
             ClassConfig(
@@ -419,47 +456,118 @@ def for_snakemake(config: dict, files: list) -> WorkflowConfig:
     return parsed
 
 
-# Which top-level sections each stage reads. `classes` is narrowed to the
-# stage's class where a rule works on one class.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "demo": ("demo",),
-    "harvest": ("tumblr",),
-    "annotations": ("split",),
-    "records": ("records",),
-    "train": ("model", "train"),
-    "evaluate": ("model", "train", "evaluate"),
-    "export": ("model", "train"),
-    "predict": ("model", "predict"),
-    "report": ("evaluate",),
-    "summary": ("model", "train", "evaluate"),
-}
+# --- what each stage reads -------------------------------------------------------
+
+CLASS_MODES = ("all", "own", "names", "none")
+# The modules that declare stages; importing them fills STAGES.
+STAGE_MODULES = ("demo", "harvest", "labelimg", "annotations", "records", "model", "report")
 
 
-def stage_config(raw: dict, stage: str, class_name: str | None = None) -> dict:
+@dataclass(frozen=True)
+class Stage:
+    """The part of the config one stage command reads, declared beside its code.
+
+    `sections` are top-level sections, or `section.key` for one key of one.
+    `classes`: "all" every class in full; "own" only the rule's class (no
+    label id); "names" the rule's class in full and every class's name,
+    aliases and label id (objects of other classes appear in any XML);
+    "none" no classes. The stage's rule passes exactly this part, and the
+    stage can read nothing else.
+    """
+
+    name: str
+    sections: tuple[str, ...]
+    classes: str
+    # In "names" mode, what the stage also gets of the other classes:
+    # (classes, class_name) -> {other class: {key: value}}.
+    others: Callable[[dict, str], dict] | None = None
+
+    def keys(self, section: str) -> set[str] | None:
+        """The keys of `section` the stage reads: None for all, empty for none."""
+        if section in self.sections:
+            return None
+        return {s.split(".", 1)[1] for s in self.sections if s.split(".", 1)[0] == section}
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(
+    name: str,
+    *sections: str,
+    classes: str = "all",
+    others: Callable[[dict, str], dict] | None = None,
+) -> Stage:
+    """Declare a stage: its rule's name, the sections it reads, which classes."""
+    unknown = [s for s in sections if s.split(".", 1)[0] not in schema()["properties"]]
+    if unknown or classes not in CLASS_MODES or name in STAGES:
+        raise ValueError(f"stage {name}: bad declaration {sections} / {classes!r}")
+    STAGES[name] = Stage(name, sections, classes, others)
+    return STAGES[name]
+
+
+def declared(name: str) -> Stage:
+    if name not in STAGES:
+        for module in STAGE_MODULES:
+            importlib.import_module(f"{__package__}.{module}")
+    return STAGES[name]
+
+
+def stage_config(raw: dict, stage_name: str, class_name: str | None = None) -> dict:
     """The part of a validated config that one stage (and class) depends on."""
-    if stage == "checkpoint":
-        # Only the download itself: tuning the model must not fetch it again.
-        return {"classes": raw["classes"], "model": {"checkpoint": raw["model"]["checkpoint"]}}
-    part: dict[str, Any] = {key: raw[key] for key in STAGE_SECTIONS[stage] if key in raw}
-    if class_name is None:
-        part["classes"] = raw["classes"]
-    else:
-        spec = dict(raw["classes"][class_name] or {})
-        part["classes"] = {class_name: spec}
-        if stage in ("annotations", "records"):
-            # Objects of other classes can appear in this class's XML: the
-            # stage needs every name, alias and label id, not just its own.
-            part["classes"] = {
-                name: {"aliases": (other or {}).get("aliases", [])}
-                for name, other in raw["classes"].items()
-            }
-            part["classes"][class_name] = spec
-            if stage == "annotations":
-                from .sources import sharing_specs
-
-                for name, folders in sharing_specs(raw["classes"], class_name).items():
-                    part["classes"][name].update(folders)
+    declaration = declared(stage_name)
+    part: dict[str, Any] = {}
+    for section in schema()["properties"]:
+        keys = declaration.keys(section)
+        if section == "classes" or section not in raw or keys == set():
+            continue
+        part[section] = raw[section] if keys is None else {k: raw[section][k] for k in keys}
+    classes = raw.get("classes", {})
+    mode = declaration.classes
+    if mode == "own" and class_name is not None:
+        part["classes"] = {class_name: classes[class_name]}
+    elif mode == "names":
+        part["classes"] = {
+            name: spec if name == class_name else {"aliases": (spec or {}).get("aliases", [])}
+            for name, spec in classes.items()
+        }
+        if declaration.others and class_name is not None:
+            for name, extra in declaration.others(classes, class_name).items():
+                part["classes"][name].update(extra)
+    elif mode == "all" or mode == "own":
+        part["classes"] = classes
     return part
+
+
+def narrow(cfg: WorkflowConfig, declaration: Stage, part: dict) -> WorkflowConfig:
+    """The config as a stage sees it: what its `part` (stage_config) does not hold is absent."""
+
+    def keep_only(obj, keep: set[str] | None, prefix: str):
+        if keep is None:
+            return obj
+        gone = {f.name for f in fields(obj)} - keep
+        return replace(obj, **{k: _Absent(declaration.name, f"{prefix}{k}") for k in gone})
+
+    changes: dict[str, Any] = {}
+    for f in fields(WorkflowConfig):
+        keys = declaration.keys(f.name)
+        if f.name == "classes":
+            continue
+        if keys == set():
+            changes[f.name] = _Absent(declaration.name, f.name)
+        else:
+            changes[f.name] = keep_only(getattr(cfg, f.name), keys, f"{f.name}.")
+    if declaration.classes == "none":
+        changes["classes"] = _Absent(declaration.name, "classes")
+    else:
+        # A class alone ("own") has no label id: that depends on the others.
+        ids = set() if declaration.classes == "own" else {"label_id"}
+        changes["classes"] = tuple(
+            keep_only(c, {"name", *ids, *part["classes"][c.name]}, f"classes.{c.name}.")
+            for c in cfg.classes
+            if c.name in part["classes"]
+        )
+    return replace(cfg, **changes)
 
 
 def _sorted(value: Any) -> Any:
@@ -479,7 +587,8 @@ def stage_json(raw: dict, stage: str, class_name: str | None = None) -> str:
     """
     part = stage_config(raw, stage, class_name)
     canonical = _sorted(part)
-    canonical["classes"] = {name: _sorted(spec) for name, spec in part["classes"].items()}
+    if "classes" in part:
+        canonical["classes"] = {name: _sorted(spec) for name, spec in part["classes"].items()}
     return json.dumps(canonical, separators=(",", ":"))
 
 
@@ -498,11 +607,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def from_arguments(args: argparse.Namespace) -> WorkflowConfig:
+def from_arguments(args: argparse.Namespace, declaration: Stage) -> WorkflowConfig:
+    """The stage's config from its command line: exactly the part it declares."""
     if args.config_json:
         try:
-            raw = json.loads(args.config_json)
+            raw, files = json.loads(args.config_json), ()
         except json.JSONDecodeError as error:
             raise ConfigError(f"--config-json is not JSON: {error}") from None
-        return parse(raw)
-    return load(args.config)
+    else:
+        raw, files = read_file(args.config), (args.config,)
+    data = validate(raw, files, part=declaration.classes == "none")
+    part = stage_config(data, declaration.name, getattr(args, "class_name", None))
+    return narrow(build(data), declaration, part)

@@ -26,6 +26,8 @@ from . import config as tt_config
 from .vocxml import VocObject, labelimg_xml
 
 log = logging.getLogger("tumbletrain.demo")
+# The config this command reads; its rule passes exactly this.
+CONFIG = tt_config.stage("demo", "demo", classes="own")
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class", dest="class_name", required=True, help="class to draw")
     parser.add_argument("--output", type=Path, required=True, help="folder to create")
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, CONFIG)
     cls = cfg.get_class(args.class_name)
     if cls.demo is None:
         raise cli.UserError(

@@ -17,6 +17,8 @@ from . import cli, fileio, sources, store
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.harvest")
+# The config this command reads; its rule passes exactly this.
+CONFIG = tt_config.stage("harvest", "tumblr", classes="own")
 
 FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifests", type=Path, default=Path("resources/manifests"))
     parser.add_argument("--demo-dir", type=Path, help="the class's demo folder, if any")
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, CONFIG)
     result = harvest_class(cfg, args.class_name, args.store, args.manifests, args.demo_dir)
     log.info(
         "%s: %d images in the manifest, %d skipped",

@@ -25,6 +25,9 @@ from . import cli, fileio, sources
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.labelimg")
+# The config this command reads; its rule passes exactly this.
+# Every class in full: any class's folders may be the one it is asked to fill.
+CONFIG = tt_config.stage("label", classes="all")
 MARKER = ".tumbletrain.json"
 CLASSES_FILE = "predefined_classes.txt"
 
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--folder", type=Path, required=True, help="data/{class}")
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, CONFIG)
     if not args.manifest.exists():
         raise cli.UserError(f"{args.manifest} does not exist; run the harvest first")
     cls = cfg.get_class(args.class_name)

@@ -11,6 +11,12 @@ from . import cli
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.model")
+# The config each command reads; its rule passes exactly this.
+CHECKPOINT = tt_config.stage("checkpoint_download", "model.checkpoint", classes="none")
+TRAIN = tt_config.stage("train", "model", "train", classes="names")
+EVALUATE = tt_config.stage("evaluate", "evaluate", classes="names")
+EXPORT = tt_config.stage("export", classes="none")
+PREDICT = tt_config.stage("predict", "predict", classes="names")
 
 
 def class_names(cfg: tt_config.WorkflowConfig) -> dict[int, str]:
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("checkpoint", help="download, verify and extract model.checkpoint")
     tt_config.add_config_arguments(p)
     p.add_argument("--output-dir", type=Path, required=True)
-    p.set_defaults(run=cmd_checkpoint)
+    p.set_defaults(run=cmd_checkpoint, stage=CHECKPOINT)
 
     p = sub.add_parser("train", help="train from the records (resumes from the last checkpoint)")
     tt_config.add_config_arguments(p)
@@ -129,31 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-json", type=Path, help="resources/checkpoints/*/checkpoint.json")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--final", type=Path, required=True)
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(run=cmd_train, stage=TRAIN)
 
     p = sub.add_parser("evaluate", help="COCO metrics, curves and a detection grid")
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True, help="results/train/{run}/final.json")
     p.add_argument("--verification-stats", type=Path, nargs="+", required=True)
     p.add_argument("--outdir", type=Path, required=True)
-    p.set_defaults(run=cmd_evaluate)
+    p.set_defaults(run=cmd_evaluate, stage=EVALUATE)
 
     p = sub.add_parser("export", help="SavedModel and TFLite (float, int8)")
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True)
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--calibration-steps", type=int, default=100)
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(run=cmd_export, stage=EXPORT)
 
     p = sub.add_parser("predict", help="detections and LabelImg pre-labels for a folder")
     tt_config.add_config_arguments(p)
     p.add_argument("--saved-model", type=Path, required=True)
     p.add_argument("--input", type=Path, help="folder of images (default: predict.input)")
     p.add_argument("--outdir", type=Path, required=True)
-    p.set_defaults(run=cmd_predict)
+    p.set_defaults(run=cmd_predict, stage=PREDICT)
 
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, args.stage)
     args.run(cfg, args)
     return 0
 

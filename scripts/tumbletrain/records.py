@@ -32,6 +32,9 @@ from . import cli, fileio, lists, tfrecord
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.records")
+# The config each command reads; its rule passes exactly this.
+RECORDS = tt_config.stage("records", "records", classes="names")
+LABEL_MAP = tt_config.stage("label_map", classes="names")
 
 COPIED_FORMATS = {"jpeg", "png"}
 # Images one ExampleBuilder serves before it is replaced (see write_shard).
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pbtxt", type=Path, required=True)
     labels.add_argument("--csv", type=Path, required=True)
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args)
+    cfg = tt_config.from_arguments(args, LABEL_MAP if args.command == "label-map" else RECORDS)
 
     if args.command == "label-map":
         fileio.write_text(args.pbtxt, label_map_pbtxt(cfg.classes))

@@ -26,6 +26,16 @@ from . import cli, fileio, lists  # noqa: E402
 from . import config as tt_config  # noqa: E402
 
 log = logging.getLogger("tumbletrain.report")
+# The config each command reads; its rule passes exactly this.
+STAGES = {
+    "data": tt_config.stage("report_data", classes="names"),
+    "samples": tt_config.stage("report_samples", classes="names"),
+    "training": tt_config.stage("report_training", "train.run", classes="none"),
+    "evaluation": tt_config.stage("report_evaluation", "train.run", classes="none"),
+    "summary": tt_config.stage(
+        "summary", "model.backbone", "model.input_size", "train.run", classes="names"
+    ),
+}
 
 REJECTED_COLUMNS = ("class", *lists.REJECTED_COLUMNS)
 # Orbit's train summaries name every loss `*loss`; these three come first.
@@ -480,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = tt_config.from_arguments(args)
-    run = args.run or cfg.train.run
+    cfg = tt_config.from_arguments(args, STAGES[args.what])
+    run = args.run or cfg.train.run if args.what in ("training", "evaluation", "summary") else ""
     results = args.results
     outdir = args.outdir or results / "report"
     if args.what == "data":

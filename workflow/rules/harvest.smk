@@ -60,7 +60,7 @@ rule label:
         mem_mb=500,
         runtime=30,
     params:
-        cfg=lambda w: stage_json("annotations", w.cls),
+        cfg=lambda w: stage_json("label", w.cls),
     shell:
         "python -m tumbletrain.labelimg --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input} --folder data/{wildcards.cls} 2> {log}"

@@ -12,7 +12,7 @@ rule checkpoint_download:
         mem_mb=2000,
         runtime=60,
     params:
-        cfg=stage_json("checkpoint"),
+        cfg=stage_json("checkpoint_download"),
     shell:
         "python -m tumbletrain.model checkpoint --config-json {params.cfg}"
         " --output-dir resources/checkpoints/{wildcards.name} 2> {log}"

@@ -37,7 +37,7 @@ rule label_map:
         mem_mb=500,
         runtime=10,
     params:
-        cfg=stage_json("records"),
+        cfg=stage_json("label_map"),
     shell:
         "python -m tumbletrain.records label-map --config-json {params.cfg}"
         " --pbtxt {output.pbtxt} --csv {output.csv} 2> {log}"

@@ -30,7 +30,7 @@ rule report_data:
         mem_mb=1000,
         runtime=10,
     params:
-        cfg=stage_json("report"),
+        cfg=stage_json("report_data"),
     shell:
         "python -m tumbletrain.report data --config-json {params.cfg} 2> {log}"
 
@@ -56,7 +56,7 @@ rule report_samples:
         mem_mb=1000,
         runtime=10,
     params:
-        cfg=stage_json("report"),
+        cfg=stage_json("report_samples"),
     shell:
         "python -m tumbletrain.report samples --config-json {params.cfg}"
         " --class {wildcards.cls} 2> {log}"
@@ -82,7 +82,7 @@ rule report_training:
         mem_mb=2000,
         runtime=10,
     params:
-        cfg=stage_json("report"),
+        cfg=stage_json("report_training"),
     shell:
         "python -m tumbletrain.report training --config-json {params.cfg}"
         " --run {wildcards.run} 2> {log}"
@@ -114,7 +114,7 @@ rule report_evaluation:
         mem_mb=1000,
         runtime=10,
     params:
-        cfg=stage_json("report"),
+        cfg=stage_json("report_evaluation"),
     shell:
         "python -m tumbletrain.report evaluation --config-json {params.cfg}"
         " --run {wildcards.run} 2> {log}"
