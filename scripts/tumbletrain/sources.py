@@ -86,6 +86,7 @@ def sharing_specs(raw_classes: Mapping[str, dict], class_name: str) -> dict[str,
         if name != class_name and overlap(mine, folders(name)):
             spec = spec or {}
             shared[name] = {
+                "annotation": spec.get("annotation", "labelimg"),
                 "annotations_dir": spec.get("annotations_dir")
                 or tt_config.default_annotations_dir(name, spec),
                 "folders": list(spec.get("folders", [])),
