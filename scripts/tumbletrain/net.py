@@ -258,8 +258,6 @@ class Net:
                     timeout=self.policy.timeout_s,
                     allow_redirects=False,
                 )
-            except requests.exceptions.RetryError as error:  # only 429s and 5xx left
-                raise Unreachable(host, self.policy.retries, "server errors") from error
             except (requests.ConnectionError, requests.Timeout) as error:
                 raise Unreachable(
                     host, self.policy.retries, _why(error, self.policy.timeout_s)
