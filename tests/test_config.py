@@ -517,3 +517,13 @@ def test_the_job_environments_need_no_snakemake(repo):
     for module in (repo / "scripts" / "tumbletrain").glob("*.py"):
         assert "import snakemake" not in module.read_text(), module.name
         assert "from snakemake" not in module.read_text(), module.name
+
+
+def test_the_configuration_reference_matches_the_schema(repo):
+    for key, spec, _ in config._rows("", config.schema()):
+        assert spec.get("description"), f"schema key {key} has no description"
+    assert (repo / "config" / "README.md").read_text() == config.reference(), (
+        "config/README.md is stale: python -m tumbletrain.config reference > config/README.md"
+    )
+    for key in ("classes.<class>.aliases", "model.input_size", "train.run", "tumblr.retries"):
+        assert f"| `{key}` |" in config.reference()

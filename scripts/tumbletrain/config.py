@@ -619,3 +619,69 @@ def from_arguments(args: argparse.Namespace, declaration: Stage) -> WorkflowConf
     data = validate(raw, files, part=declaration.classes == "none")
     part = stage_config(data, declaration.name, getattr(args, "class_name", None))
     return narrow(build(data), declaration, part)
+
+
+# --- the configuration reference ------------------------------------------------------
+
+
+def _rows(prefix: str, spec: dict):
+    """(key, spec, required) for every key under `prefix`, depth first, in the schema's order."""
+    if "$ref" in spec:
+        spec = schema()["$defs"][spec["$ref"].rsplit("/", 1)[1]]
+    for name, sub in spec.get("properties", {}).items():
+        key = f"{prefix}.{name}" if prefix else name
+        yield key, sub, name in spec.get("required", [])
+        yield from _rows(key, sub)
+    if isinstance(spec.get("additionalProperties"), dict):
+        yield from _rows(f"{prefix}.<class>", spec["additionalProperties"])
+    if isinstance(spec.get("items"), dict):
+        yield from _rows(f"{prefix}[]", spec["items"])
+
+
+def _kind(spec: dict) -> str:
+    if "enum" in spec:
+        return " \\| ".join(f"`{v}`" for v in spec["enum"])
+    if "$ref" in spec:
+        return "object"
+    kinds = spec.get("type", "any")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "items" in spec:
+        kinds = [f"list of {_kind(spec['items'])}" if k == "array" else k for k in kinds]
+    return " or ".join(kinds)
+
+
+def reference() -> str:
+    """config/README.md: every key of the schema, its type, default and meaning."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every key of the workflow's config, with its default and meaning. Generated from",
+        "the schema (`scripts/tumbletrain/config.schema.yaml`) by",
+        "`python -m tumbletrain.config reference > config/README.md`; a test checks that",
+        "it matches. `config/config.yaml` is the offline demo; your own config replaces it",
+        "(edit it in place, or pass `--configfile FILE`, which is then the whole config).",
+        "Start from `config/tumblr.example.yaml`. A key left out takes its default; a",
+        "mistyped key stops the run with one line naming the file, line and the closest",
+        "valid key.",
+        "",
+    ]
+    for section, spec in schema()["properties"].items():
+        lines += [f"## `{section}`", "", spec["description"][0].upper() + spec["description"][1:]]
+        lines += ["", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, sub, required in _rows(section, spec):
+            default = "required" if required else "(none)"
+            if "default" in sub:
+                default = f"`{json.dumps(sub['default'])}`"
+            meaning = sub["description"].replace("|", "\\|")
+            lines.append(f"| `{key}` | {_kind(sub)} | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        prog="python -m tumbletrain.config", description="The configuration's reference."
+    )
+    parser.add_argument("what", choices=["reference"], help="reference: config/README.md")
+    parser.parse_args()
+    sys.stdout.write(reference())
