@@ -35,8 +35,9 @@ format: $(VENV)/.installed
 	$(BIN)/snakefmt .
 
 # Not part of `make test`: figures go to results/bench/ and BENCHMARKS.md.
+# `make bench BENCH="records dag"` runs only those.
 bench: $(VENV)/.installed
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tests/bench/run.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tests/bench/run.py $(BENCH)
 
 rulegraph: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js

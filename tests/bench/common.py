@@ -6,6 +6,7 @@ import io
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -88,10 +89,32 @@ def cell(value: object) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def report(name: str, rows: list[dict], extra: dict | None = None) -> dict:
-    """Print a table and write results/bench/{name}.json."""
+def target(name: str, value: float, at_least: float | None = None, at_most: float | None = None):
+    """One target of a benchmark: the figure measured, the bound, and whether it was met."""
+    if (at_least is None) == (at_most is None):
+        raise ValueError("a target has one bound")
+    met = value >= at_least if at_least is not None else value <= at_most
+    bound = f">= {at_least:g}" if at_least is not None else f"<= {at_most:g}"
+    return {"target": name, "value": round(value, 3), "bound": bound, "met": bool(met)}
+
+
+def target_line(benchmark: str, t: dict) -> str:
+    verdict = "met" if t["met"] else "MISSED"
+    return f"{verdict:>6}  {benchmark}: {t['target']}: {t['value']:g} (target {t['bound']})"
+
+
+def report(
+    name: str, rows: list[dict], extra: dict | None = None, targets: list[dict] | None = None
+) -> dict:
+    """Print a table and its targets (met or missed); write results/bench/{name}.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    result = {
+        "benchmark": name,
+        "machine": machine(),
+        "rows": rows,
+        **(extra or {}),
+        "targets": targets or [],
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     keys = list(dict.fromkeys(k for row in rows for k in row))
     print(f"\n== {name} ==")
@@ -100,7 +123,16 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> dict:
         print(" | ".join(cell(row.get(k, "")) for k in keys))
     for key, value in (extra or {}).items():
         print(f"{key}: {value}")
+    print(f"load average (1 min) at the end: {result['machine']['load_1min']}")
+    for t in targets or []:
+        print(target_line(name, t))
     return result
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or of its waited-for children)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def noise_jpegs(count: int, rng: np.random.Generator, sides=(300, 700)) -> list[bytes]:

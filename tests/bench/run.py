@@ -1,4 +1,6 @@
-"""Run every benchmark: `make bench` (TT_BENCH_SCALE=0.1 for a quick pass).
+"""Run every benchmark: `make bench` (TT_BENCH_SCALE=0.1 for a quick pass), or the named ones.
+
+At the end, every target with its figure, met or MISSED.
 
 Training goes last and alone: it shares the cores with nothing of ours.
 """
@@ -6,6 +8,7 @@ Training goes last and alone: it shares the cores with nothing of ours.
 from __future__ import annotations
 
 import os
+import sys
 
 # TensorFlow's C++ start-up chatter would bury the tables.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,7 +18,22 @@ import bench_harvest  # noqa: E402
 import bench_records  # noqa: E402
 import bench_training  # noqa: E402
 import bench_validation  # noqa: E402
+from common import target_line  # noqa: E402
+
+BENCHMARKS = {
+    "validation": bench_validation,
+    "records": bench_records,
+    "harvest": bench_harvest,
+    "dag": bench_dag,
+    "training": bench_training,
+}
 
 if __name__ == "__main__":
-    for module in (bench_validation, bench_records, bench_harvest, bench_dag, bench_training):
-        module.main()
+    # `run.py records dag` runs only those; the default is all of them.
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    results = [BENCHMARKS[name].main() for name in chosen]
+    print("\n== targets ==")
+    for result in results:
+        for t in result["targets"]:
+            print(target_line(result["benchmark"], t))
+        print(f"        ({result['benchmark']}: load average {result['machine']['load_1min']})")
