@@ -280,6 +280,16 @@ def test_records_of_varied_images_are_what_tensorflow_writes(tmp_path):
         assert len(features["image/object/bbox/xmin"].float_list.value) == len(item.objects)
 
 
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 10, 1001])
+def test_box_side_quantiles_are_numpys_percentiles(count):
+    sides = list(np.random.default_rng(count).random(count))
+    expected = {
+        f"p{q}": round(float(np.percentile(sides, q)), 4) if sides else None
+        for q in (5, 25, 50, 75, 95)
+    }
+    assert records.box_side_quantiles(sides) == expected
+
+
 def test_label_maps():
     cfg = config.parse({"classes": {"pose": {}, "hand": {}}})
     assert records.label_map_pbtxt(cfg.classes) == (

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -167,7 +167,7 @@ def build_index(
             by_name.setdefault(os.path.basename(origin), []).append(origin)
     for image in folder_images:
         by_name.setdefault(os.path.basename(image), []).append(image)
-    return ClassIndex(
+    index = ClassIndex(
         class_name,
         class_names_index(cfg),
         by_path,
@@ -176,8 +176,10 @@ def build_index(
         folder_images,
         # A trailing separator: /data/pose must not admit /data/poser.
         tuple(sorted({os.path.join(os.path.realpath(s), "") for s in sources})),
-        frozenset(os.path.realpath(p) for p in by_path),
     )
+    # index.real_path resolves each folder once (realpath per file was most of the index's time).
+    known = frozenset(map(index.real_path, by_path))
+    return dataclasses.replace(index, known_files=known, real_dirs=index.real_dirs)
 
 
 def image_sources(cls: tt_config.ClassConfig, roots: list[Path], store_root: Path) -> list[Path]:
@@ -639,6 +641,8 @@ def validate_files(paths: list[str], index: ClassIndex, processes: int = 1) -> I
     if processes <= 1:
         yield from (validate_xml(path, index) for path in paths)
         return
+    from concurrent.futures import ProcessPoolExecutor  # only big classes pay its import
+
     chunks = [paths[i : i + CHUNK_FILES] for i in range(0, len(paths), CHUNK_FILES)]
     with ProcessPoolExecutor(processes, initializer=_start_worker, initargs=(index,)) as pool:
         for outcomes in pool.map(_validate_chunk, chunks):

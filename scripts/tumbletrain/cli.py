@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from tqdm import tqdm
-
 T = TypeVar("T")
 
 
@@ -64,6 +62,9 @@ def progress(
     one unreadable line; plain lines say the same and survive `tail -f`.
     """
     if sys.stderr.isatty():
+        # Imported here: a fifth of every stage's start-up, and a job's stderr is a file.
+        from tqdm import tqdm
+
         yield from tqdm(iterable, desc=desc, total=total, unit=unit, position=position)
         return
     logger = logger or logging.getLogger("tumbletrain")

@@ -227,7 +227,8 @@ def _build(cls, data: dict):
 def schema() -> dict:
     """The schema, read from the package (works from a wheel as from a checkout)."""
     text = resources.files(__package__).joinpath("config.schema.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
+    # libyaml's loader: every stage command reads the schema, 10x faster than pure Python.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _filling_defaults(validator_class):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import REPO, cpu_seconds, report, scaled, target
+from common import REPO, cpu_seconds, distinct_jpegs, report, scaled, target
 from PIL import Image
 
 CLASSES = 20
@@ -41,15 +41,13 @@ atexit.register(_note)
 
 
 def project(root: Path, per_class: int) -> list[str]:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 24), (1, 2, 3)).save(buffer, "JPEG")
-    base = buffer.getvalue()
+    images = distinct_jpegs(CLASSES * per_class, (32, 24))
     classes = {}
     for c in range(CLASSES):
         folder = root / "images" / f"class{c:02d}"
         folder.mkdir(parents=True)
         for i in range(per_class):
-            (folder / f"{i}.jpg").write_bytes(base + (c * 10**6 + i).to_bytes(4, "big"))
+            (folder / f"{i}.jpg").write_bytes(next(images))
         classes[f"class{c:02d}"] = {"folders": [str(folder)], "annotation": "whole_image"}
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump({"classes": classes}))

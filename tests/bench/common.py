@@ -10,7 +10,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +146,17 @@ def noise_jpegs(count: int, rng: np.random.Generator, sides=(300, 700)) -> list[
         image.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
         images.append(buffer.getvalue())
     return images
+
+
+def distinct_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> Iterator[bytes]:
+    """Small JPEGs of random 8x6 blocks: no two are near-duplicates of each other.
+
+    Identical pixels would make every image of a class one near-duplicate group
+    (whose grouping is quadratic in its size): not what a benchmark should time.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        pixels = rng.integers(0, 255, size=(6, 8, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).resize(size, Image.NEAREST).save(buffer, "JPEG", quality=90)
+        yield buffer.getvalue()
