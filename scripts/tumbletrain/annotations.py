@@ -670,7 +670,8 @@ def near_duplicate_placements(
             log.warning("no signature for %s: %s", outcome.item.image, error)
             continue
         members.append(neardup.Member(outcome.item.sha256, 0.0, signature))
-    return neardup.place(members, split, split.near_duplicate_distance)
+    wanted = [o.item.sha256 for o in kept]
+    return neardup.place(members, split, split.near_duplicate_distance, wanted)
 
 
 def near_duplicate_summary(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,8 +41,6 @@ SIGNATURE_COLUMNS = ("sha256", "timestamp", "phash", "dhash", "colour")
 # matches, and 2 of 7,140 pairs of distinct gradients do.
 COLOUR_MEDIAN = 8.0
 COLOUR_MEAN = 3.0
-# Rows compared at once: CHUNK x N 64-bit distances in memory.
-CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -129,52 +128,135 @@ def class_signatures(manifest: Sequence[dict[str, str]], cache: dict[str, Member
     return list(members.values())
 
 
-def near_pairs(members: Sequence[Member], distance: int) -> set[tuple[int, int]]:
-    """Index pairs (i < j) of near-duplicate members.
+# A 64-bit hash in four 16-bit blocks: two hashes within d bits have a block
+# within d // 4 bits (pigeonhole), so only those blocks' neighbours are compared.
+BLOCK_BITS = 16
+BLOCKS = 64 // BLOCK_BITS
+# Query rows searched at once: each expands into every mask of a block and
+# every neighbouring colour cell, and their candidates into colour layouts.
+QUERY_ROWS = 512
+
+
+def _masks(radius: int) -> np.ndarray:
+    values = np.arange(1 << BLOCK_BITS, dtype=np.uint64)
+    return values[np.bitwise_count(values) <= radius]
+
+
+class Buckets:
+    """Rows by an integer key below `size`, looked up for many queries at once."""
+
+    def __init__(self, keys: np.ndarray, size: int):
+        self.order = np.argsort(keys, kind="stable")
+        self.count = np.bincount(keys, minlength=size)
+        self.first = np.cumsum(self.count) - self.count
+
+    def lookup(self, queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query, row) for every row whose key equals the query's key."""
+        low, count = self.first[keys], self.count[keys]
+        hit = count > 0
+        low, count = low[hit], count[hit]
+        offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        return np.repeat(queries[hit], count), self.order[np.repeat(low, count) + offsets]
+
+
+class HashIndex:
+    """Exact search of one 64-bit hash column for rows within `distance` bits."""
+
+    def __init__(self, values: np.ndarray, distance: int):
+        self.values = values
+        self.distance = distance
+        self.masks = _masks(min(distance // BLOCKS, BLOCK_BITS)).astype(np.int64)
+        shifts = [np.uint64(BLOCK_BITS * b) for b in range(BLOCKS)]
+        self.blocks = [((values >> s) & np.uint64(0xFFFF)).astype(np.int64) for s in shifts]
+        self.buckets = [Buckets(block, 1 << BLOCK_BITS) for block in self.blocks]
+
+    def pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        queries = np.repeat(rows, len(self.masks))
+        for block, buckets in zip(self.blocks, self.buckets, strict=True):
+            keys = (block[rows, None] ^ self.masks[None, :]).ravel()
+            first, other = buckets.lookup(queries, keys)
+            keep = np.bitwise_count(self.values[first] ^ self.values[other]) <= self.distance
+            found.append((first[keep], other[keep]))
+        return _concatenate(found)
+
+
+def _concatenate(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate([f for f, _ in found]), np.concatenate([o for _, o in found])
+
+
+# Colour cells: channel means in cells of 3 * COLOUR_MEAN, indexed with a margin
+# of one cell on each side so that every neighbour of a real cell has a key.
+CELL_SIDE = 32
+NEIGHBOUR_CELLS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int64)
+
+
+class SignatureIndex:
+    """Distinct signatures, searchable for the near-duplicates of some of them.
 
     Near: a luminance hash within `distance` bits and half the colour layout
     within COLOUR_MEDIAN (a watermark band or a crop changes only part of it),
     or the whole colour layout within COLOUR_MEAN (smooth images, gradients and
     skies, whose hash bits are noise).
     """
-    pairs: set[tuple[int, int]] = set()
-    if len(members) < 2:
+
+    def __init__(self, signatures: Sequence[Signature], distance: int):
+        self.hashes = [
+            HashIndex(np.array([getattr(s, kind) for s in signatures], dtype=np.uint64), distance)
+            for kind in ("phash", "dhash")
+        ]
+        colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
+        self.colour = colour.reshape(len(signatures), -1).astype(np.int16)
+        # Two layouts within COLOUR_MEAN have channel means within 3 * COLOUR_MEAN
+        # of each other in each channel: the same or an adjacent cell.
+        means = self.colour.reshape(len(signatures), -1, 3).mean(axis=1)
+        self.cell = np.floor(means / (3 * COLOUR_MEAN)).astype(np.int64) + 1
+        self.cells = Buckets(self._key(self.cell), CELL_SIDE**3)
+
+    @staticmethod
+    def _key(cell: np.ndarray) -> np.ndarray:
+        return (cell[..., 0] * CELL_SIDE + cell[..., 1]) * CELL_SIDE + cell[..., 2]
+
+    def _colour_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = self._key(self.cell[rows, None, :] + NEIGHBOUR_CELLS[None, :, :]).ravel()
+        first, other = self.cells.lookup(np.repeat(rows, len(NEIGHBOUR_CELLS)), keys)
+        close = np.abs(self.colour[first] - self.colour[other]).mean(axis=1) <= COLOUR_MEAN
+        return first[close], other[close]
+
+    def _hash_pairs(self, index: HashIndex, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first, other = index.pairs(rows)
+        close = np.median(np.abs(self.colour[first] - self.colour[other]), axis=1) <= COLOUR_MEDIAN
+        return first[close], other[close]
+
+    def neighbours(self, rows: Sequence[int]) -> set[tuple[int, int]]:
+        """Pairs (row, other) for every near-duplicate of each of `rows`."""
+        pairs: set[tuple[int, int]] = set()
+        rows = np.asarray(rows, dtype=np.int64)
+        for start in range(0, len(rows), QUERY_ROWS):
+            chunk = rows[start : start + QUERY_ROWS]
+            found = [self._hash_pairs(index, chunk) for index in self.hashes]
+            found.append(self._colour_pairs(chunk))
+            first, other = _concatenate(found)
+            apart = first != other
+            pairs.update(zip(first[apart].tolist(), other[apart].tolist(), strict=True))
         return pairs
-    phash = np.array([m.signature.phash for m in members], dtype=np.uint64)
-    dhash = np.array([m.signature.dhash for m in members], dtype=np.uint64)
-    colour = np.frombuffer(b"".join(m.signature.colour for m in members), dtype=np.uint8)
-    colour = colour.reshape(len(members), -1).astype(np.int16)
-    for start in range(0, len(members), CHUNK):
-        rows = slice(start, min(start + CHUNK, len(members)))
-        bits = np.minimum(
-            np.bitwise_count(phash[rows, None] ^ phash[None, :]),
-            np.bitwise_count(dhash[rows, None] ^ dhash[None, :]),
-        )
-        first, second = np.nonzero(bits <= distance)
-        first += start
-        keep = second > first
-        first, second = first[keep], second[keep]
-        apart = np.median(np.abs(colour[first] - colour[second]), axis=1)
-        close = apart <= COLOUR_MEDIAN
-        pairs.update(zip(first[close].tolist(), second[close].tolist(), strict=True))
-    # The mean colour of two images differs by at most their layouts' mean
-    # difference, so only neighbours in mean colour can match.
-    means = colour.mean(axis=1)
-    order = np.argsort(means, kind="stable")
-    ends = np.searchsorted(means[order], means[order] + COLOUR_MEAN, side="right")
-    for position, i in enumerate(order.tolist()):
-        others = order[position + 1 : ends[position]]
-        if not len(others):
-            continue
-        apart = np.abs(colour[others] - colour[i]).mean(axis=1)
-        for j in others[apart <= COLOUR_MEAN].tolist():
-            pairs.add((min(i, j), max(i, j)))
-    return pairs
 
 
-def groups(members: Sequence[Member], distance: int) -> list[list[int]]:
-    """Connected components of the near-duplicate relation, as index lists."""
-    parent = list(range(len(members)))
+def near_pairs(members: Sequence[Member], distance: int) -> set[tuple[int, int]]:
+    """Index pairs (i < j) of near-duplicate members."""
+    index = SignatureIndex([m.signature for m in members], distance)
+    return {(min(i, j), max(i, j)) for i, j in index.neighbours(range(len(members)))}
+
+
+def components(index: SignatureIndex, size: int, start: Iterable[int]) -> list[list[int]]:
+    """The groups of the rows reachable from `start`, each a sorted index list.
+
+    Only the groups of the starting rows are explored: a class's job pays for
+    its own images' groups, not for every pair of every class.
+    """
+    parent = list(range(size))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -182,14 +264,22 @@ def groups(members: Sequence[Member], distance: int) -> list[list[int]]:
             i = parent[i]
         return i
 
-    for i, j in near_pairs(members, distance):
-        a, b = root(i), root(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    components: dict[int, list[int]] = {}
-    for i in range(len(members)):
-        components.setdefault(root(i), []).append(i)
-    return list(components.values())
+    seen = set(start)
+    frontier = sorted(seen)
+    while frontier:
+        found = set()
+        for i, j in index.neighbours(frontier):
+            a, b = root(i), root(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+            if j not in seen:
+                found.add(j)
+        seen |= found
+        frontier = sorted(found)
+    grouped: dict[int, list[int]] = {}
+    for i in sorted(seen):
+        grouped.setdefault(root(i), []).append(i)
+    return list(grouped.values())
 
 
 def split_of(sha256: str, split: tt_config.SplitConfig) -> str:
@@ -213,21 +303,35 @@ def anchor_key(member: Member) -> tuple[float, str]:
 
 
 def place(
-    members: Sequence[Member], split: tt_config.SplitConfig, distance: int
+    members: Sequence[Member],
+    split: tt_config.SplitConfig,
+    distance: int,
+    wanted: Iterable[str] | None = None,
 ) -> dict[str, Placement]:
-    """Each member's split: its group's anchor's content split (the same in every class)."""
+    """The split of each image in the groups of `wanted` (default: every member).
+
+    A group's split is its anchor's content split, whichever class asks.
+    """
     unique: dict[str, Member] = {}
     for member in members:
         known = unique.get(member.sha256)
         if known is None or member.timestamp < known.timestamp:
             unique[member.sha256] = member
-    ordered = sorted(unique.values(), key=lambda m: m.sha256)
+    # Identical signatures (copies that differ only in bytes) are one point.
+    alike: dict[Signature, list[Member]] = {}
+    for member in sorted(unique.values(), key=lambda m: m.sha256):
+        alike.setdefault(member.signature, []).append(member)
+    points = sorted(alike, key=lambda s: alike[s][0].sha256)
+    row_of = {m.sha256: row for row, s in enumerate(points) for m in alike[s]}
+    start = {row_of[sha] for sha in (unique if wanted is None else wanted) if sha in row_of}
     placements = {}
-    for component in groups(ordered, distance):
-        anchor = min((ordered[i] for i in component), key=anchor_key)
+    index = SignatureIndex(points, distance)
+    for component in components(index, len(points), start):
+        group = [m for row in component for m in alike[points[row]]]
+        anchor = min(group, key=anchor_key)
         where = split_of(anchor.sha256, split)
-        for i in component:
-            placements[ordered[i].sha256] = Placement(where, anchor.sha256, len(component))
+        for member in group:
+            placements[member.sha256] = Placement(where, anchor.sha256, len(group))
     return placements
 
 
@@ -242,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, required=True, help="signatures kept between runs (read and updated)"
     )
     args = parser.parse_args(argv)
-    fileio.remove_leftovers(args.cache.parent) if args.cache.parent.is_dir() else None
     cache = {}
     if args.cache.is_file():
         cache = {m.sha256: m for m in read_members(args.cache)}
