@@ -40,6 +40,8 @@ SIGNATURE_COLUMNS = ("sha256", "timestamp", "phash", "dhash", "colour")
 # JPEG-40, 5%-cropped and 10%-watermarked copy of demo, noise and real photos
 # matches, and 2 of 7,140 pairs of distinct gradients do.
 COLOUR_MEDIAN = 8.0
+COLOUR_CELLS = 16  # a 4x4 layout
+COLOUR_BYTES = COLOUR_CELLS * 3
 COLOUR_MEAN = 3.0
 
 
@@ -71,7 +73,7 @@ def signature_of(path: str | Path) -> Signature:
         # JPEG decodes at 1/2 to 1/8 scale in its DCT: the hashes need 32x32 pixels.
         image.draft("RGB", (128, 128))
         upright = ImageOps.exif_transpose(image).convert("RGB")
-    colour = upright.resize((4, 4), Image.Resampling.BOX).tobytes()
+    colour = upright.resize((4, 4), Image.Resampling.BOX).tobytes()  # COLOUR_CELLS
     return Signature(_bits(imagehash.phash(upright)), _bits(imagehash.dhash(upright)), colour)
 
 
@@ -208,10 +210,10 @@ class SignatureIndex:
             for kind in ("phash", "dhash")
         ]
         colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
-        self.colour = colour.reshape(len(signatures), -1).astype(np.int16)
+        self.colour = colour.reshape(len(signatures), COLOUR_BYTES).astype(np.int16)
         # Two layouts within COLOUR_MEAN have channel means within 3 * COLOUR_MEAN
         # of each other in each channel: the same or an adjacent cell.
-        means = self.colour.reshape(len(signatures), -1, 3).mean(axis=1)
+        means = self.colour.reshape(len(signatures), COLOUR_CELLS, 3).mean(axis=1)
         self.cell = np.floor(means / (3 * COLOUR_MEAN)).astype(np.int64) + 1
         self.cells = Buckets(self._key(self.cell), CELL_SIDE**3)
 
