@@ -157,6 +157,7 @@ def test_data_command_draws_counts_validation_and_rejected_table(project, tool_e
     out = project / "results" / "report"
     for png in ("class_counts.png", "validation.png"):
         assert colours(out / png) > 20, f"{png} looks blank"
+    assert (out / "near_duplicates.png").is_file()
     rows = fileio.read_tsv(out / "rejected.tsv")
     assert [(r["class"], r["reason"]) for r in rows] == [
         ("cat", "not_xml"),
@@ -401,3 +402,31 @@ def test_every_category_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
     check_category_screenshots(
         report_html, ["Harvest", "Annotations", "Records", "Training", "Evaluation"], tmp_path
     )
+
+
+def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):
+    lists_dir = tmp_path / "lists"
+    images = []
+    for i, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+        path = tmp_path / f"copy{i}.png"
+        Image.new("RGB", (40, 30), colour).save(path)
+        images.append(str(path))
+    group = {"group": "abc", "size": 2, "split": "training"}
+    for name, image, moved in (("cat", images[0], 1), ("dog", images[1], 0)):
+        near = {
+            "groups": 1,
+            "images_in_groups": 1,
+            "moved_from_content_split": {"training": moved, "verification": 0},
+            "largest": [{**group, "images": [image]}],
+        }
+        fileio.write_json(lists_dir / name / "summary.json", {**SUMMARY, "near_duplicates": near})
+    groups = report.near_duplicate_groups(["cat", "dog"], lists_dir, 6)
+    assert len(groups) == 1 and groups[0]["classes"] == ["cat", "dog"]
+    assert sorted(groups[0]["images"]) == images
+    assert report.moved_counts(["cat", "dog"], lists_dir) == {"training": 1, "verification": 0}
+    report.plot_near_duplicates(["cat", "dog"], lists_dir, tmp_path / "near.png")
+    assert colours(tmp_path / "near.png") > 20
+    line, warnings = report.class_lines(
+        "cat", read_summary := report.read_json(lists_dir / "cat" / "summary.json"), lists_dir
+    )
+    assert "1 near-duplicate group of 1 images" in line, read_summary

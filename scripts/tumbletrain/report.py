@@ -224,6 +224,65 @@ def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     save(fig, path)
 
 
+def near_duplicate_groups(classes: list[str], lists_dir: Path, count: int) -> list[dict]:
+    """The largest near-duplicate groups of all classes (a group in two classes once)."""
+    groups: dict[str, dict] = {}
+    for name in classes:
+        found = read_json(lists_dir / name / "summary.json").get("near_duplicates") or {}
+        for group in found.get("largest", []):
+            entry = groups.setdefault(group["group"], {**group, "images": [], "classes": []})
+            entry["images"] += group.get("images", [])
+            entry["classes"].append(name)
+    ordered = sorted(groups.values(), key=lambda g: (-g.get("size", 0), g["group"]))
+    return ordered[:count]
+
+
+def moved_counts(classes: list[str], lists_dir: Path) -> dict[str, int]:
+    moved = dict.fromkeys(tt_config.SPLITS, 0)
+    for name in classes:
+        found = read_json(lists_dir / name / "summary.json").get("near_duplicates") or {}
+        for split, n in (found.get("moved_from_content_split") or {}).items():
+            moved[split] = moved.get(split, 0) + n
+    return moved
+
+
+def plot_near_duplicates(
+    classes: list[str], lists_dir: Path, path: Path, groups: int = 6, strip: int = 6
+) -> None:
+    """A strip of thumbnails per largest near-duplicate group: one row, one split."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    largest = near_duplicate_groups(classes, lists_dir, groups)
+    moved = moved_counts(classes, lists_dir)
+    rows = max(1, len(largest))
+    fig, axes = plt.subplots(rows, strip, figsize=(1.6 * strip, 1.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, group in zip(axes, largest, strict=False):
+        row[0].set_title(
+            f"{group['size']} images, {group.get('split', '?')} ({', '.join(group['classes'])})",
+            fontsize=7,
+            loc="left",
+        )
+        for ax, image_path in zip(row, sorted(group["images"]), strict=False):
+            try:
+                with Image.open(image_path) as image:
+                    image.seek(0)
+                    image.draft("RGB", (160, 160))
+                    ax.imshow(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+            except (OSError, UnidentifiedImageError) as error:
+                log.warning("cannot show %s: %s", image_path, error)
+    if not largest:
+        axes.flat[0].text(0.5, 0.5, "no near-duplicates found", ha="center", va="center")
+    fig.suptitle(
+        "Largest near-duplicate groups (each kept in one split); grouping moved "
+        + ", ".join(f"{n} into {split}" for split, n in moved.items())
+        + " against content-hash splits",
+        fontsize=8,
+    )
+    save(fig, path)
+
+
 def plot_series(ax, series: dict, tags) -> list[str]:
     """Plot the tags that were logged; returns them (an empty panel says so)."""
     drawn = [tag for tag in tags if series.get(tag)]
@@ -344,6 +403,12 @@ def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[st
     )
     if summary.get("unlabelled_images"):
         line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
+    near = summary.get("near_duplicates") or {}
+    if near.get("groups"):
+        line += (
+            f"; {plural(near['groups'], 'near-duplicate group')} of "
+            f"{near.get('images_in_groups', '?')} images, each in one split"
+        )
     if sum(summary.get("rejected_by_reason", {}).values()):
         line += f"; why: {rejected_tsv}"
     warnings = []
@@ -351,6 +416,12 @@ def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[st
         warnings.append(
             f"{name}: {rejected} of {xml_files} XML files rejected "
             f"({rejected / xml_files:.0%}); the reasons are in {rejected_tsv}"
+        )
+    if near.get("user_split_straddles"):
+        warnings.append(
+            f"{name}: {plural(len(near['user_split_straddles']), 'near-duplicate group')} "
+            "straddle your training/ and verification/ folders (kept as they are; "
+            f"see near_duplicates in {lists_dir / name / 'summary.json'})"
         )
     for split in tt_config.SPLITS:
         images = per_split.get(split, 0)
@@ -507,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             "Rejected XML files and objects",
             "No XML file or object was rejected.",
         )
+        plot_near_duplicates(cfg.class_names, results / "lists", outdir / "near_duplicates.png")
     elif args.what == "samples":
         if not args.class_name:
             raise cli.UserError("samples needs --class NAME: the class whose images to show")

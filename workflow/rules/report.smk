@@ -19,6 +19,11 @@ rule report_data:
             caption="../report/rejected.rst",
         ),
         rejected_tsv="results/report/rejected.tsv",
+        near_duplicates=report(
+            "results/report/near_duplicates.png",
+            category="Annotations",
+            caption="../report/near_duplicates.rst",
+        ),
     log:
         "logs/report_data/report_data.log",
     benchmark:
