@@ -182,9 +182,12 @@ def build_index(
     return dataclasses.replace(index, known_files=known, real_dirs=index.real_dirs)
 
 
-def image_sources(cls: tt_config.ClassConfig, roots: list[Path], store_root: Path) -> list[Path]:
+def image_sources(
+    cls: tt_config.ClassConfig, roots: list[Path], store_root: Path | None
+) -> list[Path]:
     """Where a class's images may live: its annotation folders, its `folders:`, the store."""
-    return [*roots, *(Path(f).expanduser() for f in cls.folders), store_root]
+    store = [store_root] if store_root else []
+    return [*roots, *(Path(f).expanduser() for f in cls.folders), *store]
 
 
 def scan(root: Path) -> tuple[list[str], list[str]]:
@@ -562,7 +565,7 @@ def resolve_duplicates(outcomes: list[Outcome]) -> None:
 
 
 def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Path) -> list[str]:
-    """One box covering each image, written as LabelImg XML under results/."""
+    """One box covering each image, written as LabelImg XML into `outdir`."""
     written = []
     for row in manifest:
         width, height = int(row["width"]), int(row["height"])
@@ -765,14 +768,14 @@ def validate_class(
     manifest_path: Path | None,
     outdir: Path,
     whole_image_dir: Path | None = None,
-    store_root: Path = Path("resources/images"),
+    store_root: Path | None = None,
     processes: int = 1,
     signatures: Sequence[Path] | None = None,
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
     if cls.annotation == "whole_image":
-        whole_dir = whole_image_dir or Path("results/whole_image") / class_name
+        whole_dir = whole_image_dir or outdir / "whole_image"
         folders = [whole_dir]
         found = [(xml, whole_dir) for xml in whole_image_xml(manifest, class_name, whole_dir)]
         folder_images: list[str] = []
@@ -878,18 +881,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     tt_config.add_config_arguments(parser)
     parser.add_argument("--class", dest="class_name", required=True)
-    parser.add_argument("--manifest", type=Path, help="resources/manifests/{class}.tsv")
-    parser.add_argument("--outdir", type=Path, required=True, help="results/lists/{class}")
+    parser.add_argument("--manifest", type=Path, help="the harvest's manifest of the class")
+    parser.add_argument(
+        "--outdir",
+        type=Path,
+        required=True,
+        help="where the lists go: {training,verification,rejected}.tsv and summary.json",
+    )
     parser.add_argument(
         "--whole-image-dir",
         type=Path,
-        help="where whole_image XML is generated (results/whole_image/{class})",
+        help="where whole_image XML is generated (created even when empty; default: OUTDIR/whole_image)",
     )
     parser.add_argument(
         "--store",
         type=Path,
-        default=Path("resources/images"),
-        help="the image store, one of the places an XML file's image may be (default: %(default)s)",
+        help="the image store, one of the places an XML file's image may be",
     )
     parser.add_argument(
         "--processes",
@@ -902,10 +909,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="*",
         default=[],
-        help="every class's signature table (results/signatures/*.tsv): near-duplicate groups",
+        help="every class's signature table (the signatures stage's): near-duplicate groups",
     )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
+    if args.whole_image_dir:
+        # The rule declares it: it exists after the job, empty for a labelled class.
+        args.whole_image_dir.mkdir(parents=True, exist_ok=True)
     summary = validate_class(
         cfg,
         args.class_name,

@@ -124,8 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     tt_config.add_config_arguments(parser)
     parser.add_argument("--class", dest="class_name", required=True)
-    parser.add_argument("--store", type=Path, default=Path("resources/images"))
-    parser.add_argument("--manifests", type=Path, default=Path("resources/manifests"))
+    parser.add_argument(
+        "--store", type=Path, required=True, help="the content-addressed image store"
+    )
+    parser.add_argument(
+        "--manifests",
+        type=Path,
+        required=True,
+        help="folder of the manifests: CLASS.tsv, CLASS.skipped.tsv and the resume state",
+    )
     parser.add_argument("--demo-dir", type=Path, help="the class's demo folder, if any")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)

@@ -32,7 +32,7 @@ from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.records")
 # The config each command reads; its rule passes exactly this.
-RECORDS = tt_config.stage("records", "records", classes="names")
+RECORDS = tt_config.stage("records", classes="names")
 LABEL_MAP = tt_config.stage("label_map", classes="names")
 
 COPIED_FORMATS = {"jpeg", "png"}
@@ -158,6 +158,7 @@ class ExampleBuilder:
 
 
 def shard_paths(output: Path, shards: int) -> list[Path]:
+    """The names of `shards` record files (the workflow's rules name them with this too)."""
     if shards == 1:
         return [output]
     return [output.with_name(f"{output.name}-{i:05d}-of-{shards:05d}") for i in range(shards)]
@@ -199,8 +200,15 @@ def write_shard(
 def write_records(
     items: list[lists.ListedImage], output: Path, label_ids: dict[str, int], shards: int = 1
 ) -> dict:
-    """Write the items round-robin into `shards` files, in parallel when there are several."""
-    paths = shard_paths(output, shards)
+    """Write the items into `shards` files named after `output` (shard_paths)."""
+    return write_record_files(items, shard_paths(output, shards), label_ids)
+
+
+def write_record_files(
+    items: list[lists.ListedImage], paths: list[Path], label_ids: dict[str, int]
+) -> dict:
+    """Write the items round-robin into these files, in parallel when there are several."""
+    shards = len(paths)
     # Round-robin keeps every shard a sample of the whole class.
     parts = [items[i::shards] for i in range(shards)]
     if shards == 1:
@@ -259,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("write", help="one list -> one record file (or shards)")
     tt_config.add_config_arguments(write)
-    write.add_argument("--list", type=Path, required=True, help="results/lists/{class}/{split}.tsv")
-    write.add_argument("--output", type=Path, required=True, help="record file to write")
+    write.add_argument("--list", type=Path, required=True, help="the annotations stage's list")
+    write.add_argument(
+        "--output",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the record files to write: one, or the shards (the images go round-robin)",
+    )
     write.add_argument("--stats", type=Path, required=True, help="JSON counts to write")
     labels = sub.add_parser("label-map", help="write label_map.pbtxt and label_map.csv")
     tt_config.add_config_arguments(labels)
@@ -285,12 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.list} has objects of classes {unknown} that are not in the config "
             f"({sorted(label_ids)}); add them under `classes:` or re-run the annotations stage"
         )
-    stats = write_records(items, args.output, label_ids, cfg.records.shards)
+    stats = write_record_files(items, args.output, label_ids)
     stats["list"] = str(args.list)
     fileio.write_json(args.stats, stats)
     log.info(
         "%s: %d images, %d objects, %.1f MB in %d file(s)",
-        args.output,
+        args.output[0],
         stats["images"],
         stats["objects"],
         stats["bytes"] / 1e6,

@@ -29,6 +29,7 @@ rule annotations:
         verification="results/lists/{cls}/verification.tsv",
         rejected="results/lists/{cls}/rejected.tsv",
         summary="results/lists/{cls}/summary.json",
+        whole_image=directory("results/whole_image/{cls}"),
     log:
         "logs/annotations/{cls}.log",
     benchmark:
@@ -43,8 +44,10 @@ rule annotations:
         runtime=60,
     params:
         cfg=lambda w: stage_json("annotations", w.cls),
+        outdir=output_folder("summary"),
+        store=IMAGE_STORE,
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
-        " --manifest {input.manifest} --outdir results/lists/{wildcards.cls}"
-        " --whole-image-dir results/whole_image/{wildcards.cls} --processes {threads}"
+        " --manifest {input.manifest} --outdir {params.outdir} --store {params.store}"
+        " --whole-image-dir {output.whole_image} --processes {threads}"
         " --signatures {input.signatures} 2> {log}"

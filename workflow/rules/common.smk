@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
+from tumbletrain import records as tt_records
 from tumbletrain import annotations, sources
 
 # Validated once, here: defaults are filled into `config`, and a mistake ends
@@ -14,6 +15,9 @@ from tumbletrain import annotations, sources
 CFG = tt_config.for_snakemake(config, workflow.configfiles)
 CLASSES = CFG.class_names
 SPLITS = list(tt_config.SPLITS)
+# The content-addressed store every class's harvest adds to: no one rule's
+# output, so the rules pass it as a path.
+IMAGE_STORE = "resources/images"
 RUN = CFG.train.run
 
 
@@ -46,6 +50,16 @@ def stage_json(stage, cls=None):
     part of the config it reads changes.
     """
     return shlex.quote(tt_config.stage_json(config, stage, cls))
+
+
+def output_folder(key=0):
+    """A param: the folder of one of the rule's outputs, where the command writes
+    it and its companions (a renamed output moves them along)."""
+
+    def folder(wildcards, output):
+        return Path(output[key]).parent
+
+    return folder
 
 
 def class_config(cls):
@@ -104,11 +118,9 @@ def record_outputs():
 
 
 def record_files(cls, split):
-    shards = config["records"]["shards"]
-    base = f"results/records/{cls}_{split}.tfrecord"
-    if shards == 1:
-        return [base]
-    return [f"{base}-{i:05d}-of-{shards:05d}" for i in range(shards)]
+    """The record files of a class and split: one, or `records.shards` shards."""
+    base = Path(f"results/records/{cls}_{split}.tfrecord")
+    return [str(p) for p in tt_records.shard_paths(base, CFG.records.shards)]
 
 
 def training_records():

@@ -39,9 +39,12 @@ rule harvest:
     params:
         cfg=lambda w: stage_json("harvest", w.cls),
         demo=lambda w, input: f"--demo-dir {input.demo}" if input.demo else "",
+        store=IMAGE_STORE,
+        # The resume state lives beside the manifest (kept when a harvest fails).
+        manifests=output_folder("manifest"),
     shell:
         "python -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
-        " --store resources/images --manifests resources/manifests {params.demo} 2> {log}"
+        " --store {params.store} --manifests {params.manifests} {params.demo} 2> {log}"
 
 
 rule label:

@@ -13,9 +13,10 @@ rule checkpoint_download:
         runtime=60,
     params:
         cfg=stage_json("checkpoint_download"),
+        folder=output_folder(),
     shell:
         "python -m tumbletrain.model checkpoint --config-json {params.cfg}"
-        " --output-dir resources/checkpoints/{wildcards.name} 2> {log}"
+        " --output-dir {params.folder} 2> {log}"
 
 
 rule train:
@@ -23,7 +24,6 @@ rule train:
         training=expand("results/records/{cls}_training.json", cls=CLASSES),
         validation=expand("results/records/{cls}_verification.json", cls=CLASSES),
         records=training_records() + verification_records(),
-        label_map="results/label_map.csv",
         checkpoint=checkpoint_input(),
     output:
         "results/train/{run}/final.json",
@@ -43,10 +43,13 @@ rule train:
         checkpoint=lambda w, input: (
             f"--checkpoint-json {input.checkpoint}" if input.checkpoint else ""
         ),
+        # Checkpoints and summaries beside final.json: not outputs, so that a
+        # failed run keeps them and the next one resumes.
+        model_dir=output_folder(),
     shell:
         "python -m tumbletrain.model train --config-json {params.cfg}"
         " --training-stats {input.training} --validation-stats {input.validation}"
-        " {params.checkpoint} --model-dir results/train/{wildcards.run}"
+        " {params.checkpoint} --model-dir {params.model_dir}"
         " --final {output} 2> {log}"
 
 
@@ -80,9 +83,10 @@ rule evaluate:
         runtime=120,
     params:
         cfg=stage_json("evaluate"),
+        outdir=output_folder("metrics"),
     shell:
         "python -m tumbletrain.model evaluate --config-json {params.cfg} --final {input.final}"
-        " --verification-stats {input.verification} --outdir results/eval/{wildcards.run}"
+        " --verification-stats {input.verification} --outdir {params.outdir}"
         " 2> {log}"
 
 
@@ -105,9 +109,10 @@ rule export:
         runtime=60,
     params:
         cfg=stage_json("export"),
+        outdir=output_folder(),
     shell:
         "python -m tumbletrain.model export --config-json {params.cfg} --final {input.final}"
-        " --outdir results/export/{wildcards.run} 2> {log}"
+        " --outdir {params.outdir} 2> {log}"
 
 
 rule predict:
@@ -127,7 +132,8 @@ rule predict:
         runtime=60,
     params:
         cfg=stage_json("predict"),
+        saved_model=lambda w, input: Path(input[0]).parent / "saved_model",
+        outdir=output_folder(),
     shell:
         "python -m tumbletrain.model predict --config-json {params.cfg}"
-        " --saved-model results/export/{wildcards.run}/saved_model"
-        " --outdir results/predict/{wildcards.run} 2> {log}"
+        " --saved-model {params.saved_model} --outdir {params.outdir} 2> {log}"

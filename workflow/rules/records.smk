@@ -18,8 +18,7 @@ rule records:
         cfg=lambda w: stage_json("records", w.cls),
     shell:
         "python -m tumbletrain.records write --config-json {params.cfg} --list {input}"
-        " --output results/records/{wildcards.cls}_{wildcards.split}.tfrecord"
-        " --stats {output.stats} 2> {log}"
+        " --output {output.records} --stats {output.stats} 2> {log}"
 
 
 rule label_map:

@@ -148,4 +148,3 @@ rule summary:
     shell:
         "python -m tumbletrain.report summary --config-json {params.cfg}"
         " --output {output} 2> {log}"
-
