@@ -891,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--whole-image-dir",
         type=Path,
-        help="where whole_image XML is generated (created even when empty; default: OUTDIR/whole_image)",
+        help="where whole_image XML is generated (made even if empty; default OUTDIR/whole_image)",
     )
     parser.add_argument(
         "--store",
