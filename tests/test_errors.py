@@ -206,3 +206,23 @@ def test_a_missing_input_names_the_file_and_the_rule_that_makes_it(
 ):
     line = stage(module, *args, config={"classes": {"cat": {}}}, cwd=tmp_path, env=tool_env)
     assert missing in line and f"run the {rule} " in line, line
+
+
+def test_a_failing_job_shows_its_error_without_a_profile(tmp_path, tool_env):
+    """Plain `snakemake --cores 2` loads profiles/default, whose show-failed-logs prints the log."""
+    from conftest import snakemake, write_project
+
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    write_project(tmp_path, {"classes": {"cat": {"folders": ["data/cat"]}}})
+    result = snakemake(tmp_path, tool_env, "resources/manifests/cat.tsv", timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    terminal = result.stdout + result.stderr
+    assert "workflow specific profile" in terminal and "profiles/default" in terminal
+    rule = "=" * 80
+    shown = terminal.split(f"Logfile logs/harvest/cat.log:\n{rule}\n")[1].split(f"\n{rule}")[0]
+    last = (tmp_path / "logs" / "harvest" / "cat.log").read_text().strip().splitlines()[-1]
+    assert shown.splitlines()[-1] == last
+    assert last == (
+        "ERROR: class 'cat' has no image source with images (folders: data/cat): "
+        "put images in its folders or give it `tumblr:` queries or `demo:` in the config"
+    )
