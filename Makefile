@@ -13,10 +13,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The demo's terminal: the jobs' progress lines and the run's account (one
+# screen). Snakemake's own messages, a block per job, go to SNAKEMAKE_LOG; when
+# a job fails, their end (the failed job's log) is printed.
+SNAKEMAKE_LOG := logs/snakemake.log
+SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/local
+
 demo: $(VENV)/.installed
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/local
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/local --report results/report.html
-	@cat results/summary.md
+	@mkdir -p logs
+	@echo "The demo runs every stage; Snakemake's messages go to $(SNAKEMAKE_LOG)."
+	@$(SNAKEMAKE) 2> $(SNAKEMAKE_LOG) || { tail -n 40 $(SNAKEMAKE_LOG); exit 1; }
+	@$(SNAKEMAKE) --report results/report.html 2>> $(SNAKEMAKE_LOG) || { tail -n 40 $(SNAKEMAKE_LOG); exit 1; }
+	@echo "The report: results/report.html; the summary: results/summary.md"
 
 test: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest

@@ -24,7 +24,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        reportable(all_targets()),
 
 
 onsuccess:

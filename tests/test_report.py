@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIG, snakemake, write_project
 from PIL import Image
 from tumbletrain import cli, config, fileio, lists, report, store
 
@@ -338,6 +340,27 @@ def test_account_of_a_run(project):
     ]
 
 
+def test_account_counts_near_duplicates_and_warns_of_straddling_groups(tmp_path):
+    summary = {"xml_files": 40, "kept": 40, "rejected_files": 0, "repaired": 0}
+    summary["per_split"] = {"training": 30, "verification": 10}
+    summary["near_duplicates"] = {
+        "groups": 3,
+        "images_in_groups": 7,
+        "user_split_straddles": ["0123456789ab"],
+    }
+    fileio.write_json(tmp_path / "lists" / "cat" / "summary.json", summary)
+    lines = report.account(config.parse(CONFIG), tmp_path, "r1").splitlines()
+    assert lines[0] == (
+        "cat: 40 XML files: 40 kept (0 repaired), 0 rejected; 30 training, 10 verification "
+        "images; 3 near-duplicate groups of 7 images, each in one split"
+    )
+    assert lines[-1] == (
+        "WARNING: cat: 1 near-duplicate group straddle your training/ and verification/ "
+        f"folders (kept as they are; see near_duplicates in {tmp_path / 'lists' / 'cat'}"
+        "/summary.json)"
+    )
+
+
 def test_account_warns_of_a_class_without_verification_images(tmp_path):
     summary = {"xml_files": 40, "kept": 38, "rejected_files": 2, "repaired": 0}
     summary["per_split"] = {"training": 38, "verification": 0}
@@ -374,26 +397,72 @@ def check_category_screenshots(report_html: Path, categories: list[str], outdir:
     assert all(not np.array_equal(pictures[0], p) for p in pictures[1:]), "same page shown twice"
 
 
-@pytest.mark.slow
-def test_data_categories_render_in_a_real_browser(tmp_path, tool_env):
-    """Harvest, Annotations and Records of a real run, without training a model."""
-    from conftest import TINY_CONFIG, snakemake, write_project
+# The README's one command for the data report: no model is trained.
+DATA_REPORT = ("data_report", "--report", "results/data_report.html", "--report-after-run")
 
-    write_project(tmp_path, TINY_CONFIG)
-    targets = ["results/report/class_counts.png", "results/report/samples_circle.png"]
-    result = snakemake(tmp_path, tool_env, *targets)
+
+@pytest.fixture(scope="module")
+def data_report_run(tmp_path_factory, tool_env):
+    """The tiny project's data report, made with the documented command."""
+    project = tmp_path_factory.mktemp("data_report")
+    write_project(project, TINY_CONFIG)
+    result = snakemake(project, tool_env, *DATA_REPORT)
     assert result.returncode == 0, result.stderr[-3000:]
-    report_html = tmp_path / "report.html"
-    result = snakemake(tmp_path, tool_env, "--report", str(report_html), *targets)
+    return project, result
+
+
+@pytest.mark.slow
+def test_the_data_report_needs_no_model(data_report_run):
+    project, _ = data_report_run
+    html = (project / "results" / "data_report.html").read_text(errors="replace")
+    for figure in ("class_counts.png", "validation.png", "rejected.html", "samples_circle.png"):
+        assert figure in html, figure
+    assert not (project / "results" / "train").exists(), "the data report trained a model"
+
+
+@pytest.mark.slow
+def test_a_report_before_training_shows_what_exists(data_report_run, tool_env):
+    """`snakemake --report` before training: no failure on the evaluation's figures."""
+    project, _ = data_report_run
+    result = snakemake(project, tool_env, "--report", "results/report.html")
     assert result.returncode == 0, result.stderr[-3000:]
+    html = (project / "results" / "report.html").read_text(errors="replace")
+    assert "class_counts.png" in html and "samples_square.png" in html
+    assert "pr_curves.png" not in html and "training_tiny.png" not in html
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_progress_lines_and_the_account_only(data_report_run, monkeypatch):
+    """Jobs' progress lines reach Snakemake's terminal; nothing else of theirs does."""
+    project, result = data_report_run
+    monkeypatch.chdir(project)
+    account = report.account(config.parse(TINY_CONFIG), Path("results"), "tiny")
+    lines = result.stdout.splitlines()
+    progress = lines[: lines.index("")]
+    assert lines[len(progress) :] == ["", *account.splitlines()]
+    # One closing line per long job; a line per 10 s besides, which these jobs are too short for.
+    closing = re.compile(
+        r"(annotations (\w+): \2 XML: 8/8 files|neardup (\w+): signatures: 8/8 images)"
+        r" in [0-9.]+ s \([0-9.]+ (files|images)/s\)"
+    )
+    assert all(closing.fullmatch(line) for line in progress), progress
+    jobs = sorted(line.split(":")[0] for line in progress)
+    classes = TINY_CONFIG["classes"]
+    assert jobs == [f"{stage} {cls}" for stage in ("annotations", "neardup") for cls in classes]
+
+
+@pytest.mark.slow
+def test_data_categories_render_in_a_real_browser(data_report_run, tmp_path):
+    """Harvest, Annotations and Records of a real run, without training a model."""
+    project, _ = data_report_run
     browser_or_skip()
-    check_category_screenshots(report_html, ["Harvest", "Annotations", "Records"], tmp_path)
+    check_category_screenshots(
+        project / "results" / "data_report.html", ["Harvest", "Annotations", "Records"], tmp_path
+    )
 
 
 @pytest.mark.slow
 def test_every_category_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
-    from conftest import snakemake
-
     project, _ = tiny_run
     report_html = tmp_path / "report.html"
     result = snakemake(project, tool_env, "--report", str(report_html))

@@ -89,6 +89,24 @@ def test_a_finished_run_gives_its_account_on_the_terminal(tiny_run):
 
 
 @pytest.mark.slow
+def test_library_chatter_stays_in_the_job_logs(tiny_run):
+    """Orbit's loss dictionaries and pycocotools' tables: in the logs, not on the terminal.
+
+    Run locally, a job's stdout is Snakemake's terminal; through SLURM, the job's output file.
+    """
+    project, terminal = tiny_run
+    shown = terminal + "".join(
+        p.read_text(errors="replace") for p in (project / ".snakemake").rglob("slurm_logs/**/*.log")
+    )
+    logged = {
+        rule: (project / "logs" / rule / "tiny.log").read_text() for rule in ("train", "evaluate")
+    }
+    for chatter, rule in (("np.float32(", "train"), ("Average Precision  (AP)", "evaluate")):
+        assert chatter not in shown, chatter
+        assert chatter in logged[rule], chatter
+
+
+@pytest.mark.slow
 def test_a_second_run_does_nothing(tiny_run, tool_env):
     project, _ = tiny_run
     result = snakemake(project, tool_env, "-n")

@@ -7,10 +7,13 @@ tracebacks are kept for bugs, not for bad input.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from datetime import timedelta
+from pathlib import Path
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +33,7 @@ def setup_logging(verbose: bool = False) -> None:
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a stage's main(); a UserError becomes one clear last line and exit 1."""
     setup_logging()
+    route_output(sys.argv[1:] if argv is None else argv)
     try:
         code = main(argv)
     except UserError as error:
@@ -47,36 +51,157 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     sys.exit(code or 0)
 
 
+# One line per interval, in the log and (under Snakemake) on the terminal: often
+# enough to see a job move, rare enough that a 30-minute training fits a scroll.
+PROGRESS_EVERY_S = 10.0
+
+# Where progress lines go besides the log: the job's stdout, when its stderr is
+# a log file (see route_output); None otherwise.
+_terminal: TextIO | None = None
+_job = ""
+
+
+# The first of these a command has names its job: a class, a run, or the file
+# or folder it writes (named after its class or run by the rule).
+JOB_NAMES = ("--class", "--run")
+JOB_PATHS = ("--output", "--outdir", "--model-dir")
+
+
+def job_label(argv: list[str]) -> str:
+    """`harvest circle`, `model train tiny`: which job a terminal line comes from."""
+    words = [Path(sys.argv[0]).stem]  # the stage's module, run with -m
+    if argv and not argv[0].startswith("-"):
+        words.append(argv[0])  # a subcommand
+    for flag in (*JOB_NAMES, *JOB_PATHS):
+        if flag in argv[:-1]:
+            value = argv[argv.index(flag) + 1]
+            words.append(value if flag in JOB_NAMES else Path(value).stem)
+            break
+    return " ".join(words)
+
+
+def route_output(argv: list[str]) -> None:
+    """Under Snakemake: library chatter to the job's log, progress lines to the terminal.
+
+    A rule sends the command's stderr to its log and leaves its stdout to
+    Snakemake's (the terminal, run locally; the job's output file, on SLURM).
+    Libraries print there too (Orbit's loss dictionaries, pycocotools' tables):
+    stdout is pointed at the log, and only progress lines keep the terminal.
+    Run by hand in a terminal (stderr a terminal), nothing changes.
+    """
+    global _terminal, _job
+    if sys.stderr.isatty() or {"-h", "--help"} & set(argv):
+        return
+    try:
+        if os.path.samestat(os.fstat(1), os.fstat(2)):
+            return  # both already go to one place
+    except OSError:
+        return  # a closed stdout or stderr: nothing to route
+    sys.stdout.flush()
+    _terminal = open(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+    os.dup2(2, 1)
+    _job = job_label(argv)
+
+
+class Progress:
+    """Count, rate and ETA of a long job: a tqdm bar in a terminal, else a line per interval.
+
+    A rule's log is a file, where a bar's carriage returns would pile up into
+    one unreadable line; plain lines say the same and survive `tail -f`. Under
+    Snakemake the same lines also reach the terminal (route_output).
+    `update(n, **figures)` counts n more; figures (a loss) end the line.
+    """
+
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        unit: str = "it",
+        logger: logging.Logger | None = None,
+        every_s: float = PROGRESS_EVERY_S,
+        initial: int = 0,
+        position: int | None = None,
+    ):
+        self.desc, self.total, self.unit = desc, total, unit
+        self.logger = logger or logging.getLogger("tumbletrain")
+        self.every_s = every_s
+        self.initial = self.done = initial
+        self.figures: dict[str, str] = {}
+        self.start = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            # Imported here: a fifth of every stage's start-up, and a job's stderr is a file.
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=desc, total=total, initial=initial, unit=unit, position=position)
+
+    def update(self, n: int = 1, **figures: float | str) -> None:
+        self.done += n
+        self.figures.update(
+            {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in figures.items()}
+        )
+        if self.bar is not None:
+            self.bar.update(n)
+            if figures:
+                self.bar.set_postfix(self.figures)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.emit(self.line(now))
+
+    def rate(self, now: float) -> float:
+        return (self.done - self.initial) / max(now - self.start, 1e-9)
+
+    def line(self, now: float) -> str:
+        rate = self.rate(now)
+        text = f"{self.desc}: {self.done}"
+        if self.total:
+            text += f"/{self.total} {self.unit} ({100 * self.done // self.total}%)"
+        else:
+            text += f" {self.unit}"
+        text += f", {rate:.1f} {self.unit}/s"
+        if self.total and rate > 0:
+            text += f", ETA {timedelta(seconds=round(max(self.total - self.done, 0) / rate))}"
+        return text + self.figures_text()
+
+    def figures_text(self) -> str:
+        return "".join(f", {k.replace('_', ' ')} {v}" for k, v in self.figures.items())
+
+    def emit(self, line: str) -> None:
+        self.logger.info("%s", line)
+        if _terminal is not None:
+            print(f"{_job}: {line}", file=_terminal, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            return
+        now = time.monotonic()
+        of = f"/{self.total}" if self.total is not None else ""
+        self.emit(
+            f"{self.desc}: {self.done}{of} {self.unit} in {now - self.start:.1f} s "
+            f"({self.rate(now):.1f} {self.unit}/s){self.figures_text()}"
+        )
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def progress(
     iterable: Iterable[T],
     desc: str,
     total: int | None = None,
     unit: str = "it",
     logger: logging.Logger | None = None,
-    every_s: float = 30.0,
+    every_s: float = PROGRESS_EVERY_S,
     position: int | None = None,
 ) -> Iterator[T]:
-    """A tqdm bar when stderr is a terminal; otherwise a log line every `every_s` seconds.
-
-    A rule's log is a file, where a bar's carriage returns would pile up into
-    one unreadable line; plain lines say the same and survive `tail -f`.
-    """
-    if sys.stderr.isatty():
-        # Imported here: a fifth of every stage's start-up, and a job's stderr is a file.
-        from tqdm import tqdm
-
-        yield from tqdm(iterable, desc=desc, total=total, unit=unit, position=position)
-        return
-    logger = logger or logging.getLogger("tumbletrain")
-    of = f"/{total}" if total is not None else ""
-    start = last = time.monotonic()
-    done = 0
-    for value in iterable:
-        yield value
-        done += 1
-        now = time.monotonic()
-        if now - last >= every_s:
-            last = now
-            logger.info("%s: %d%s %s (%.1f/s)", desc, done, of, unit, done / (now - start))
-    elapsed = time.monotonic() - start
-    logger.info("%s: %d%s %s in %.1f s", desc, done, of, unit, elapsed)
+    """Progress of a loop over `iterable` (see Progress)."""
+    with Progress(desc, total, unit, logger, every_s, position=position) as bar:
+        for value in iterable:
+            yield value
+            bar.update()

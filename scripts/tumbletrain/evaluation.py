@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fileio
+from . import cli, fileio
 
 log = logging.getLogger("tumbletrain.evaluation")
 
@@ -131,7 +131,8 @@ def run_evaluation(params, checkpoint: str):
     dataset = task.build_inputs(params.task.validation_data)
     collected = Collected([], [], {})
     state = None
-    for inputs in dataset:
+    batches = int(dataset.cardinality())  # negative when unknown
+    for inputs in cli.progress(dataset, "verification", max(batches, 0) or None, "batches", log):
         logs = task.validation_step(inputs, model, metrics)
         state = task.aggregate_logs(state, logs)
         gt, out = logs[task.coco_metric.name]

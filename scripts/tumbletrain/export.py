@@ -16,7 +16,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from . import fileio
+from . import cli, fileio
 
 log = logging.getLogger("tumbletrain.export")
 
@@ -190,9 +190,15 @@ def export(
     params, checkpoint: str, outdir: Path, calibration_steps: int = 100, check_images: int = 4
 ) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
-    saved_model = export_saved_model(params, checkpoint, outdir / "saved_model")
-    tflite = export_tflite(params, checkpoint, outdir, calibration_steps)
-    images = record_images(params.task.train_data.input_path, check_images)
+    # Minutes of conversion in three calls: a line after each says where it is.
+    with cli.Progress("export", 3, "parts", log, every_s=0) as progress:
+        saved_model = export_saved_model(params, checkpoint, outdir / "saved_model")
+        progress.update(done="SavedModel")
+        tflite = export_tflite(params, checkpoint, outdir, calibration_steps)
+        progress.update(done="TFLite float and int8")
+        images = record_images(params.task.train_data.input_path, check_images)
+        agreement = tflite_agreement(params, checkpoint, tflite, images)
+        progress.update(done="TFLite checked against the checkpoint")
     summary = {
         "checkpoint": checkpoint,
         "saved_model": str(saved_model),
@@ -205,7 +211,7 @@ def export(
         "tumbletrain.export.tflite_input does (the Model Garden's own preprocessing)",
         "tflite_output": "boxes [ymin, xmin, ymax, xmax] in input pixels, not clipped; "
         "classes (0 is the background); scores; count",
-        "tflite_agreement_with_checkpoint": tflite_agreement(params, checkpoint, tflite, images),
+        "tflite_agreement_with_checkpoint": agreement,
     }
     fileio.write_json(outdir / "export.json", summary)
     return summary

@@ -148,16 +148,22 @@ def gpu_resources():
     return {"gpu": gpus} if gpus > 0 else {}
 
 
-def report_figures():
-    """Every figure the Snakemake report shows."""
+def data_report_figures():
+    """The Harvest, Annotations and Records categories: nothing needs a model."""
     return [
         "results/report/class_counts.png",
         "results/report/validation.png",
         "results/report/rejected.tsv",
+    ] + expand("results/report/samples_{cls}.png", cls=CLASSES)
+
+
+def report_figures():
+    """Every figure the Snakemake report shows."""
+    return data_report_figures() + [
         f"results/report/training_{RUN}.png",
         f"results/report/ap_per_class_{RUN}.png",
         f"results/report/metrics_{RUN}.tsv",
-    ] + expand("results/report/samples_{cls}.png", cls=CLASSES)
+    ]
 
 
 def all_targets():
@@ -186,3 +192,25 @@ def print_account():
     except cli.UserError as error:  # a damaged JSON must not fail a finished run
         text = f"WARNING: no account of this run: {error}\n"
     print(f"\n{text}", end="", flush=True)
+
+
+def making_report():
+    """True while `snakemake --report` (without --report-after-run) makes a report.
+
+    Snakemake tells a Snakefile nothing about it; its command line does.
+    """
+    args = sys.argv[1:]
+    asked = any(a == "--report" or a.startswith("--report=") for a in args)
+    return asked and "--report-after-run" not in args
+
+
+def reportable(targets):
+    """The targets; while a report is made, only those (and figures) that exist.
+
+    The report shows every file marked report() in the targets' jobs and
+    fails on a missing one: before training, `snakemake --report` would fail
+    on the evaluation's figures. It shows what the run has made so far.
+    """
+    if not making_report():
+        return targets
+    return [t for t in [*targets, *report_figures()] if Path(t).exists()]

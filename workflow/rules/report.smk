@@ -148,3 +148,8 @@ rule summary:
     shell:
         "python -m tumbletrain.report summary --config-json {params.cfg}"
         " --output {output} 2> {log}"
+
+
+rule data_report:
+    input:
+        data_report_figures(),
