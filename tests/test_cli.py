@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 
@@ -105,3 +106,27 @@ def test_progress_counts_on_from_where_it_resumed(monkeypatch, caplog):
     assert lines[1].startswith("train: 100/100 steps (100%), ") and "ETA 0:00:00" in lines[1]
     assert lines[2].startswith("train: 100/100 steps in ")
     assert lines[2].endswith("steps/s), total loss 0.2500")
+
+
+def test_a_user_error_stays_the_log_s_last_line_after_printed_chatter(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text(
+        "from tumbletrain import cli\n\n"
+        "def main(argv):\n"
+        "    print('a line of chatter')\n"
+        "    raise cli.UserError('what went wrong; what to do')\n\n"
+        "cli.run(main)\n"
+    )
+    log = tmp_path / "rule.log"
+    with open(log, "w") as stderr:
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # as a user's
+        )
+    assert result.returncode == 1 and result.stdout == ""
+    lines = log.read_text().splitlines()
+    assert lines[-1] == "ERROR: what went wrong; what to do"
+    assert lines[-2] == "a line of chatter"

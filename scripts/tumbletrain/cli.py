@@ -37,6 +37,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     try:
         code = main(argv)
     except UserError as error:
+        sys.stdout.flush()  # into the log (route_output) before the error
         print(f"ERROR: {error}", file=sys.stderr, flush=True)
         # Libraries log from their finalisers at exit (TensorFlow does, about
         # objects a failed restore left behind); the error stays the last line.
@@ -100,6 +101,8 @@ def route_output(argv: list[str]) -> None:
     sys.stdout.flush()
     _terminal = open(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
     os.dup2(2, 1)
+    # Prints land in the log between its lines in the order they were made.
+    sys.stdout.reconfigure(line_buffering=True)
     _job = job_label(argv)
 
 
