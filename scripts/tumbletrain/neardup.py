@@ -130,18 +130,11 @@ def class_signatures(manifest: Sequence[dict[str, str]], cache: dict[str, Member
     return list(members.values())
 
 
-# A 64-bit hash in four 16-bit blocks: two hashes within d bits have a block
-# within d // 4 bits (pigeonhole), so only those blocks' neighbours are compared.
-BLOCK_BITS = 16
-BLOCKS = 64 // BLOCK_BITS
-# Query rows searched at once: each expands into every mask of a block and
-# every neighbouring colour cell, and their candidates into colour layouts.
+# Rows compared with every signature at once: small enough for the XOR results
+# to stay in the CPU's cache (measured: 16 rows is 2.5x faster than 256).
+HASH_ROWS = 16
+# Rows searched at once for colour neighbours (each expands into 27 cells).
 QUERY_ROWS = 512
-
-
-def _masks(radius: int) -> np.ndarray:
-    values = np.arange(1 << BLOCK_BITS, dtype=np.uint64)
-    return values[np.bitwise_count(values) <= radius]
 
 
 class Buckets:
@@ -159,28 +152,6 @@ class Buckets:
         low, count = low[hit], count[hit]
         offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
         return np.repeat(queries[hit], count), self.order[np.repeat(low, count) + offsets]
-
-
-class HashIndex:
-    """Exact search of one 64-bit hash column for rows within `distance` bits."""
-
-    def __init__(self, values: np.ndarray, distance: int):
-        self.values = values
-        self.distance = distance
-        self.masks = _masks(min(distance // BLOCKS, BLOCK_BITS)).astype(np.int64)
-        shifts = [np.uint64(BLOCK_BITS * b) for b in range(BLOCKS)]
-        self.blocks = [((values >> s) & np.uint64(0xFFFF)).astype(np.int64) for s in shifts]
-        self.buckets = [Buckets(block, 1 << BLOCK_BITS) for block in self.blocks]
-
-    def pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found: list[tuple[np.ndarray, np.ndarray]] = []
-        queries = np.repeat(rows, len(self.masks))
-        for block, buckets in zip(self.blocks, self.buckets, strict=True):
-            keys = (block[rows, None] ^ self.masks[None, :]).ravel()
-            first, other = buckets.lookup(queries, keys)
-            keep = np.bitwise_count(self.values[first] ^ self.values[other]) <= self.distance
-            found.append((first[keep], other[keep]))
-        return _concatenate(found)
 
 
 def _concatenate(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,16 +176,15 @@ class SignatureIndex:
     """
 
     def __init__(self, signatures: Sequence[Signature], distance: int):
-        self.hashes = [
-            HashIndex(np.array([getattr(s, kind) for s in signatures], dtype=np.uint64), distance)
-            for kind in ("phash", "dhash")
-        ]
+        self.distance = distance
+        self.phash = np.array([s.phash for s in signatures], dtype=np.uint64)
+        self.dhash = np.array([s.dhash for s in signatures], dtype=np.uint64)
         colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
         self.colour = colour.reshape(len(signatures), COLOUR_BYTES).astype(np.int16)
         # Two layouts within COLOUR_MEAN have channel means within 3 * COLOUR_MEAN
         # of each other in each channel: the same or an adjacent cell.
-        means = self.colour.reshape(len(signatures), COLOUR_CELLS, 3).mean(axis=1)
-        self.cell = np.floor(means / (3 * COLOUR_MEAN)).astype(np.int64) + 1
+        self.means = self.colour.reshape(len(signatures), COLOUR_CELLS, 3).mean(axis=1)
+        self.cell = np.floor(self.means / (3 * COLOUR_MEAN)).astype(np.int64) + 1
         self.cells = Buckets(self._key(self.cell), CELL_SIDE**3)
 
     @staticmethod
@@ -224,11 +194,27 @@ class SignatureIndex:
     def _colour_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = self._key(self.cell[rows, None, :] + NEIGHBOUR_CELLS[None, :, :]).ravel()
         first, other = self.cells.lookup(np.repeat(rows, len(NEIGHBOUR_CELLS)), keys)
+        # The cells are a cube around each row; the bound itself is a ball, 20x smaller.
+        near = np.abs(self.means[first] - self.means[other]).sum(axis=1) <= 3 * COLOUR_MEAN
+        first, other = first[near], other[near]
         close = np.abs(self.colour[first] - self.colour[other]).mean(axis=1) <= COLOUR_MEAN
         return first[close], other[close]
 
-    def _hash_pairs(self, index: HashIndex, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first, other = index.pairs(rows)
+    def _hash_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose phash or dhash is within `distance` bits: every signature is compared,
+        which at 50,000 images beat a multi-index search of 16-bit blocks (measured)."""
+        found = []
+        xor = np.empty((HASH_ROWS, len(self.phash)), dtype=np.uint64)
+        for start in range(0, len(rows), HASH_ROWS):
+            chunk = rows[start : start + HASH_ROWS]
+            out = xor[: len(chunk)]
+            np.bitwise_xor(self.phash[chunk, None], self.phash[None, :], out=out)
+            bits = np.bitwise_count(out)
+            np.bitwise_xor(self.dhash[chunk, None], self.dhash[None, :], out=out)
+            np.minimum(bits, np.bitwise_count(out), out=bits)
+            at, other = np.nonzero(bits <= self.distance)
+            found.append((chunk[at], other))
+        first, other = _concatenate(found)
         close = np.median(np.abs(self.colour[first] - self.colour[other]), axis=1) <= COLOUR_MEDIAN
         return first[close], other[close]
 
@@ -238,8 +224,7 @@ class SignatureIndex:
         rows = np.asarray(rows, dtype=np.int64)
         for start in range(0, len(rows), QUERY_ROWS):
             chunk = rows[start : start + QUERY_ROWS]
-            found = [self._hash_pairs(index, chunk) for index in self.hashes]
-            found.append(self._colour_pairs(chunk))
+            found = [self._hash_pairs(chunk), self._colour_pairs(chunk)]
             first, other = _concatenate(found)
             apart = first != other
             pairs.update(zip(first[apart].tolist(), other[apart].tolist(), strict=True))
