@@ -44,6 +44,7 @@ TOLERANCE_PIXELS = 5.0
 
 # Reason codes: the stable vocabulary of rejected.tsv and summary.json.
 REASONS = {
+    **fileio.FILE_PROBLEMS,
     "empty_file": "the XML file is empty",
     "too_large": "the XML file is larger than any LabelImg file could be",
     "bad_encoding": "the file is not text in a declared or UTF-8 encoding",
@@ -130,7 +131,7 @@ class ClassIndex:
     def confines(self, path: str) -> bool:
         """Whether the file, symbolic links followed, lies inside the class's sources."""
         real = self.real_path(path)
-        return real in self.known_files or any(real.startswith(source) for source in self.sources)
+        return real in self.known_files or fileio.inside(real, self.sources)
 
 
 def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
@@ -174,8 +175,8 @@ def build_index(
         store_of,
         by_name,
         folder_images,
-        # A trailing separator: /data/pose must not admit /data/poser.
-        tuple(sorted({os.path.join(os.path.realpath(s), "") for s in sources})),
+        fileio.real_roots(sources),
+        frozenset(os.path.realpath(p) for p in by_path),
     )
     # index.real_path resolves each folder once (realpath per file was most of the index's time).
     known = frozenset(map(index.real_path, by_path))
@@ -190,26 +191,51 @@ def image_sources(
     return [*roots, *(Path(f).expanduser() for f in cls.folders), *store]
 
 
-def scan(root: Path) -> tuple[list[str], list[str]]:
-    """The annotation files (`labelformats.is_annotation`) and the images under a folder, sorted.
+def scan(root: Path) -> tuple[list[str], list[str], list[tuple[str, fileio.FileProblem]]]:
+    """The annotation files (`labelformats.is_annotation`) and the images under a folder,
+    sorted; and those that are no readable regular file, with the reason: a FIFO would
+    hang its reader, a broken link stop Snakemake.
 
     Paths are plain strings, spelt as `Path` would spell them: the per-file
     loop over tens of thousands of files spent a quarter of its time in pathlib.
+    Symbolic links to folders are not followed (as `os.walk`).
     """
-    xmls: list[str] = []
+    files: list[str] = []
     images: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folder = str(Path(dirpath))
+    skipped: list[tuple[str, fileio.FileProblem]] = []
+
+    def walk(folder: str) -> None:
         prefix = "" if folder == "." else os.path.join(folder, "")
-        yolo_folder = labelformats.YOLO_CLASSES in filenames
-        for name in sorted(filenames):
-            suffix = os.path.splitext(name)[1].lower()
-            if labelformats.is_annotation(name, yolo_folder):
-                xmls.append(prefix + name)
-            elif suffix in IMAGE_SUFFIXES:
-                images.append(prefix + name)
-    return xmls, images
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return  # as os.walk: a folder that cannot be listed is left out
+        subfolders = [prefix + e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        names = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
+        yolo_folder = labelformats.YOLO_CLASSES in names
+        for entry in entries:
+            if entry.name not in names:
+                continue
+            if labelformats.is_annotation(entry.name, yolo_folder):
+                found = files
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                found = images
+            else:
+                continue
+            # The file type comes with the listing: only links and odd files cost a stat.
+            problem = (
+                None if entry.is_file(follow_symlinks=False) else fileio.file_problem(entry.path)
+            )
+            if problem is None:
+                found.append(prefix + entry.name)
+            else:
+                skipped.append((prefix + entry.name, problem))
+        for subfolder in subfolders:
+            walk(subfolder)
+
+    if root.is_dir():
+        walk(str(root))
+    return files, images, skipped
 
 
 def path_candidates(text: str) -> list[str]:
@@ -398,12 +424,9 @@ def flag(obj: etree._Element, tag: str) -> int:
 def read_xml(xml_path: str | Path) -> etree._Element | str:
     """The parsed root, or a reason code."""
     try:
-        with open(xml_path, "rb") as handle:
-            data = handle.read(vocxml.MAX_XML_BYTES + 1)
-    except OSError:
-        return "not_xml"
-    if len(data) > vocxml.MAX_XML_BYTES:
-        return "too_large"
+        data = fileio.read_regular(xml_path, vocxml.MAX_XML_BYTES)
+    except fileio.FileProblem as problem:
+        return problem.reason
     if not data.strip():
         return "empty_file"
     if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
@@ -584,14 +607,17 @@ def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Pat
 
 
 def summarise(
-    outcomes: list[Outcome], unlabelled: int, class_name: str
+    outcomes: list[Outcome],
+    unlabelled: int,
+    class_name: str,
+    skipped_files: Sequence[tuple[str, fileio.FileProblem]] = (),
 ) -> tuple[dict, list[list[str]]]:
-    reasons: Counter[str] = Counter()
+    reasons: Counter[str] = Counter(problem.reason for _, problem in skipped_files)
     repairs: Counter[str] = Counter()
     found_by: Counter[str] = Counter()
     splits: Counter[str] = Counter()
     objects_kept = 0
-    rows = []
+    rows = [[path, "", problem.reason, str(problem)] for path, problem in skipped_files]
     for outcome in outcomes:
         for obj, reason in outcome.rejected:
             reasons[reason] += 1
@@ -609,6 +635,7 @@ def summarise(
         "rejected_files": sum(not o.kept for o in outcomes),
         "objects_kept": objects_kept,
         "unlabelled_images": unlabelled,
+        "skipped_files": len(skipped_files),
         "per_split": {s: splits.get(s, 0) for s in tt_config.SPLITS},
         "rejected_by_reason": dict(sorted(reasons.items())),
         "repairs_by_kind": dict(sorted(repairs.items())),
@@ -720,16 +747,20 @@ def near_duplicate_summary(
     }
 
 
-def scan_folders(folders: list[Path]) -> tuple[list[tuple[str, Path]], list[str]]:
+def scan_folders(
+    folders: list[Path],
+) -> tuple[list[tuple[str, Path]], list[str], list[tuple[str, fileio.FileProblem]]]:
     """`scan` of each folder: every XML file once, with the folder it was found in."""
     xmls: dict[str, Path] = {}
     images: dict[str, None] = {}
+    skipped: dict[str, fileio.FileProblem] = {}
     for folder in folders:
-        found, pictures = scan(folder)
+        found, pictures, problems = scan(folder)
         for xml in found:
             xmls.setdefault(xml, folder)
         images.update(dict.fromkeys(pictures))
-    return list(xmls.items()), list(images)
+        skipped.update(problems)
+    return list(xmls.items()), list(images), list(skipped.items())
 
 
 def assign_owners(
@@ -779,9 +810,10 @@ def validate_class(
         folders = [whole_dir]
         found = [(xml, whole_dir) for xml in whole_image_xml(manifest, class_name, whole_dir)]
         folder_images: list[str] = []
+        skipped_files: list[tuple[str, fileio.FileProblem]] = []
     else:
         folders = [Path(f).expanduser() for f in sources.annotation_folders(cls)]
-        found, folder_images = scan_folders(folders)
+        found, folder_images, skipped_files = scan_folders(folders)
     folder_of = dict(found)
     xml_paths = list(folder_of)
     index = build_index(
@@ -818,7 +850,7 @@ def validate_class(
         lists.write_list(
             outdir / f"{split}.tsv", [o.item for o in outcomes if o.kept and o.split == split]
         )
-    summary, rejected_rows = summarise(outcomes, unlabelled, class_name)
+    summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:
         summary["shared_folders"] = {
@@ -916,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.whole_image_dir:
         # The rule declares it: it exists after the job, empty for a labelled class.
         args.whole_image_dir.mkdir(parents=True, exist_ok=True)
+    fileio.clean_leftovers(args.outdir, args.whole_image_dir, logger=log)
     summary = validate_class(
         cfg,
         args.class_name,

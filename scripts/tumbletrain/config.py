@@ -118,6 +118,11 @@ class TumblrConfig(_Strict):
     timeout_s: float
     retries: int
 
+    @property
+    def max_image_bytes(self) -> int:
+        """The cap on one image, from Tumblr or from a folder."""
+        return int(self.max_image_mb * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class SplitConfig(_Strict):

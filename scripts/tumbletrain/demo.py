@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="folder to create")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
+    fileio.clean_leftovers(args.output.parent, logger=log)
     cls = cfg.get_class(args.class_name)
     if cls.demo is None:
         raise cli.UserError(

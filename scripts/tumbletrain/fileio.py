@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -38,12 +41,12 @@ _LEFTOVER = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+(\.[A-Za-z]+)
 
 
 def remove_leftovers(root: str | os.PathLike) -> int:
-    """Delete temporary files that killed writers on this host left under `root`."""
+    """Delete temporary files and folders that killed writers on this host left under `root`."""
     removed = 0
     here = host()
-    for path in Path(root).rglob(".*"):
+    for path in sorted(Path(root).rglob(".*"), reverse=True):  # a folder's files first
         match = _LEFTOVER.match(path.name)
-        if not match or match["host"] != here or not path.is_file():
+        if not match or match["host"] != here or path.is_symlink() or not path.exists():
             continue
         try:
             os.kill(int(match["pid"]), 0)
@@ -52,9 +55,111 @@ def remove_leftovers(root: str | os.PathLike) -> int:
             pass
         except PermissionError:
             continue  # alive, another user's
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def clean_leftovers(*folders: str | os.PathLike | None, logger: logging.Logger) -> None:
+    """What a stage does first: remove the partial outputs a killed run of it left."""
+    for folder in folders:
+        if folder is not None and Path(folder).is_dir():
+            removed = remove_leftovers(folder)
+            if removed:
+                logger.info("removed %d partial files a killed run left in %s", removed, folder)
+
+
+class FileProblem(ValueError):
+    """A path that is no readable regular file; `reason` is the code tables record."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+FILE_PROBLEMS = {
+    "special_file": "not a regular file (a FIFO, socket, device or folder): never read",
+    "dangling_symlink": "a symbolic link to nothing",
+    "symlink_loop": "a symbolic link that loops",
+    "unreadable": "the file cannot be opened for reading",
+    "too_large": "larger than the configured cap",
+}
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _problem_of_error(path: str | os.PathLike, error: OSError) -> FileProblem:
+    if error.errno == errno.ENXIO:  # a socket cannot be opened
+        with contextlib.suppress(OSError):
+            return _problem_of_stat(path, os.stat(path), None) or FileProblem(
+                "unreadable", f"{path}: {error.strerror}"
+            )
+    if error.errno == errno.ELOOP:
+        return FileProblem("symlink_loop", f"{path} is a symbolic link that loops")
+    if error.errno == errno.ENOENT and os.path.islink(path):
+        return FileProblem(
+            "dangling_symlink", f"{path} links to {os.readlink(path)}, which is gone"
+        )
+    return FileProblem("unreadable", f"{path}: {error.strerror or error}")
+
+
+def _problem_of_stat(path, st: os.stat_result, max_bytes: int | None) -> FileProblem | None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        return FileProblem("special_file", f"{path} is {kind}, not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        return FileProblem("too_large", f"{path} has {st.st_size} bytes, more than {max_bytes}")
+    return None
+
+
+def file_problem(path: str | os.PathLike, max_bytes: int | None = None) -> FileProblem | None:
+    """Why a file found in a folder scan must not be read, or None (symlinks followed)."""
+    try:
+        st = os.stat(path)
+    except OSError as error:
+        return _problem_of_error(path, error)
+    problem = _problem_of_stat(path, st, max_bytes)
+    if problem is None and not os.access(path, os.R_OK):
+        return FileProblem("unreadable", f"{path}: permission denied")
+    return problem
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """A regular file's bytes; a FIFO or device is never read (it could block forever).
+
+    Opened non-blocking and checked on the open file, so a file swapped for a
+    FIFO after a scan cannot hang the reader either. Raises FileProblem.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise _problem_of_error(path, error) from None
+    with os.fdopen(fd, "rb") as handle:
+        problem = _problem_of_stat(path, os.fstat(fd), max_bytes)
+        if problem is not None:
+            raise problem
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileProblem("too_large", f"{path} has more than {max_bytes} bytes")
+    return data
+
+
+def real_roots(folders: Iterable[str | os.PathLike]) -> tuple[str, ...]:
+    """Folders resolved (symlinks followed), each ending in a separator for `inside`."""
+    return tuple(sorted({os.path.join(os.path.realpath(f), "") for f in folders}))
+
+
+def inside(real_path: str, roots: Sequence[str]) -> bool:
+    """Whether a resolved path lies under one of `real_roots`' folders."""
+    return any(real_path.startswith(root) for root in roots)
 
 
 def _temporary_name(target: Path, suffix: str) -> Path:

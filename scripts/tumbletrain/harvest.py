@@ -33,13 +33,28 @@ def iter_folder_images(folder: Path) -> Iterator[Path]:
 
 
 def ingest_folder(
-    folder: Path, source: str, image_store: store.ImageStore
+    folder: Path,
+    source: str,
+    image_store: store.ImageStore,
+    max_bytes: int | None = None,
+    sources: Iterable[Path] = (),
 ) -> tuple[list[store.ManifestRow], list[tuple[str, str, str, str]]]:
+    """Store a folder's images. A file is read only if it is a regular file of at most
+    `max_bytes` that resolves (symlinks followed) inside `folder` or one of `sources`."""
     rows, skipped = [], []
+    roots = fileio.real_roots([folder, *sources])
     for path in iter_folder_images(folder):
         try:
-            checked, stored = image_store.put(path.read_bytes())
-        except store.RejectedImage as rejected:
+            problem = fileio.file_problem(path, max_bytes)
+            if problem is not None:
+                raise problem
+            if not fileio.inside(os.path.realpath(path), roots):
+                raise fileio.FileProblem(
+                    "image_outside_sources",
+                    f"links to {os.path.realpath(path)}, outside the class's folders",
+                )
+            checked, stored = image_store.put(fileio.read_regular(path, max_bytes))
+        except (store.RejectedImage, fileio.FileProblem) as rejected:
             skipped.append((str(path), source, rejected.reason, str(rejected)))
             continue
         rows.append(
@@ -70,11 +85,7 @@ def harvest_class(
 ) -> dict:
     cls = cfg.get_class(class_name)
     image_store = store.ImageStore(store_root)
-    for root in (store_root, manifests):
-        if Path(root).is_dir():
-            removed = fileio.remove_leftovers(root)
-            if removed:
-                log.info("removed %d partial files a killed run left in %s", removed, root)
+    fileio.clean_leftovers(store_root, manifests, logger=log)
     rows: list[store.ManifestRow] = []
     skipped: list[tuple[str, str, str, str]] = []
     if cls.tumblr:
@@ -95,7 +106,13 @@ def harvest_class(
                 f"folder {path} of class {class_name!r} does not exist; "
                 "fix `folders:` in the config"
             )
-        found, lost = ingest_folder(path, "folder", image_store)
+        found, lost = ingest_folder(
+            path,
+            "folder",
+            image_store,
+            cfg.tumblr.max_image_bytes,
+            [Path(f).expanduser() for f in cls.folders],
+        )
         rows += cap(found, cls.max_images)
         skipped += lost
     if demo_dir is not None:

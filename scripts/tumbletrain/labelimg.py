@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, required=True, help="data/{class}")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
+    fileio.clean_leftovers(args.folder, logger=log)
     if not args.manifest.exists():
         raise cli.UserError(f"{args.manifest} does not exist; run the harvest first")
     cls = cfg.get_class(args.class_name)

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from . import cli
+from . import cli, fileio
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.model")
@@ -96,9 +96,10 @@ def cmd_predict(cfg: tt_config.WorkflowConfig, args) -> None:
         args.saved_model, folder, args.outdir, class_names(cfg), cfg.predict.min_score
     )
     log.info(
-        "%d detections on %d images; LabelImg pre-labels in %s",
+        "%d detections on %d images (skipped: %s); LabelImg pre-labels in %s",
         result["detections"],
         result["images"],
+        result["skipped"] or "none",
         args.outdir / "prelabels",
     )
 
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, args.stage)
+    fileio.clean_leftovers(
+        getattr(args, "outdir", None), getattr(args, "model_dir", None), logger=log
+    )
     args.run(cfg, args)
     return 0
 

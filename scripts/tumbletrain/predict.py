@@ -7,15 +7,17 @@ nothing, and feeds them back as annotations.
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterator
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from . import fileio, vocxml
+from . import fileio, store, vocxml
 
 log = logging.getLogger("tumbletrain.predict")
 
@@ -32,15 +34,38 @@ class Detection:
     ymax: float
 
 
-def iter_images(folder: Path) -> Iterator[Path]:
+def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, fileio.FileProblem]]]:
+    """The folder's image files, and those that must not be read, with the reason:
+    FIFOs, devices, broken or looping links, unreadable files, links out of the folder."""
+    images, skipped = [], []
+    roots = fileio.real_roots([folder])
     for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in SUFFIXES and path.is_file():
-            yield path
+        if path.suffix.lower() not in SUFFIXES or (path.is_dir() and not path.is_symlink()):
+            continue
+        problem = fileio.file_problem(path)
+        if problem is None and not fileio.inside(os.path.realpath(path), roots):
+            problem = fileio.FileProblem(
+                "image_outside_sources", f"{path} links to {os.path.realpath(path)}"
+            )
+        if problem is None:
+            images.append(path)
+        else:
+            skipped.append((path, problem))
+    return images, skipped
+
+
+def output_stems(relatives: list[Path]) -> dict[Path, Path]:
+    """Each image's output name without suffix: `a` for a.jpg, but `a.jpg` and `a.png`
+    when both are in one folder, so no two images share a pre-label."""
+    stems = Counter(r.with_suffix("") for r in relatives)
+    return {r: r.with_suffix("") if stems[r.with_suffix("")] == 1 else r for r in relatives}
 
 
 def load_upright(path: Path) -> np.ndarray:
-    """RGB pixels as LabelImg shows them (EXIF orientation applied)."""
-    with Image.open(path) as image:
+    """RGB pixels as LabelImg shows them (EXIF orientation applied); a regular file only,
+    within Pillow's decompression-bomb limit (else FileProblem or RejectedImage)."""
+    data = fileio.read_regular(path)
+    with store.pixel_limit(), Image.open(io.BytesIO(data)) as image:
         image.seek(0)
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
@@ -85,15 +110,25 @@ def predict_folder(
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     rows = []
     images = 0
-    for path in iter_images(folder):
+    paths, skipped = scan_images(folder)
+    stems = output_stems([path.relative_to(folder) for path in paths])
+    for path, problem in skipped:
+        log.warning("skipping %s: %s (%s)", path, problem.reason, problem)
+    for path in paths:
         try:
             pixels = load_upright(path)
+        except (fileio.FileProblem, store.RejectedImage) as problem:
+            skipped.append((path, problem))
+            log.warning("skipping %s: %s (%s)", path, problem.reason, problem)
+            continue
         except OSError as error:
-            log.warning("skipping %s: %s", path, error)
+            skipped.append((path, fileio.FileProblem("image_unreadable", str(error))))
+            log.warning("skipping %s: image_unreadable (%s)", path, error)
             continue
         images += 1
         detections = detect(serve, pixels, names, min_score)
         relative = path.relative_to(folder)
+        stem = stems[relative]
         for d in detections:
             rows.append(
                 [
@@ -117,12 +152,13 @@ def predict_folder(
                 for d in detections
             ],
         )
-        fileio.write_bytes(outdir / "prelabels" / relative.with_suffix(".xml"), xml)
+        fileio.write_bytes(outdir / "prelabels" / stem.parent / f"{stem.name}.xml", xml)
         with fileio.atomic_path(
-            outdir / "images" / relative.with_suffix(".jpg"), suffix=".jpg"
+            outdir / "images" / stem.parent / f"{stem.name}.jpg", suffix=".jpg"
         ) as tmp:
             draw(pixels, detections).save(tmp, "JPEG", quality=90)
     fileio.write_csv(
         outdir / "detections.csv", ("image", "class", "score", "xmin", "ymin", "xmax", "ymax"), rows
     )
-    return {"images": images, "detections": len(rows)}
+    reasons = Counter(problem.reason for _, problem in skipped)
+    return {"images": images, "detections": len(rows), "skipped": dict(sorted(reasons.items()))}

@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--csv", type=Path, required=True)
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, LABEL_MAP if args.command == "label-map" else RECORDS)
+    outputs = [args.pbtxt, args.csv] if args.command == "label-map" else [*args.output, args.stats]
+    fileio.clean_leftovers(*{path.parent for path in outputs}, logger=log)
 
     if args.command == "label-map":
         fileio.write_text(args.pbtxt, label_map_pbtxt(cfg.classes))

@@ -565,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     run = args.run or cfg.train.run if args.what in ("training", "evaluation", "summary") else ""
     results = args.results
     outdir = args.outdir or results / "report"
+    fileio.clean_leftovers(outdir, logger=log)
     if args.what == "data":
         counts = class_counts(cfg.class_names, args.manifests, results / "lists")
         plot_counts(counts, outdir / "class_counts.png")

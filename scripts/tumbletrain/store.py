@@ -7,9 +7,11 @@ name only when complete and verified, so a killed run leaves no partial image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -58,17 +60,24 @@ MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
 SKIPPED_COLUMNS = ("image_url", "source", "reason", "message")
 
 
+@contextlib.contextmanager
+def pixel_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb limit, its warning included, as a RejectedImage."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RejectedImage("decompression_bomb", "the image declares too many pixels") from None
+
+
 def check_image(data: bytes) -> CheckedImage:
     """Identify the bytes from the image header, with Pillow's bomb limit on."""
     if not data:
         raise RejectedImage("empty", "the response was empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                fmt, (width, height) = image.format, image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise RejectedImage("decompression_bomb", "the image declares too many pixels") from None
+        with pixel_limit(), Image.open(io.BytesIO(data)) as image:
+            fmt, (width, height) = image.format, image.size
     except (UnidentifiedImageError, OSError, SyntaxError):
         head = data[:64].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")):

@@ -80,7 +80,9 @@ def scanned(folders):
     files, images = set(), set()
     for folder in map(Path, folders):
         if folder.expanduser().is_dir():
-            found, pictures = annotations.scan(folder.expanduser())
+            # Regular files only: a broken link would stop Snakemake, a FIFO hang it;
+            # the stages skip those with a reason.
+            found, pictures, _ = annotations.scan(folder.expanduser())
             files.update(found)
             images.update(pictures)
     return sorted(files), sorted(images)
