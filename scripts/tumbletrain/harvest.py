@@ -37,12 +37,12 @@ def ingest_folder(
     source: str,
     image_store: store.ImageStore,
     max_bytes: int | None = None,
-    sources: Iterable[Path] = (),
+    allowed: Iterable[Path] = (),
 ) -> tuple[list[store.ManifestRow], list[tuple[str, str, str, str]]]:
     """Store a folder's images. A file is read only if it is a regular file of at most
-    `max_bytes` that resolves (symlinks followed) inside `folder` or one of `sources`."""
+    `max_bytes` that resolves (symlinks followed) inside `folder` or one of `allowed`."""
     rows, skipped = [], []
-    roots = fileio.real_roots([folder, *sources])
+    roots = fileio.real_roots([folder, *allowed])
     for path in iter_folder_images(folder):
         try:
             problem = fileio.file_problem(path, max_bytes)
@@ -111,7 +111,7 @@ def harvest_class(
             "folder",
             image_store,
             cfg.tumblr.max_image_bytes,
-            [Path(f).expanduser() for f in cls.folders],
+            [Path(f).expanduser() for f in sources.image_folders(cls)],
         )
         rows += cap(found, cls.max_images)
         skipped += lost
