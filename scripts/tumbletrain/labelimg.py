@@ -32,15 +32,6 @@ MARKER = ".tumbletrain.json"
 CLASSES_FILE = "predefined_classes.txt"
 
 
-def link_or_copy(source: Path, target: Path) -> str:
-    try:
-        os.link(source, target)
-        return "linked"
-    except OSError:  # another file system, or links not allowed
-        fileio.copy_file(source, target)
-        return "copied"
-
-
 def labelimg_command(images: str, class_list: Path, save_dir: str) -> str:
     """LabelImg's own command line: images, class list, where to save (its three arguments).
 
@@ -70,14 +61,19 @@ def materialise(
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / MARKER
     created = set(json.loads(marker.read_text())["created"]) if marker.exists() else set()
-    counts = {"linked": 0, "copied": 0, "present": 0}
+    counts = {"copied": 0, "present": 0, "unlinked": 0}
     for row in rows if add_images else ():
         source = Path(row["file"])
         target = folder / f"{row['sha256'][:16]}{source.suffix}"
-        if target.exists():
+        linked = target.name in created and source.exists() and os.path.samefile(source, target)
+        if target.exists() and not linked:
             counts["present"] += 1
             continue
-        counts[link_or_copy(source, target)] += 1
+        # A copy, never a link: data/{class} is the folder users edit, and an edit
+        # through a hard link would change the store file under its old sha256
+        # name. A link an older version made is replaced by a copy.
+        counts["unlinked" if target.exists() else "copied"] += 1
+        fileio.copy_file(source, target)
         created.add(target.name)
     classes = folder / CLASSES_FILE
     if not classes.exists():

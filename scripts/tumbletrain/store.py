@@ -101,7 +101,9 @@ class ImageStore:
         """Check and store the bytes (once); returns what they are and where they live."""
         checked = check_image(data)
         path = self.path_for(checked.sha256, checked.ext)
-        if not path.exists():
+        # A stored file of another size was changed after storing (an edit through
+        # a hard link an older `label` made): the bytes its name promises go back.
+        if not path.exists() or path.stat().st_size != len(data):
             fileio.write_bytes(path, data)
         return checked, path
 
