@@ -664,6 +664,22 @@ def test_folders_are_ingested_with_the_same_store(tmp_path):
     assert (folder / "notes.jpg").read_bytes() == b"not an image", "inputs are never changed"
 
 
+def test_a_bmp_in_a_folder_is_seen_by_every_stage(tmp_path):
+    """One set of image suffixes (store.IMAGE_SUFFIXES): a .bmp (LabelImg opens them) is
+    harvested, found by the annotations scan and predicted on; a .tiff by none of them."""
+    from tumbletrain import annotations, predict
+
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    (folder / "a.bmp").write_bytes(image_bytes(1, "BMP"))
+    (folder / "b.tiff").write_bytes(image_bytes(2, "TIFF"))
+    result = run_harvest(tmp_path, {"classes": {"pose": {"folders": [str(folder)]}}})
+    assert result == {"class": "pose", "images": 1, "skipped": 0}
+    assert manifest(tmp_path)[0]["file"].endswith(".bmp")
+    assert annotations.scan(folder)[1] == [str(folder / "a.bmp")]
+    assert predict.scan_images(folder)[0] == [folder / "a.bmp"]
+
+
 def test_a_class_without_sources_is_a_clear_error(tmp_path):
     with pytest.raises(cli.UserError, match="no image source"):
         run_harvest(tmp_path, {"classes": {"pose": {}}})

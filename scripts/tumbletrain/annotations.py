@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, labelformats, lists, neardup, sources, vocxml
+from . import cli, fileio, labelformats, lists, neardup, sources, store, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -30,7 +30,6 @@ log = logging.getLogger("tumbletrain.annotations")
 # Of the other classes, their names, and the folders of those sharing one with this class.
 CONFIG = tt_config.stage("annotations", "split", classes="names", others=sources.sharing_specs)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 # The rule name's ending for an image found under another suffix than the XML names.
 OTHER_SUFFIX = "_other_suffix"
@@ -218,7 +217,7 @@ def scan(root: Path) -> tuple[list[str], list[str], list[tuple[str, fileio.FileP
                 continue
             if labelformats.is_annotation(entry.name, yolo_folder):
                 found = files
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            elif os.path.splitext(entry.name)[1].lower() in store.IMAGE_SUFFIXES:
                 found = images
             else:
                 continue
@@ -291,13 +290,13 @@ def image_candidates(
     places = [(here, "beside_xml"), (os.path.join(here, "images"), "images_folder")]
     if folder:
         places.append((os.path.join(os.path.dirname(here), folder), "folder_filename"))
-    others = sorted(IMAGE_SUFFIXES - {given_suffix.lower()}) if stem else []
+    others = sorted(store.IMAGE_SUFFIXES - {given_suffix.lower()}) if stem else []
     for place, rule in places:
         for suffix in others:
             yield os.path.join(place, stem + suffix), rule + OTHER_SUFFIX
     # LabelImg names the XML after the image: try the same stem beside it.
     stem = os.path.splitext(xml_path)[0]
-    for suffix in sorted(IMAGE_SUFFIXES):
+    for suffix in sorted(store.IMAGE_SUFFIXES):
         yield stem + suffix, "xml_stem"
 
 
@@ -463,7 +462,7 @@ def image_of(path: str, filename: str | None) -> tuple[str, int, int] | str:
     with an image suffix, beside the file or in `images/` below it; its upright size."""
     here = os.path.dirname(path)
     stem = os.path.splitext(os.path.basename(path))[0]
-    names = [filename] if filename else [stem + suffix for suffix in sorted(IMAGE_SUFFIXES)]
+    names = [filename] if filename else [stem + suffix for suffix in sorted(store.IMAGE_SUFFIXES)]
     for folder in (here, os.path.join(here, "images")):
         for name in names:
             candidate = os.path.join(folder, name)

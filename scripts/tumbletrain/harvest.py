@@ -20,15 +20,13 @@ log = logging.getLogger("tumbletrain.harvest")
 # The config this command reads; its rule passes exactly this.
 CONFIG = tt_config.stage("harvest", "tumblr", classes="own")
 
-FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
-
 
 def iter_folder_images(folder: Path) -> Iterator[Path]:
     """Image files under a folder, recursively, in a stable order."""
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in FOLDER_SUFFIXES and not name.startswith("."):
+            if Path(name).suffix.lower() in store.IMAGE_SUFFIXES and not name.startswith("."):
                 yield Path(dirpath) / name
 
 

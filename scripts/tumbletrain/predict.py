@@ -21,8 +21,6 @@ from . import fileio, store, vocxml
 
 log = logging.getLogger("tumbletrain.predict")
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
-
 
 @dataclass(frozen=True)
 class Detection:
@@ -40,7 +38,9 @@ def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, fileio.FileP
     images, skipped = [], []
     roots = fileio.real_roots([folder])
     for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() not in SUFFIXES or (path.is_dir() and not path.is_symlink()):
+        if path.suffix.lower() not in store.IMAGE_SUFFIXES or (
+            path.is_dir() and not path.is_symlink()
+        ):
             continue
         problem = fileio.file_problem(path)
         if problem is None and not fileio.inside(os.path.realpath(path), roots):

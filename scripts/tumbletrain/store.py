@@ -19,7 +19,17 @@ from PIL import Image, UnidentifiedImageError
 
 from . import fileio
 
-ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
+# The image formats the package takes (Pillow's names) and the suffixes their files go
+# by; the first names the file in the store. The harvest's folders, the annotations scan
+# and predict all pick images by IMAGE_SUFFIXES, so a picture one of them sees, all see.
+IMAGE_FORMATS = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "WEBP": (".webp",),
+    "BMP": (".bmp",),
+}
+IMAGE_SUFFIXES = frozenset(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
 
 
 class RejectedImage(ValueError):
@@ -83,11 +93,10 @@ def check_image(data: bytes) -> CheckedImage:
         if head.startswith((b"<!doctype html", b"<html")):
             raise RejectedImage("html_not_image", "an HTML page was served instead") from None
         raise RejectedImage("not_an_image", "the bytes are not an image Pillow can read") from None
-    if fmt not in ACCEPTED_FORMATS:
+    if fmt not in IMAGE_FORMATS:
         raise RejectedImage("unsupported_format", f"{fmt} images are not accepted")
-    return CheckedImage(
-        hashlib.sha256(data).hexdigest(), ACCEPTED_FORMATS[fmt], width, height, len(data)
-    )
+    ext = IMAGE_FORMATS[fmt][0].lstrip(".")
+    return CheckedImage(hashlib.sha256(data).hexdigest(), ext, width, height, len(data))
 
 
 class ImageStore:
