@@ -50,6 +50,7 @@ def main(argv):
     print("{'total_loss': np.float32(0.5)}")  # what Orbit prints on stdout
     for _ in cli.progress(range(3), "things", 3, "files", every_s=0):
         pass
+    cli.tell("what to do next")
     return 0
 
 cli.run(main)
@@ -76,11 +77,13 @@ def test_under_snakemake_chatter_goes_to_the_log_and_progress_to_the_terminal(tm
         "stage cat: things: 2/3",
         "stage cat: things: 3/3",
         "stage cat: things: 3/3",
+        "what to do next",
     ]
     assert "ETA 0:00:00" in terminal[2] and " files in " in terminal[3]
     logged = log.read_text()
     assert "np.float32(0.5)" in logged
-    assert all(line.removeprefix("stage cat: ") in logged for line in terminal)
+    assert all(line.removeprefix("stage cat: ") in logged for line in terminal[:4])
+    assert "what to do next" not in logged
 
 
 def test_by_hand_with_one_output_nothing_is_rerouted(tmp_path):
@@ -89,6 +92,7 @@ def test_by_hand_with_one_output_nothing_is_rerouted(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == "{'total_loss': np.float32(0.5)}"
     assert len([line for line in lines if "things: " in line]) == 4  # log lines, no copies
+    assert lines[-1] == "what to do next"
 
 
 def test_progress_counts_on_from_where_it_resumed(monkeypatch, caplog):

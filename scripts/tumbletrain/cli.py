@@ -106,6 +106,17 @@ def route_output(argv: list[str]) -> None:
     _job = job_label(argv)
 
 
+def tell(line: str) -> None:
+    """A line for the person running the workflow: on the terminal, not in the log.
+
+    Under Snakemake (route_output) the job's original stdout; otherwise stdout.
+    One write, so that the lines of jobs running side by side never interleave.
+    """
+    stream = _terminal or sys.stdout
+    stream.write(f"{line}\n")
+    stream.flush()
+
+
 class Progress:
     """Count, rate and ETA of a long job: a tqdm bar in a terminal, else a line per interval.
 
@@ -174,7 +185,7 @@ class Progress:
     def emit(self, line: str) -> None:
         self.logger.info("%s", line)
         if _terminal is not None:
-            print(f"{_job}: {line}", file=_terminal, flush=True)
+            tell(f"{_job}: {line}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from . import cli, fileio, sources
@@ -111,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         fileio.read_tsv(args.manifest), args.folder, cfg.class_names, add_images, labelimg=command
     )
     log.info("%s: %s; label it with LabelImg: %s", args.folder, counts, command)
-    # One write, so that the lines of label jobs running side by side never interleave.
-    sys.stdout.write(f"{args.class_name}: {command}\n")
-    sys.stdout.flush()
+    cli.tell(f"{args.class_name}: {command}")
     return 0
 
 
