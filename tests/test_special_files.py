@@ -309,3 +309,17 @@ def test_snakemake_runs_past_special_xml_files(tmp_path, tool_env):
         ("fifo.xml", "special_file"),
         ("dangling.xml", "dangling_symlink"),
     }
+
+
+def test_a_fifo_as_a_yolo_class_list_is_rejected_not_read(tmp_path, tool_env):
+    root = tmp_path / "data" / "pose"
+    root.mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(root / "a.jpg")
+    (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # as LabelImg's YOLO writer saves
+    os.mkfifo(root / "classes.txt")
+    outdir = tmp_path / "out"
+    argv = ["--config-json", json.dumps({"classes": {"pose": {"annotations_dir": str(root)}}})]
+    result = run_stage("annotations", *argv, "--class", "pose", "--outdir", outdir, env=tool_env)
+    assert "special_file" in result.stderr, result.stderr
+    rows = fileio.read_tsv(outdir / "rejected.tsv")
+    assert [(Path(r["file"]).name, r["reason"]) for r in rows] == [("a.txt", "special_file")]

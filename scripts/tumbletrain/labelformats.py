@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from . import vocxml
+from . import fileio, vocxml
 
 YOLO_CLASSES = "classes.txt"
 # Text files LabelImg writes that hold no boxes.
@@ -56,12 +56,9 @@ def is_annotation(name: str, yolo_folder: bool) -> bool:
 
 
 def read_text(path: str) -> str:
-    """The file's text; raises ValueError (too large, not UTF-8) or OSError."""
-    with open(path, "rb") as handle:
-        data = handle.read(vocxml.MAX_XML_BYTES + 1)
-    if len(data) > vocxml.MAX_XML_BYTES:
-        raise ValueError("too_large")
-    return data.decode("utf-8")
+    """The file's text; raises fileio.FileProblem (too large, a FIFO, a broken link, ...:
+    its reason is the file's) or ValueError (not UTF-8)."""
+    return fileio.read_regular(path, vocxml.MAX_XML_BYTES).decode("utf-8")
 
 
 def as_voc(filename: str, width: int, height: int, objects: list[vocxml.VocObject]):
@@ -75,10 +72,10 @@ def read_yolo(path: str, image_of: ImageLookup) -> Read:
         classes_file = os.path.join(os.path.dirname(path), YOLO_CLASSES)
         # As LabelImg's YoloReader reads it.
         classes = read_text(classes_file).strip("\n").split("\n")
-    except ValueError as error:
-        return "too_large" if str(error) == "too_large" else "bad_encoding"
-    except OSError:
-        return "not_yolo"
+    except fileio.FileProblem as problem:
+        return problem.reason
+    except ValueError:
+        return "bad_encoding"
     boxes = []
     for position, line in enumerate(lines):
         fields = line.split()
@@ -125,9 +122,9 @@ def createml_entry(entries, path: str) -> dict | None:
 def read_createml(path: str, image_of: ImageLookup) -> Read:
     try:
         entry = createml_entry(json.loads(read_text(path)), path)
-    except ValueError as error:
-        return "too_large" if str(error) == "too_large" else "not_createml"
-    except OSError:
+    except fileio.FileProblem as problem:
+        return problem.reason
+    except ValueError:
         return "not_createml"
     if entry is None or not isinstance(entry.get("annotations"), list):
         return "not_createml"
