@@ -18,7 +18,7 @@ from pathlib import Path
 import fake_tumblr as ft
 import pytest
 from fake_tumblr import FakeTumblr, bomb_png, image_bytes
-from tumbletrain import cli, config, fileio, harvest, net, tumblr
+from tumbletrain import cli, config, fileio, harvest, net, store, tumblr
 
 API_KEY = "ck-5ecret-consumer-key-000"
 SECRETS = {
@@ -202,8 +202,8 @@ def run_harvest(root: Path, raw: dict) -> dict:
     return harvest.harvest_class(config.parse(raw), "pose", root / "images", root / "manifests")
 
 
-def manifest(root: Path) -> list[dict]:
-    return fileio.read_tsv(root / "manifests" / "pose.tsv")
+def manifest(root: Path) -> list[store.ManifestRow]:
+    return store.read_manifest(root / "manifests" / "pose.tsv")
 
 
 def skipped(root: Path) -> dict[str, str]:
@@ -216,7 +216,7 @@ def skipped(root: Path) -> dict[str, str]:
 def chosen(root: Path) -> dict[str, set[str]]:
     by_post: dict[str, set[str]] = {}
     for row in manifest(root):
-        by_post.setdefault(row["post_id"], set()).add(row["image_url"])
+        by_post.setdefault(row.post_id, set()).add(row.image_url)
     return by_post
 
 
@@ -259,15 +259,15 @@ def test_the_fallback_rendition_is_recorded_and_the_largest_taken_when_allowed(
     tmp_path, fake, secrets
 ):
     run_harvest(tmp_path / "default", raw_config())
-    rows = {r["post_id"]: r for r in manifest(tmp_path / "default")}
-    assert rows["20"]["rendition"] == (
+    rows = {r.post_id: r for r in manifest(tmp_path / "default")}
+    assert rows["20"].rendition == (
         "largest allowed: 1280x722 on derekg.org is not in tumblr.media_hosts"
     )
-    assert rows["13"]["rendition"] == "largest"
+    assert rows["13"].rendition == "largest"
     run_harvest(tmp_path / "blog", raw_config(media_hosts=["media.tumblr.com", "derekg.org"]))
-    rows = {r["post_id"]: r for r in manifest(tmp_path / "blog")}
-    assert rows["20"]["image_url"] == "http://derekg.org/photo/1280/7431599279/1/tumblr_p1"
-    assert rows["20"]["rendition"] == "largest"
+    rows = {r.post_id: r for r in manifest(tmp_path / "blog")}
+    assert rows["20"].image_url == "http://derekg.org/photo/1280/7431599279/1/tumblr_p1"
+    assert rows["20"].rendition == "largest"
 
 
 def test_a_response_without_npf_yields_the_same_images(tmp_path, fake, secrets):
@@ -304,8 +304,8 @@ def test_faults_are_skipped_with_reasons_and_a_second_run_asks_for_nothing(tmp_p
     assert {url: skipped(tmp_path)[url] for url in reasons} == reasons
     rows = manifest(tmp_path)
     # p1 and dup have the same bytes: stored once, listed once.
-    assert result["images"] == len(rows) == len({r["sha256"] for r in rows})
-    assert photo_500("dup") not in {r["image_url"] for r in rows}
+    assert result["images"] == len(rows) == len({r.sha256 for r in rows})
+    assert photo_500("dup") not in {r.image_url for r in rows}
     stored = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
     assert len(stored) == len(rows)
     assert not [p for p in (tmp_path / "images").rglob(".*")], "no partial file in the store"
@@ -528,7 +528,7 @@ def test_redirects_are_checked_on_every_hop(tmp_path, fake, secrets):
     assert reasons[photo_500("elsewhere")] == "redirect_not_allowed"
     assert reasons[photo_500("loop")] == "redirect_loop"
     assert reasons[photo_500("file")] == "redirect_not_allowed"
-    assert [r["image_url"] for r in manifest(tmp_path)] == [photo_500("fine")]
+    assert [r.image_url for r in manifest(tmp_path)] == [photo_500("fine")]
     assert "http://evil.example.com/x.jpg" not in fake.media_requests()
     assert sorted(fake.media_requests()) == sorted(
         [photo_500(k) for k in keys] + [photo_500("loop2"), "http://65.media.tumblr.com/moved.jpg"]
@@ -657,7 +657,7 @@ def test_folders_are_ingested_with_the_same_store(tmp_path):
     result = run_harvest(tmp_path, raw)
     assert result == {"class": "pose", "images": 2, "skipped": 1}
     rows = manifest(tmp_path)
-    assert {r["source"] for r in rows} == {"folder"}
+    assert {r.source for r in rows} == {"folder"}
     before = (tmp_path / "manifests" / "pose.tsv").read_bytes()
     run_harvest(tmp_path, raw)
     assert (tmp_path / "manifests" / "pose.tsv").read_bytes() == before
@@ -675,9 +675,26 @@ def test_a_bmp_in_a_folder_is_seen_by_every_stage(tmp_path):
     (folder / "b.tiff").write_bytes(image_bytes(2, "TIFF"))
     result = run_harvest(tmp_path, {"classes": {"pose": {"folders": [str(folder)]}}})
     assert result == {"class": "pose", "images": 1, "skipped": 0}
-    assert manifest(tmp_path)[0]["file"].endswith(".bmp")
+    assert manifest(tmp_path)[0].file.endswith(".bmp")
     assert annotations.scan(folder)[1] == [str(folder / "a.bmp")]
     assert predict.scan_images(folder)[0] == [folder / "a.bmp"]
+
+
+def test_the_manifest_reads_back_as_the_typed_rows_written(tmp_path):
+    """store.read_manifest is every stage's reader: rows as written, sizes as numbers."""
+    rows = [
+        store.ManifestRow("b" * 64, "/s/b.png", "folder", tags="a\tb", width=3, height=4),
+        store.ManifestRow("a" * 64, "/s/a.jpg", "tumblr", post_id="1", rendition="largest"),
+    ]
+    path = tmp_path / "pose.tsv"
+    store.write_manifest(path, rows)
+    assert store.read_manifest(path) == rows[::-1]
+    # A manifest from before a column existed still reads: the column's default.
+    fileio.write_tsv(path, ("sha256", "file", "source"), [["c" * 64, "/s/c.gif", "demo"]])
+    assert store.read_manifest(path) == [store.ManifestRow("c" * 64, "/s/c.gif", "demo")]
+    fileio.write_tsv(path, ("sha256", "file", "width"), [["c" * 64, "/s/c.gif", "wide"]])
+    with pytest.raises(fileio.TableError, match="line 2 is not a manifest row"):
+        store.read_manifest(path)
 
 
 def test_a_class_without_sources_is_a_clear_error(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from labelimg_files import image, read, save
-from tumbletrain import annotations, config, fileio, lists, records
+from tumbletrain import annotations, config, fileio, lists, records, store
 
 CLASSES = ["cup", "ball"]
 # Boxes away from the edges: LabelImg's VOC writer marks edge boxes truncated, YOLO cannot.
@@ -105,6 +105,6 @@ def test_yolo_and_createml_are_rejected_for_the_reasons_voc_is(tmp_path):
 
 def test_whole_image_boxes_are_what_labelimg_reads(tmp_path):
     picture = image(tmp_path / "store" / "ab" / "abc.jpg", size=(90, 40))
-    manifest = [{"sha256": "abc", "file": str(picture), "width": "90", "height": "40"}]
+    manifest = [store.ManifestRow("abc", str(picture), "folder", width=90, height=40)]
     (xml,) = annotations.whole_image_xml(manifest, "cup", tmp_path / "whole")
     assert read("voc", Path(xml), picture) == [("cup", 0, 0, 90, 40)]

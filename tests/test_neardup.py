@@ -172,8 +172,8 @@ def write_class(root: Path, cls: str, images: dict[str, Image.Image]) -> None:
 
 
 def write_manifest(path: Path, images: dict[str, Path]) -> Path:
-    rows = [(hashlib.sha256(p.read_bytes()).hexdigest(), str(p), "") for p in images.values()]
-    fileio.write_tsv(path, ("sha256", "file", "timestamp"), rows)
+    rows = [(hashlib.sha256(p.read_bytes()).hexdigest(), str(p), "folder") for p in images.values()]
+    fileio.write_tsv(path, ("sha256", "file", "source"), rows)
     return path
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tumbletrain import config as tt_config
-from tumbletrain import demo, fileio, labelimg
+from tumbletrain import demo, fileio, labelimg, store
 
 UMASKS = (0o022, 0o002)
 
@@ -84,9 +84,9 @@ def test_the_demo_folder_follows_the_umask(tmp_path, umask):
 
 
 def test_labelimg_folder_files_follow_the_umask(tmp_path, umask):
-    store = tmp_path / "store" / "ab.jpg"
-    fileio.write_bytes(store, b"jpeg")
-    rows = [{"file": str(store), "sha256": "ab" * 32}]
+    stored = tmp_path / "store" / "ab.jpg"
+    fileio.write_bytes(stored, b"jpeg")
+    rows = [store.ManifestRow(sha256="ab" * 32, file=str(stored), source="folder")]
     counts = labelimg.materialise(rows, tmp_path / "data" / "circle", ["circle"])
     assert counts["copied"] == 1
     expected = 0o666 & ~umask

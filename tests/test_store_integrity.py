@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fake_tumblr import image_bytes
 from PIL import Image
-from tumbletrain import annotations, config, fileio, harvest, labelimg, lists, vocxml
+from tumbletrain import annotations, config, harvest, labelimg, lists, store, vocxml
 
 
 def sha(path: Path) -> str:
@@ -24,7 +24,7 @@ def harvest_and_label(tmp_path: Path) -> tuple[config.WorkflowConfig, dict, Path
     pose = {"folders": [str(folder)], "annotations_dir": str(data)}
     cfg = config.parse({"classes": {"pose": pose}})
     harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests")
-    rows = {r["sha256"]: r for r in fileio.read_tsv(tmp_path / "manifests" / "pose.tsv")}
+    rows = {r.sha256: r for r in store.read_manifest(tmp_path / "manifests" / "pose.tsv")}
     labelimg.materialise(list(rows.values()), data, ["pose"])
     return cfg, rows, data
 
@@ -35,7 +35,7 @@ def test_an_image_edited_in_data_is_a_new_image_and_the_store_is_untouched(tmp_p
     edited = data / f"{edited_sha[:16]}.jpg"
     # An editor writing in place, as GIMP's "overwrite" or a script does.
     Image.new("RGB", (60, 40), (1, 2, 3)).save(edited, "JPEG")
-    store_file = Path(rows[edited_sha]["file"])
+    store_file = Path(rows[edited_sha].file)
     assert sha(store_file) == edited_sha, "the store file changed with the copy in data/"
     assert not os.path.samefile(store_file, edited)
     for image in data.glob("*.jpg"):
@@ -56,7 +56,7 @@ def test_an_image_edited_in_data_is_a_new_image_and_the_store_is_untouched(tmp_p
     new_sha = sha(edited)
     assert set(listed) == {new_sha, kept_sha}
     assert listed[new_sha].image == str(edited), "the edited image is its own, new image"
-    assert listed[kept_sha].image == rows[kept_sha]["file"], "an unedited copy is the store's"
+    assert listed[kept_sha].image == rows[kept_sha].file, "an unedited copy is the store's"
 
 
 def test_a_hard_link_an_older_version_made_is_replaced_by_a_copy(tmp_path):
@@ -64,17 +64,17 @@ def test_a_hard_link_an_older_version_made_is_replaced_by_a_copy(tmp_path):
     first = sorted(rows)[0]
     target = data / f"{first[:16]}.jpg"
     target.unlink()
-    os.link(rows[first]["file"], target)
+    os.link(rows[first].file, target)
     counts = labelimg.materialise(list(rows.values()), data, ["pose"])
     assert counts == {"copied": 0, "present": 1, "unlinked": 1}
-    assert not os.path.samefile(rows[first]["file"], target)
-    assert target.read_bytes() == Path(rows[first]["file"]).read_bytes()
+    assert not os.path.samefile(rows[first].file, target)
+    assert target.read_bytes() == Path(rows[first].file).read_bytes()
 
 
 def test_a_store_file_changed_through_an_old_link_is_restored_by_the_harvest(tmp_path):
     cfg, rows, _ = harvest_and_label(tmp_path)
     first = sorted(rows)[0]
-    store_file = Path(rows[first]["file"])
+    store_file = Path(rows[first].file)
     store_file.write_bytes(store_file.read_bytes() + b"edited")
     harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests")
     assert sha(store_file) == first

@@ -141,16 +141,16 @@ def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
     return names
 
 
-def read_manifest(path: Path | None) -> list[dict[str, str]]:
+def read_manifest(path: Path | None) -> list[store.ManifestRow]:
     if path is None or not Path(path).exists():
         return []
-    return fileio.read_tsv(path)
+    return store.read_manifest(path)
 
 
 def build_index(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
-    manifest: list[dict[str, str]],
+    manifest: list[store.ManifestRow],
     folder_images: list[str],
     sources: Iterable[str | Path] = (),
 ) -> ClassIndex:
@@ -159,11 +159,11 @@ def build_index(
     store_of: dict[str, str] = {}
     by_name: dict[str, list[str]] = {}
     for row in manifest:
-        store_of[row["sha256"]] = row["file"]
-        by_path[os.path.abspath(row["file"])] = row["sha256"]
-        origin = row.get("image_url", "")
+        store_of[row.sha256] = row.file
+        by_path[os.path.abspath(row.file)] = row.sha256
+        origin = row.image_url
         if origin and "://" not in origin:
-            by_path[os.path.abspath(origin)] = row["sha256"]
+            by_path[os.path.abspath(origin)] = row.sha256
             by_name.setdefault(os.path.basename(origin), []).append(origin)
     for image in folder_images:
         by_name.setdefault(os.path.basename(image), []).append(image)
@@ -586,16 +586,16 @@ def resolve_duplicates(outcomes: list[Outcome]) -> None:
             loser.rejected.append(("", "duplicate_annotation"))
 
 
-def whole_image_xml(manifest: list[dict[str, str]], class_name: str, outdir: Path) -> list[str]:
+def whole_image_xml(manifest: list[store.ManifestRow], class_name: str, outdir: Path) -> list[str]:
     """One box covering each image, written as LabelImg XML into `outdir`."""
     written = []
     for row in manifest:
-        width, height = int(row["width"]), int(row["height"])
-        xml_path = outdir / f"{row['sha256']}.xml"
+        width, height = row.width, row.height
+        xml_path = outdir / f"{row.sha256}.xml"
         data = vocxml.labelimg_xml(
             folder=class_name,
-            filename=Path(row["file"]).name,
-            path=os.path.abspath(row["file"]),
+            filename=Path(row.file).name,
+            path=os.path.abspath(row.file),
             size=(width, height, 3),
             objects=[vocxml.VocObject(class_name, 0, 0, width, height)],
         )
@@ -863,7 +863,7 @@ def validate_class(
 
 
 def count_unlabelled(
-    manifest: list[dict[str, str]],
+    manifest: list[store.ManifestRow],
     index: ClassIndex,
     outcomes: list[Outcome],
     labelled: set[str],
@@ -875,15 +875,15 @@ def count_unlabelled(
     hashed only when another image has their byte size, since only then can
     they be a copy under another name.
     """
-    content = {row["sha256"] for row in manifest}
+    content = {row.sha256 for row in manifest}
     known = dict(index.by_path)
     sizes: dict[int, set[str]] = {}
     by_inode: dict[tuple[int, int], str] = {}
     for row in manifest:
         with contextlib.suppress(OSError):
-            stat = os.stat(row["file"])
-            by_inode[(stat.st_dev, stat.st_ino)] = row["sha256"]
-            sizes.setdefault(stat.st_size, set()).add(row["sha256"])
+            stat = os.stat(row.file)
+            by_inode[(stat.st_dev, stat.st_ino)] = row.sha256
+            sizes.setdefault(stat.st_size, set()).add(row.sha256)
     for outcome in outcomes:
         if outcome.sha256:
             known[os.path.abspath(outcome.image_path)] = outcome.sha256

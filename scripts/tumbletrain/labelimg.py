@@ -20,7 +20,7 @@ import os
 import shlex
 from pathlib import Path
 
-from . import cli, fileio, sources
+from . import cli, fileio, sources, store
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.labelimg")
@@ -51,7 +51,7 @@ def is_a_source(cfg: tt_config.WorkflowConfig, class_name: str, folder: Path) ->
 
 
 def materialise(
-    rows: list[dict[str, str]],
+    rows: list[store.ManifestRow],
     folder: Path,
     class_names: list[str],
     add_images: bool = True,
@@ -62,8 +62,8 @@ def materialise(
     created = set(json.loads(marker.read_text())["created"]) if marker.exists() else set()
     counts = {"copied": 0, "present": 0, "unlinked": 0}
     for row in rows if add_images else ():
-        source = Path(row["file"])
-        target = folder / f"{row['sha256'][:16]}{source.suffix}"
+        source = Path(row.file)
+        target = folder / f"{row.sha256[:16]}{source.suffix}"
         linked = target.name in created and source.exists() and os.path.samefile(source, target)
         if target.exists() and not linked:
             counts["present"] += 1
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if not add_images:
         log.info("%s already holds a class's images: no image added to %s", images, args.folder)
     counts = materialise(
-        fileio.read_tsv(args.manifest), args.folder, cfg.class_names, add_images, labelimg=command
+        store.read_manifest(args.manifest),
+        args.folder,
+        cfg.class_names,
+        add_images,
+        labelimg=command,
     )
     log.info("%s: %s; label it with LabelImg: %s", args.folder, counts, command)
     cli.tell(f"{args.class_name}: {command}")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tumbletrain import cli, fileio
+from tumbletrain import cli, fileio, store
 from tumbletrain import config as tt_config
 
 log = logging.getLogger("tumbletrain.neardup")
@@ -110,21 +110,23 @@ def post_time(text: str) -> float:
         return 0.0
 
 
-def class_signatures(manifest: Sequence[dict[str, str]], cache: dict[str, Member]) -> list[Member]:
+def class_signatures(
+    manifest: Sequence[store.ManifestRow], cache: dict[str, Member]
+) -> list[Member]:
     """One member per image of the manifest; signatures come from the cache when known."""
     members, failed = {}, 0
-    rows = {row["sha256"]: row for row in manifest}
+    rows = {row.sha256: row for row in manifest}
     for sha, row in cli.progress(sorted(rows.items()), "signatures", len(rows), "images", log):
-        timestamp = post_time(row.get("timestamp", ""))
+        timestamp = post_time(row.timestamp)
         known = cache.get(sha)
         if known is not None:
             members[sha] = Member(sha, timestamp, known.signature)
             continue
         try:
-            members[sha] = Member(sha, timestamp, signature_of(row["file"]))
+            members[sha] = Member(sha, timestamp, signature_of(row.file))
         except (OSError, ValueError) as error:
             failed += 1
-            log.warning("no signature for %s (%s): %s", sha, row["file"], error)
+            log.warning("no signature for %s (%s): %s", sha, row.file, error)
     if failed:
         log.warning("%d images have no signature and are split by their content alone", failed)
     return list(members.values())
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = {}
     if args.cache.is_file():
         cache = {m.sha256: m for m in read_members(args.cache)}
-    members = class_signatures(fileio.read_tsv(args.manifest), cache)
+    members = class_signatures(store.read_manifest(args.manifest), cache)
     cached = {m.sha256: m for m in members} | cache
     write_members(args.cache, cached.values())
     write_members(args.output, members)

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import cli, fileio, lists  # noqa: E402
+from . import cli, fileio, lists, store  # noqa: E402
 from . import config as tt_config  # noqa: E402
 
 log = logging.getLogger("tumbletrain.report")
@@ -84,7 +84,9 @@ def class_counts(classes: list[str], manifests: Path, lists_dir: Path) -> pd.Dat
         summary = read_json(lists_dir / name / "summary.json")
         per_split = summary.get("per_split", {})
         skipped = read_rows(manifests / f"{name}.skipped.tsv")
-        row = {"class": name, "harvested": len(read_rows(manifests / f"{name}.tsv"))}
+        manifest = manifests / f"{name}.tsv"
+        harvested = len(store.read_manifest(manifest)) if manifest.exists() else 0
+        row = {"class": name, "harvested": harvested}
         reasons = pd.Series([r.get("reason") or "unknown" for r in skipped], dtype=object)
         row.update({f"skipped: {k}": int(v) for k, v in reasons.value_counts().items()})
         row["unlabelled"] = summary.get("unlabelled_images", 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +68,7 @@ class ManifestRow:
 
 
 MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
+_MANIFEST_TYPES = {f.name: int if f.type == "int" else str for f in fields(ManifestRow)}
 SKIPPED_COLUMNS = ("image_url", "source", "reason", "message")
 
 
@@ -123,6 +125,24 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     for row in sorted(rows, key=lambda r: (r.sha256, r.source, r.post_id, r.image_url)):
         unique.setdefault(row.sha256, row)
     fileio.write_tsv(path, MANIFEST_COLUMNS, (list(asdict(r).values()) for r in unique.values()))
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """The rows `write_manifest` wrote, typed. Every reader of a manifest reads it here; a
+    column it lacks takes its default (a manifest from before the column still reads)."""
+    rows = []
+    for number, raw in enumerate(fileio.read_tsv(path), start=2):
+        try:
+            values = {
+                name: kind(raw[name]) for name, kind in _MANIFEST_TYPES.items() if name in raw
+            }
+            rows.append(ManifestRow(**values))
+        except (TypeError, ValueError) as error:
+            raise fileio.TableError(
+                f"{path} line {number} is not a manifest row ({error}); delete the file "
+                "and re-run the harvest"
+            ) from None
+    return rows
 
 
 def write_skipped(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
