@@ -505,6 +505,37 @@ def test_whole_image_boxes_are_made_under_results(tmp_path):
         assert (obj.xmin, obj.ymin, obj.xmax, obj.ymax) == (0, 0, item.width, item.height)
 
 
+def test_whole_image_boxes_of_exif_rotated_images_are_upright(tmp_path):
+    """The store's manifest sizes are the shown (upright) ones, so the box fits the image."""
+    image_store = store.ImageStore(tmp_path / "resources" / "images")
+    rows = []
+    # Stored landscape shown portrait (6: rotate 90 clockwise) and the reverse (8).
+    for name, size, orientation in (("a.jpg", (64, 48), 6), ("b.jpg", (30, 90), 8)):
+        checked, path = image_store.put(jpeg(tmp_path / name, size, orientation).read_bytes())
+        assert (checked.width, checked.height) == (size[1], size[0])
+        rows.append(
+            store.ManifestRow(
+                checked.sha256,
+                str(path),
+                "folder",
+                width=checked.width,
+                height=checked.height,
+                bytes=checked.bytes,
+            )
+        )
+    manifest = tmp_path / "m.tsv"
+    store.write_manifest(manifest, rows)
+    cfg = config.parse({"classes": {"pose": {"annotation": "whole_image"}}})
+    whole = tmp_path / "results" / "whole_image" / "pose"
+    summary = annotations.validate_class(cfg, "pose", manifest, tmp_path / "out", whole)
+    assert summary["kept"] == 2, summary
+    items = [i for s in config.SPLITS for i in lists.read_list(tmp_path / "out" / f"{s}.tsv")]
+    assert sorted((i.width, i.height) for i in items) == [(48, 64), (90, 30)]
+    for item in items:
+        (obj,) = item.objects
+        assert (obj.xmin, obj.ymin, obj.xmax, obj.ymax) == (0, 0, item.width, item.height)
+
+
 def test_a_class_with_nothing_usable_says_what_to_do(tmp_path):
     root = tmp_path / "data" / "pose"
     root.mkdir(parents=True)

@@ -30,12 +30,8 @@ log = logging.getLogger("tumbletrain.annotations")
 # Of the other classes, their names, and the folders of those sharing one with this class.
 CONFIG = tt_config.stage("annotations", "split", classes="names", others=sources.sharing_specs)
 
-ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 # The rule name's ending for an image found under another suffix than the XML names.
 OTHER_SUFFIX = "_other_suffix"
-EXIF_ORIENTATION = 0x0112
-# The `info` keys Pillow's getexif() takes an orientation from.
-ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 # A box may overshoot the image by this much (LabelImg lets a drag end past
 # the edge); beyond it the box is taken to belong to another image.
 TOLERANCE_FRACTION = 0.02
@@ -327,7 +323,7 @@ def declared_size_of(root: etree._Element, path: str) -> bool:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
         return False
     sizes = {(info.width, info.height)}
-    if info.orientation in ROTATING_ORIENTATIONS:
+    if info.orientation in store.ROTATING_ORIENTATIONS:
         sizes.add((info.height, info.width))
     return declared is not None and (round(declared[0]), round(declared[1])) in sizes
 
@@ -335,17 +331,8 @@ def declared_size_of(root: etree._Element, path: str) -> bool:
 def read_image_info(path: str | Path) -> ImageInfo:
     """Header only: Pillow reads the size and EXIF without decoding pixels."""
     with Image.open(path) as image:
-        width, height = image.size
         fmt = (image.format or "").lower()
-        orientation = 1
-        # A JPEG's EXIF and XMP come before its pixels, so Pillow's header read
-        # has found them or there are none: most images skip the EXIF parse.
-        if fmt in ("png", "webp", "tiff") or (
-            fmt == "jpeg" and not ORIENTATION_SOURCES.isdisjoint(image.info)
-        ):
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    if orientation in ROTATING_ORIENTATIONS:
-        width, height = height, width
+        width, height, orientation = store.upright_size(image)
     return ImageInfo(path, fmt, width, height, orientation)
 
 
@@ -370,7 +357,7 @@ def reconcile_size(
         return 1.0, 1.0, "size_zero"
     if (round(width), round(height)) == (info.width, info.height):
         return 1.0, 1.0, None
-    if info.orientation in ROTATING_ORIENTATIONS and (round(width), round(height)) == (
+    if info.orientation in store.ROTATING_ORIENTATIONS and (round(width), round(height)) == (
         info.height,
         info.width,
     ):

@@ -31,6 +31,10 @@ IMAGE_FORMATS = {
     "BMP": (".bmp",),
 }
 IMAGE_SUFFIXES = frozenset(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
+ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+# The `info` keys Pillow's getexif() takes an orientation from.
+ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
 class RejectedImage(ValueError):
@@ -83,13 +87,33 @@ def pixel_limit() -> Iterator[None]:
         raise RejectedImage("decompression_bomb", "the image declares too many pixels") from None
 
 
+def upright_size(image: Image.Image) -> tuple[int, int, int]:
+    """Width and height as the image is shown (its EXIF orientation applied), and the orientation.
+
+    Header only: Pillow reads the size and EXIF without decoding pixels.
+    """
+    width, height = image.size
+    fmt = (image.format or "").lower()
+    orientation = 1
+    # A JPEG's EXIF and XMP come before its pixels, so Pillow's header read
+    # has found them or there are none: most images skip the EXIF parse.
+    if fmt in ("png", "webp", "tiff") or (
+        fmt == "jpeg" and not ORIENTATION_SOURCES.isdisjoint(image.info)
+    ):
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    if orientation in ROTATING_ORIENTATIONS:
+        width, height = height, width
+    return width, height, orientation
+
+
 def check_image(data: bytes) -> CheckedImage:
     """Identify the bytes from the image header, with Pillow's bomb limit on."""
     if not data:
         raise RejectedImage("empty", "the response was empty")
     try:
         with pixel_limit(), Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = image.format, image.size
+            # Upright: whole-image boxes and the XML checks use this size.
+            fmt, (width, height, _) = image.format, upright_size(image)
     except (UnidentifiedImageError, OSError, SyntaxError):
         head = data[:64].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")):
