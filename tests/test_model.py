@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,6 @@ from tumbletrain import (
     cli,
     config,
     demo,
-    evaluation,
     experiment,
     export,
     records,
@@ -64,17 +64,16 @@ def tiny_raw(**sections) -> dict:
     return raw
 
 
-@pytest.fixture(scope="session")
-def tiny_records(tmp_path_factory):
-    """Demo images -> lists -> records, in-process, for every model test."""
-    base = tmp_path_factory.mktemp("model_data")
+def make_records(base: Path, raw: dict, draw: bool = True) -> None:
+    """Demo images (when `draw`) -> lists -> records and label map, in-process, as the rules do."""
     cwd = os.getcwd()
     os.chdir(base)
     try:
-        cfg = config.parse(tiny_raw())
+        cfg = config.parse(raw)
         ids = {c.name: c.label_id for c in cfg.classes}
         for cls in cfg.classes:
-            demo.write_demo(cls.name, cls.demo.images, cfg.demo, Path(cls.annotations_dir))
+            if draw or not Path(cls.annotations_dir).exists():
+                demo.write_demo(cls.name, cls.demo.images, cfg.demo, Path(cls.annotations_dir))
             annotations.validate_class(cfg, cls.name, None, Path(f"results/lists/{cls.name}"))
             for split in config.SPLITS:
                 items = records.lists.read_list(f"results/lists/{cls.name}/{split}.tsv")
@@ -85,6 +84,13 @@ def tiny_records(tmp_path_factory):
         Path("results/label_map.csv").write_text(records.label_map_csv(cfg.classes))
     finally:
         os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory):
+    """Demo images -> lists -> records, in-process, for every model test."""
+    base = tmp_path_factory.mktemp("model_data")
+    make_records(base, tiny_raw())
     return base
 
 
@@ -110,15 +116,13 @@ def model_cli(base: Path, raw: dict, *args: str, timeout=600, check=True):
     return result
 
 
-def train_args(run: str, extra=()) -> list[str]:
+def train_args(run: str, extra=(), classes=("circle", "square")) -> list[str]:
     return [
         "train",
         "--training-stats",
-        "results/records/circle_training.json",
-        "results/records/square_training.json",
+        *(f"results/records/{name}_training.json" for name in classes),
         "--validation-stats",
-        "results/records/circle_verification.json",
-        "results/records/square_verification.json",
+        *(f"results/records/{name}_verification.json" for name in classes),
         "--model-dir",
         f"results/train/{run}",
         "--final",
@@ -165,12 +169,91 @@ def test_default_architecture_is_the_published_checkpoints():
     ) == ("relu6", 0.001, 0.99)
     assert m.num_classes == 2, "one class plus the background"
     assert params.task.freeze_backbone is True, "a checkpoint is given by default"
-    assert list(params.task.init_checkpoint_modules) == ["backbone", "decoder"]
+    # The head too, but not its classifier layer (MediaPipe Model Maker's choice).
+    assert list(params.task.init_checkpoint_modules) == ["backbone", "decoder", "head"]
+
+
+def tiny_inputs(base: Path, classes=("circle", "square")):
+    from tumbletrain import training
+
+    return training.TrainInputs(
+        training.data_split([base / f"results/records/{n}_training.json" for n in classes]),
+        training.data_split([base / f"results/records/{n}_verification.json" for n in classes]),
+        None,
+    )
+
+
+def test_the_fingerprint_follows_records_classes_and_model_config(tiny_records, tmp_path):
+    from tumbletrain import training
+
+    def fingerprint(raw, base=tiny_records):
+        return training.fingerprint(config.parse(raw), tiny_inputs(base), False)
+
+    first = fingerprint(tiny_raw())
+    assert fingerprint(tiny_raw()) == first
+    # Where and how a run goes, and which checkpoint is picked, do not start another.
+    for train in ({"threads": 1}, {"eval_every": 2}, {"select": "last"}, {"keep_runs": 0}):
+        assert fingerprint(tiny_raw(train=train))["fingerprint"] == first["fingerprint"], train
+    reordered = tiny_raw()
+    reordered["classes"] = dict(reversed(reordered["classes"].items()))
+    for raw in (tiny_raw(train={"steps": 7}), tiny_raw(model={"input_size": 256}), reordered):
+        assert fingerprint(raw)["fingerprint"] != first["fingerprint"]
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_records / "results/records", copy / "results/records")
+    record = copy / "results/records/square_verification.tfrecord"
+    record.write_bytes(record.read_bytes()[:-1] + b"x")
+    changed = fingerprint(tiny_raw(), copy)
+    assert changed["fingerprint"] != first["fingerprint"]
+    assert training.changes(first, changed) == "records changed: square_verification.tfrecord"
+
+
+def test_a_new_training_starts_where_warm_start_and_the_previous_run_allow(tmp_path):
+    from tumbletrain import training
+
+    cfg = config.parse(tiny_raw(train={"steps": 40}))
+    inputs = training.TrainInputs(experiment.DataSplit(("x",), 8), None, "base/ckpt-1")
+    current = {"parts": {"label_map": [[1, "circle"], [2, "square"]]}}
+    arch = {"input_size": [128, 128, 3]}
+
+    def plan(raw_train=None, label_map=None, architecture=None, finished=True):
+        run = tmp_path / "history" / "0001"
+        run.mkdir(parents=True, exist_ok=True)
+        state = {
+            "parts": {"label_map": label_map or current["parts"]["label_map"]},
+            "architecture": architecture or arch,
+            "finished": {"checkpoint": "best/best_ckpt-3"} if finished else None,
+        }
+        (run / "run.json").write_text(json.dumps(state))
+        used = config.parse(tiny_raw(train={"steps": 40, **(raw_train or {})}))
+        return training.plan_start(used, inputs, tmp_path, current, arch)
+
+    previous = plan()
+    assert previous == training.Start(
+        "previous", str(tmp_path / "history/0001/best/best_ckpt-3"), experiment.MODULES, 10
+    )
+    assert plan({"warm_start_steps": 5}).steps == 5
+    reordered = plan(label_map=[[1, "square"], [2, "circle"]])
+    assert reordered.modules == ("backbone", "decoder", "head")
+    checkpoint = training.Start("checkpoint", "base/ckpt-1", ("backbone", "decoder", "head"), 40)
+    assert plan(architecture={"input_size": [256, 256, 3]}) == checkpoint
+    assert plan(finished=False) == checkpoint
+    assert plan({"warm_start": "checkpoint"}) == checkpoint
+    assert plan({"warm_start": "none"}) == training.Start("none", None, (), 40)
+    assert cfg.train.warm_start == "previous"
 
 
 def test_input_size_must_fit_the_levels():
-    cfg = config.parse({"classes": {"pose": {}}, "model": {"input_size": 200}})
-    with pytest.raises(cli.UserError, match="multiple of 2\\*\\*max_level = 128"):
+    # The schema asks for a multiple of 128 (the default max_level 7); the
+    # experiment checks it again against a max_level set in model.overrides.
+    with pytest.raises(cli.UserError, match="not a multiple of 128"):
+        config.parse({"classes": {"pose": {}}, "model": {"input_size": 200}})
+    cfg = config.parse(
+        {
+            "classes": {"pose": {}},
+            "model": {"input_size": 256, "overrides": {"task": {"model": {"max_level": 9}}}},
+        }
+    )
+    with pytest.raises(cli.UserError, match="multiple of 2\\*\\*max_level = 512"):
         experiment.build_experiment(cfg.model, cfg.train, 1, experiment.DataSplit(("x",), 1), None)
 
 
@@ -184,6 +267,36 @@ def test_train_from_scratch_writes_final_and_params(trained):
     assert "results/records/circle_training.tfrecord" in params["task"]["train_data"]["input_path"]
     assert list((base / "results/train/tiny/train").glob("events.out.tfevents*"))
     assert final["losses"]["total_loss"] > 0
+
+
+@pytest.mark.slow
+def test_params_yaml_reruns_with_the_model_gardens_own_trainer(trained, tmp_path):
+    """What README promises: official/vision/train.py runs the written experiment as it is."""
+    import tensorflow as tf
+
+    base, final = trained
+    garden = tmp_path / "garden"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "official.vision.train",
+            "--experiment=retinanet_mobile_coco",
+            "--mode=train",
+            f"--model_dir={garden}",
+            f"--config_file={base / final['params']}",
+            "--params_override=trainer.train_steps=2,trainer.steps_per_loop=1,"
+            "trainer.checkpoint_interval=2,trainer.summary_interval=1",
+        ],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tf.train.latest_checkpoint(str(garden)).endswith("ckpt-2")
+    assert list((garden / "train").glob("events.out.tfevents*"))
 
 
 def test_training_progress_lines_count_steps_from_the_resumed_one(caplog):
@@ -232,6 +345,173 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_records):
     first = re.search(r"step (\d+)/40 ", result.stderr)
     assert first and int(first[1]) == int(resumed[1]) + 5
     assert json.loads((model_dir / "final.json").read_text())["step"] == 40
+
+
+# A demo that learns in a few hundred steps on 2 cores: one large shape per
+# image, and a model a little wider than the tiny one.
+LEARN_STEPS = 500
+
+
+def learn_raw(classes=("circle", "square"), **train) -> dict:
+    return {
+        "classes": {name: {"demo": {"images": 40}} for name in classes},
+        "demo": {"seed": 5, "min_side": 96, "max_side": 128, "max_objects": 1},
+        "split": {"verification_percent": 25},
+        "model": {
+            "checkpoint": None,
+            "input_size": 128,
+            "overrides": {
+                "task": {
+                    "model": {
+                        "backbone": {"mobilenet": {"filter_size_scale": 0.35}},
+                        "decoder": {"fpn": {"num_filters": 32}},
+                        "head": {"num_convs": 2, "num_filters": 32},
+                    }
+                }
+            },
+        },
+        "train": {
+            "run": "learn",
+            "steps": LEARN_STEPS,
+            "batch_size": 8,
+            "learning_rate": 0.08,
+            "warmup_steps": 20,
+            "checkpoint_every": 100,
+            "eval_every": 100,
+            **train,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory):
+    """The learning demo, trained with validation every 100 steps."""
+    base = tmp_path_factory.mktemp("learn")
+    make_records(base, learn_raw())
+    model_cli(base, learn_raw(), *train_args("learn"))
+    return base
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_the_demo_learns_and_the_best_checkpoint_is_used(learned, tmp_path):
+    from tumbletrain import report, training
+
+    final = read_json(learned / "results/train/learn/final.json")
+    assert final["step"] == LEARN_STEPS
+    # Periodic validation wrote its metrics, and the best AP picks the checkpoint.
+    validation = training.scalar_summaries(learned / "results/train/learn/validation")
+    curve = validation["AP"]
+    assert [step for step, _ in curve] == list(range(100, LEARN_STEPS + 1, 100))
+    best_step, best_ap = max(curve, key=lambda point: point[1])
+    assert final["selected"] == {"select": "best", "step": best_step, "AP": pytest.approx(best_ap)}
+    assert final["best"]["step"] == best_step
+    assert final["checkpoint"] == f"results/train/learn/{final['best']['checkpoint']}"
+    assert final["last"] == {"step": LEARN_STEPS, "checkpoint": f"ckpt-{LEARN_STEPS}"}
+    # The Model Garden's COCO evaluation of the verification split, at the best step
+    # (test_retraining_follows_the_data runs the evaluate command on the same model).
+    assert dict(validation["AP50"])[best_step] >= 0.5, validation["AP50"]
+    # The report draws the same validation curve.
+    drawn = report.plot_training(learned / "results/train/learn", tmp_path / "training.png")
+    assert drawn["validation"] == ["AP", "AP50", "AP75"]
+
+
+@pytest.mark.slow
+def test_a_new_class_restores_everything_but_the_classifier(learned):
+    import tensorflow as tf
+    from official.core import task_factory
+
+    checkpoint = str(learned / read_json(learned / "results/train/learn/final.json")["checkpoint"])
+
+    def built(classes):
+        cfg = config.parse(learn_raw(classes))
+        params = experiment.build_experiment(
+            cfg.model, cfg.train, len(classes), experiment.DataSplit(("x",), 8), None
+        )
+        return task_factory.get_task(params.task).build_model()
+
+    two = built(("circle", "square"))
+    experiment.restore_modules(two, checkpoint, experiment.MODULES)
+    three = built(("circle", "square", "triangle"))
+    experiment.restore_modules(three, checkpoint, ("backbone", "decoder", "head"))
+    classifier = three.head._classifier
+    fresh = {classifier.pointwise_kernel.ref(), classifier.bias.ref()}
+    compared = 0
+    for part in ("backbone", "decoder", "head"):
+        pairs = zip(getattr(two, part).weights, getattr(three, part).weights, strict=True)
+        for trained, restored in pairs:
+            if restored.ref() in fresh:
+                assert trained.shape != restored.shape, restored.name
+                continue
+            np.testing.assert_array_equal(trained.numpy(), restored.numpy(), err_msg=restored.name)
+            compared += 1
+    assert compared > 50
+    # The classifier's depthwise kernel does not depend on the classes: restored too.
+    assert tf.reduce_any(classifier.depthwise_kernel != 0)
+
+
+def tree_state(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+@pytest.mark.slow
+def test_retraining_follows_the_data(learned, tmp_path):
+    """Unchanged: nothing trains. An edited XML: a warm start. A new class: a new classifier."""
+    from lxml import etree
+
+    base = tmp_path / "project"
+    shutil.copytree(learned, base)
+    run_dir = base / "results/train/learn"
+    first = read_json(run_dir / "final.json")
+
+    before = tree_state(run_dir)
+    result = model_cli(base, learn_raw(), *train_args("learn"))
+    assert "nothing to train" in result.stderr
+    assert tree_state(run_dir) == before, "an unchanged re-run rewrote something"
+
+    # One box of one training image moves by a few pixels.
+    listed = (base / "results/lists/circle/training.tsv").read_text().splitlines()[1]
+    xml = base / listed.split("\t")[6]
+    tree = etree.parse(str(xml))
+    xmax = tree.find("object/bndbox/xmax")
+    xmax.text = str(int(float(xmax.text)) - 3)
+    tree.write(str(xml))
+    make_records(base, learn_raw(), draw=False)
+    # A short fine-tune is enough to see it happen (the default is a quarter of the steps).
+    result = model_cli(base, learn_raw(warm_start_steps=25), *train_args("learn"))
+    assert "records changed: circle_training.tfrecord" in result.stderr, result.stderr[-3000:]
+    second = read_json(run_dir / "final.json")
+    assert second["fingerprint"] != first["fingerprint"]
+    assert second["start"]["source"] == "previous"
+    assert second["start"]["modules"] == list(experiment.MODULES)
+    assert second["start"]["checkpoint"].endswith(first["checkpoint"].split("learn/")[1])
+    assert second["step"] == 25
+    assert (
+        second["checkpoint"] != first["checkpoint"]
+        and (base / second["checkpoint"]).with_suffix(".index").exists()
+    )
+    assert (
+        (run_dir / "history/0001" / first["checkpoint"].split("learn/")[1])
+        .with_suffix(".index")
+        .exists()
+    )
+
+    three = ("circle", "square", "triangle")
+    make_records(base, learn_raw(three), draw=False)
+    result = model_cli(base, learn_raw(three), *train_args("learn", classes=three))
+    assert "the classifier layer starts fresh" in result.stderr, result.stderr[-3000:]
+    third = read_json(run_dir / "final.json")
+    assert third["step"] == LEARN_STEPS // 4, "warm_start_steps defaults to a quarter"
+    assert third["start"]["modules"] == ["backbone", "decoder", "head"]
+    assert yaml.safe_load((base / third["params"]).read_text())["task"]["model"]["num_classes"] == 4
+    # train.keep_runs: 2 earlier trainings are kept.
+    assert sorted(p.name for p in (run_dir / "history").iterdir()) == ["0001", "0002"]
+    metrics = evaluate_cli(base, learn_raw(three), "learn", three)
+    assert metrics["AP50_per_class"]["circle"] >= 0.5, metrics
+    assert metrics["AP50_per_class"]["square"] >= 0.5, metrics
 
 
 class RangeHandler(BaseHTTPRequestHandler):
@@ -345,21 +625,25 @@ def test_a_checkpoint_of_another_architecture_fails_before_training(
     assert not list((tiny_records / "results/train/other").glob("ckpt-*"))
 
 
+def evaluate_cli(base: Path, raw: dict, run: str, classes=("circle", "square")) -> dict:
+    model_cli(
+        base,
+        raw,
+        "evaluate",
+        "--final",
+        f"results/train/{run}/final.json",
+        "--verification-stats",
+        *(f"results/records/{name}_verification.json" for name in classes),
+        "--outdir",
+        f"results/eval/{run}",
+    )
+    return json.loads((base / f"results/eval/{run}/metrics.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def evaluated(trained):
     base, _ = trained
-    model_cli(
-        base,
-        tiny_raw(),
-        "evaluate",
-        "--final",
-        "results/train/tiny/final.json",
-        "--verification-stats",
-        "results/records/circle_verification.json",
-        "results/records/square_verification.json",
-        "--outdir",
-        "results/eval/tiny",
-    )
+    evaluate_cli(base, tiny_raw(), "tiny")
     return base
 
 
@@ -395,7 +679,7 @@ def exported(trained):
 
 def trained_params(base: Path) -> tuple:
     """The tiny run's experiment config and the path of its final checkpoint."""
-    params = evaluation.load_params(base / "results/train/tiny/params.yaml", [], 1)
+    params = experiment.load_params(base / "results/train/tiny/params.yaml", [], 1)
     final = json.loads((base / "results/train/tiny/final.json").read_text())
     return params, str(base / final["checkpoint"])
 
@@ -438,7 +722,7 @@ def test_saved_model_detects_what_the_checkpoint_detects(exported):
     import tensorflow as tf
 
     params, checkpoint = trained_params(exported)
-    _, model = evaluation.restore_model(params, checkpoint)
+    _, model = experiment.restore_model(params, checkpoint)
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
     for image_path in sorted((exported / "resources/demo/square").glob("*.jpg"))[:3]:
         pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()

@@ -173,6 +173,10 @@ class TrainConfig(_Strict):
     gpus: int
     nodes: int
     threads: int
+    warm_start: str
+    warm_start_steps: int | None
+    keep_runs: int
+    select: str
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cli, fileio
+from .experiment import load_params, restore_model
 
 log = logging.getLogger("tumbletrain.evaluation")
 
@@ -45,46 +46,6 @@ class Collected:
     detections: list[tuple[int, int, float, float, float, float, float]]
     truths: list[tuple[int, int, float, float, float, float]]
     sizes: dict[int, tuple[int, int]]
-
-
-def load_params(params_yaml: Path, files: Sequence[str], images: int):
-    """The training run's experiment, pointed at the verification records."""
-    import yaml
-    from official.core import exp_factory
-    from official.vision import registry_imports  # noqa: F401
-
-    from .experiment import EXPERIMENT
-
-    params = exp_factory.get_exp_config(EXPERIMENT)
-    params.override(yaml.safe_load(Path(params_yaml).read_text()), is_strict=False)
-    batch = max(1, min(8, images))
-    params.override(
-        {
-            "task": {
-                "validation_data": {
-                    "input_path": ",".join(files),
-                    "global_batch_size": batch,
-                    "drop_remainder": False,
-                },
-                "init_checkpoint": None,
-            },
-            "trainer": {"validation_steps": math.ceil(images / batch)},
-        },
-        is_strict=False,
-    )
-    return params
-
-
-def restore_model(params, checkpoint: str):
-    import tensorflow as tf
-    from official.core import task_factory
-
-    task = task_factory.get_task(params.task)
-    model = task.build_model()
-    tf.train.Checkpoint(model=model).read(
-        checkpoint
-    ).expect_partial().assert_existing_objects_matched()
-    return task, model
 
 
 def collect(gt: dict, out: dict, into: Collected) -> None:

@@ -168,7 +168,7 @@ def tflite_agreement(params, checkpoint: str, tflite: dict[str, Path], images: l
     models agree to rounding, int8 ones within their quantisation. The
     post-processing after these outputs (decoding, NMS) is TFLite's own op.
     """
-    from .evaluation import restore_model
+    from .experiment import restore_model
 
     _, model = restore_model(params, checkpoint)
     errors = {name: {"box_encoding": 0.0, "score": 0.0} for name in tflite}

@@ -78,10 +78,10 @@ def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
 
 
 def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
-    from . import evaluation, export
+    from . import experiment, export
 
     final = read_final(args.final)
-    params = evaluation.load_params(Path(final["params"]), [], 1)
+    params = experiment.load_params(Path(final["params"]), [], 1)
     summary = export.export(params, final["checkpoint"], args.outdir, args.calibration_steps)
     log.info("exported %s and %s", summary["saved_model"], ", ".join(summary["tflite"]))
 
