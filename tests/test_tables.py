@@ -79,3 +79,18 @@ def test_a_damaged_table_is_one_clear_error(tmp_path, text):
     (tmp_path / "t.tsv").write_text(text)
     with pytest.raises(fileio.TableError, match="delete .* re-run the stage that writes it"):
         fileio.read_tsv(tmp_path / "t.tsv")
+
+
+def test_a_manifest_row_with_a_nul_is_skipped_with_a_reason(tmp_path):
+    from tumbletrain import store
+
+    good = store.ManifestRow("a" * 64, "x.jpg", "tumblr", tags="cats,dogs")
+    bad = store.ManifestRow("b" * 64, "y.jpg", "tumblr", image_url="http://h/y.jpg", tags="c\0t")
+    kept, skipped = store.storable([good, bad])
+    assert kept == [good]
+    assert skipped == [
+        ("http://h/y.jpg", "tumblr", "nul_character", "the post's text holds a NUL character")
+    ]
+    store.write_manifest(tmp_path / "m.tsv", kept)
+    store.write_skipped(tmp_path / "s.tsv", skipped)
+    assert fileio.read_tsv(tmp_path / "s.tsv")[0]["reason"] == "nul_character"

@@ -124,6 +124,8 @@ def harvest_class(
             "put images in its folders or give it `tumblr:` queries or `demo:` in the config"
         )
     rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r for r in rows]
+    rows, unstorable = store.storable(rows)
+    skipped += unstorable
     store.write_manifest(manifests / f"{class_name}.tsv", rows)
     store.write_skipped(manifests / f"{class_name}.skipped.tsv", skipped)
     return {"class": class_name, "images": len({r.sha256 for r in rows}), "skipped": len(skipped)}

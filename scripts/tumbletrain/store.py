@@ -143,6 +143,21 @@ class ImageStore:
         return checked, path
 
 
+def storable(
+    rows: list[ManifestRow],
+) -> tuple[list[ManifestRow], list[tuple[str, str, str, str]]]:
+    """The rows a table can hold, and the others as skipped rows: a NUL character
+    (a Tumblr tag may carry one) has no place in any text file."""
+    kept, skipped = [], []
+    for row in rows:
+        if not any(isinstance(v, str) and "\0" in v for v in vars(row).values()):
+            kept.append(row)
+            continue
+        url = row.image_url.replace("\0", "\\0")
+        skipped.append((url, row.source, "nul_character", "the post's text holds a NUL character"))
+    return kept, skipped
+
+
 def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     """One row per image, sorted: an unchanged harvest gives identical bytes."""
     unique: dict[str, ManifestRow] = {}
