@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-STAGES = ["demo", "harvest", "labelimg", "annotations", "records", "model", "report"]
+STAGES = ["demo", "harvest", "labelimg", "annotations", "records", "model", "predict", "report"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

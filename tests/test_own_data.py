@@ -328,3 +328,58 @@ def test_a_picture_labelled_twice_under_two_names_is_not_unlabelled(project):
     assert summary["rejected_by_reason"] == {"duplicate_annotation": 1}
     # c.jpg and d.jpg are one picture, e.jpg another: two unlabelled images.
     assert summary["unlabelled_images"] == 2
+
+
+def test_predict_takes_files_and_folders(tmp_path):
+    from tumbletrain import cli, predict
+
+    folder = tmp_path / "new"
+    for name in ("a.jpg", "deeper/b.png"):
+        image(folder / name)
+    single = image(tmp_path / "elsewhere" / "c.jpg")
+    found, skipped = predict.collect_images([folder, single])
+    assert skipped == []
+    assert [(str(path), str(name)) for path, name in found] == [
+        (str(folder / "a.jpg"), "a.jpg"),
+        (str(single), "c.jpg"),
+        (str(folder / "deeper/b.png"), "deeper/b.png"),
+    ]
+    with pytest.raises(cli.UserError, match="would both be written as a.jpg"):
+        predict.collect_images([folder, image(tmp_path / "other" / "a.jpg")])
+    with pytest.raises(cli.UserError, match="missing.jpg does not exist"):
+        predict.collect_images([tmp_path / "missing.jpg"])
+    with pytest.raises(cli.UserError, match="holds no SavedModel"):
+        predict.main(["--model", str(tmp_path), str(folder)])
+
+
+def test_the_predict_rule_reruns_when_its_images_change(tmp_path, tool_env):
+    from conftest import TINY_CONFIG, write_project
+
+    write_project(tmp_path, {**TINY_CONFIG, "predict": {"input": "new"}})
+    image(tmp_path / "new" / "a.jpg")
+    run = TINY_CONFIG["train"]["run"]
+    export, detections = (
+        tmp_path / f"results/export/{run}/export.json",
+        tmp_path / f"results/predict/{run}/detections.csv",
+    )
+    for done in (export, detections):
+        done.parent.mkdir(parents=True)
+        done.write_text("")
+        time.sleep(1.1)
+    target = [str(detections.relative_to(tmp_path)), "--allowed-rules", "predict"]
+    assert dry_run_predict(tmp_path, tool_env, target) is None
+    image(tmp_path / "new" / "deeper" / "b.png")
+    assert dry_run_predict(tmp_path, tool_env, target) == "new/deeper/b.png"
+
+
+def dry_run_predict(project: Path, env: dict, args: list[str]) -> str | None:
+    """The updated input that makes `snakemake -n` run predict, or None if it would not."""
+    from conftest import snakemake
+
+    result = snakemake(project, env, "-n", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in result.stdout.splitlines():
+        if "reason: Updated input files:" in line:
+            return line.split(":", 2)[2].strip()
+    assert "Nothing to be done" in result.stdout, result.stdout[-3000:]
+    return None

@@ -470,7 +470,16 @@ def for_snakemake(config: dict, files: list) -> WorkflowConfig:
 
 CLASS_MODES = ("all", "own", "names", "none")
 # The modules that declare stages; importing them fills STAGES.
-STAGE_MODULES = ("demo", "harvest", "labelimg", "annotations", "records", "model", "report")
+STAGE_MODULES = (
+    "demo",
+    "harvest",
+    "labelimg",
+    "annotations",
+    "records",
+    "model",
+    "predict",
+    "report",
+)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""The model stage as a command: checkpoint, train, evaluate, export, predict."""
+"""The model stage as a command: checkpoint, train, evaluate, export.
+
+Predicting is `python -m tumbletrain.predict`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ CHECKPOINT = tt_config.stage("checkpoint_download", "model.checkpoint", classes=
 TRAIN = tt_config.stage("train", "model", "train", classes="names")
 EVALUATE = tt_config.stage("evaluate", "evaluate", classes="names")
 EXPORT = tt_config.stage("export", classes="none")
-PREDICT = tt_config.stage("predict", "predict", classes="names")
 
 
 def class_names(cfg: tt_config.WorkflowConfig) -> dict[int, str]:
@@ -86,24 +88,6 @@ def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
     log.info("exported %s and %s", summary["saved_model"], ", ".join(summary["tflite"]))
 
 
-def cmd_predict(cfg: tt_config.WorkflowConfig, args) -> None:
-    from . import predict
-
-    folder = Path(args.input or cfg.predict.input or "").expanduser()
-    if not folder.is_dir():
-        raise cli.UserError(f"predict input folder {folder} does not exist; set predict.input")
-    result = predict.predict_folder(
-        args.saved_model, folder, args.outdir, class_names(cfg), cfg.predict.min_score
-    )
-    log.info(
-        "%d detections on %d images (skipped: %s); LabelImg pre-labels in %s",
-        result["detections"],
-        result["images"],
-        result["skipped"] or "none",
-        args.outdir / "prelabels",
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tumbletrain.model",
@@ -151,13 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--calibration-steps", type=int, default=100)
     p.set_defaults(run=cmd_export, stage=EXPORT)
-
-    p = sub.add_parser("predict", help="detections and LabelImg pre-labels for a folder")
-    tt_config.add_config_arguments(p)
-    p.add_argument("--saved-model", type=Path, required=True)
-    p.add_argument("--input", type=Path, help="folder of images (default: predict.input)")
-    p.add_argument("--outdir", type=Path, required=True)
-    p.set_defaults(run=cmd_predict, stage=PREDICT)
 
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, args.stage)

@@ -1,25 +1,33 @@
-"""The exported detector over a folder: detections, drawn images and LabelImg pre-labels.
+"""The exported detector over images: detections, drawn images and LabelImg pre-labels.
 
-The XML pre-labels are what LabelImg itself would save, so a user opens the
-folder in LabelImg, corrects the model's boxes instead of drawing them from
-nothing, and feeds them back as annotations.
+    python -m tumbletrain.predict --model results/export/{run} PATH...
+
+takes image files and folders (searched recursively; `predict.input` when
+none is named). The XML pre-labels are what LabelImg itself would save, so a
+user opens the folder in LabelImg, corrects the model's boxes instead of
+drawing them from nothing, and feeds them back as annotations.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from . import fileio, store, vocxml
+from . import cli, fileio, store, vocxml
+from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.predict")
+CONFIG = tt_config.stage("predict", "predict", classes="names")
+Skipped = list[tuple[Path, fileio.FileProblem]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,36 @@ def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, fileio.FileP
             images.append(path)
         else:
             skipped.append((path, problem))
+    return images, skipped
+
+
+def collect_images(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], Skipped]:
+    """Every image to predict with the name its outputs get, and those skipped (`scan_images`).
+
+    A folder's images are named by their path inside it, a file by its name.
+    """
+    named: dict[Path, Path] = {}
+    skipped: Skipped = []
+    for given in paths:
+        if given.is_dir():
+            images, problems = scan_images(given)
+            found = [(path, path.relative_to(given)) for path in images]
+            skipped += problems
+        elif given.exists() or given.is_symlink():
+            problem = fileio.file_problem(given)
+            found = [] if problem else [(given, Path(given.name))]
+            skipped += [(given, problem)] if problem else []
+        else:
+            raise cli.UserError(
+                f"{given} does not exist; name image files or folders (or set predict.input)"
+            )
+        for path, name in found:
+            if named.setdefault(name, path) != path:
+                raise cli.UserError(
+                    f"{named[name]} and {path} would both be written as {name}; "
+                    "predict them in separate runs with separate --outdir"
+                )
+    images = sorted(((path, name) for name, path in named.items()), key=lambda item: item[1])
     return images, skipped
 
 
@@ -105,16 +143,27 @@ def draw(pixels: np.ndarray, detections: list[Detection]) -> Image.Image:
 def predict_folder(
     saved_model: Path, folder: Path, outdir: Path, names: dict[int, str], min_score: float
 ) -> dict:
+    return predict_images(saved_model, *collect_images([folder]), outdir, names, min_score)
+
+
+def predict_images(
+    saved_model: Path,
+    images: list[tuple[Path, Path]],
+    skipped: Skipped,
+    outdir: Path,
+    names: dict[int, str],
+    min_score: float,
+) -> dict:
+    """Detections, a drawn image and a pre-label for each (image, name) of `collect_images`."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     rows = []
-    images = 0
-    paths, skipped = scan_images(folder)
-    stems = output_stems([path.relative_to(folder) for path in paths])
+    done = 0
+    stems = output_stems([relative for _, relative in images])
     for path, problem in skipped:
         log.warning("skipping %s: %s (%s)", path, problem.reason, problem)
-    for path in paths:
+    for path, relative in images:
         try:
             pixels = load_upright(path)
         except (fileio.FileProblem, store.RejectedImage) as problem:
@@ -125,9 +174,8 @@ def predict_folder(
             skipped.append((path, fileio.FileProblem("image_unreadable", str(error))))
             log.warning("skipping %s: image_unreadable (%s)", path, error)
             continue
-        images += 1
+        done += 1
         detections = detect(serve, pixels, names, min_score)
-        relative = path.relative_to(folder)
         stem = stems[relative]
         for d in detections:
             rows.append(
@@ -161,4 +209,55 @@ def predict_folder(
         outdir / "detections.csv", ("image", "class", "score", "xmin", "ymin", "xmax", "ymax"), rows
     )
     reasons = Counter(problem.reason for _, problem in skipped)
-    return {"images": images, "detections": len(rows), "skipped": dict(sorted(reasons.items()))}
+    return {"images": done, "detections": len(rows), "skipped": dict(sorted(reasons.items()))}
+
+
+def saved_model_of(model: Path) -> Path:
+    """An export folder (results/export/{run}) or its saved_model/ itself."""
+    for candidate in (model / "saved_model", model):
+        if (candidate / "saved_model.pb").is_file():
+            return candidate
+    raise cli.UserError(
+        f"{model} holds no SavedModel; give --model results/export/{{run}} "
+        "(made by the export rule: snakemake results/export/{run}/export.json)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumbletrain.predict",
+        description="Detections, drawn images and LabelImg pre-labels for image files and "
+        "folders, with an exported model.",
+    )
+    tt_config.add_config_arguments(parser)
+    parser.add_argument(
+        "--model", type=Path, required=True, help="results/export/{run} (or its saved_model/)"
+    )
+    parser.add_argument(
+        "paths", type=Path, nargs="*", help="image files and folders (default: predict.input)"
+    )
+    parser.add_argument("--outdir", type=Path, help="default: results/predict/{run}")
+    parser.add_argument("--min-score", type=float, help="default: predict.min_score")
+    args = parser.parse_args(argv)
+    cfg = tt_config.from_arguments(args, CONFIG)
+    paths = args.paths or ([Path(cfg.predict.input).expanduser()] if cfg.predict.input else [])
+    if not paths:
+        raise cli.UserError("name image files or folders to predict, or set predict.input")
+    saved_model = saved_model_of(args.model)
+    images, skipped = collect_images(paths)
+    outdir = args.outdir or Path("results/predict") / saved_model.resolve().parent.name
+    min_score = cfg.predict.min_score if args.min_score is None else args.min_score
+    names = {c.label_id: c.name for c in cfg.classes}
+    result = predict_images(saved_model, images, skipped, outdir, names, min_score)
+    log.info(
+        "%d detections on %d images (skipped: %s); LabelImg pre-labels in %s",
+        result["detections"],
+        result["images"],
+        result["skipped"] or "none",
+        outdir / "prelabels",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -21,7 +21,6 @@ rule signatures:
 rule annotations:
     input:
         demo_input,
-        annotation_files,
         manifest="resources/manifests/{cls}.tsv",
         signatures=signature_tables(),
     output:
@@ -46,6 +45,7 @@ rule annotations:
         cfg=lambda w: stage_json("annotations", w.cls),
         outdir=output_folder("summary"),
         store=IMAGE_STORE,
+        files=annotation_state,
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --outdir {params.outdir} --store {params.store}"

@@ -1,4 +1,6 @@
 import functools
+import hashlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
 from tumbletrain import records as tt_records
-from tumbletrain import annotations, sources
+from tumbletrain import annotations, predict, sources
 
 # Validated once, here: defaults are filled into `config`, and a mistake ends
 # the run with one line naming the file, line and key.
@@ -88,18 +90,42 @@ def scanned(folders):
     return sorted(files), sorted(images)
 
 
-def annotation_files(wildcards):
-    """The class's annotation files: adding, editing or deleting one re-runs the class."""
+def files_state(files):
+    """A digest of the files' paths, sizes and modification times.
+
+    A rule takes it as a param, so Snakemake's params trigger re-runs the rule
+    when one of the files is added, changed or removed. Listing 50,000 files
+    as inputs instead cost every `snakemake -n` 6 s more; this is a stat each.
+    """
+    digest = hashlib.sha256()
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def annotation_state(wildcards):
+    """The class's annotation files and the images beside them."""
     cls = class_config(wildcards.cls)
     if cls.demo is not None:
+        return ""
+    files, images = scanned(sources.annotation_folders(cls))
+    return files_state(files + images)
+
+
+def image_state(wildcards):
+    """The images of the folders a class is harvested from; a change re-harvests the
+    class (and, when its manifest changes, rebuilds what follows)."""
+    return files_state(scanned(sources.image_folders(class_config(wildcards.cls)))[1])
+
+
+def predict_inputs():
+    """The images `predict.input` names: adding, changing or removing one re-runs predict."""
+    given = config["predict"]["input"]
+    if not given or not Path(given).expanduser().exists():
         return []
-    return scanned(sources.annotation_folders(cls))[0]
-
-
-def folder_images(wildcards):
-    """The images of the folders a class is harvested from: adding, changing or removing one
-    re-harvests the class (and, when its manifest changes, rebuilds what follows)."""
-    return scanned(sources.image_folders(class_config(wildcards.cls)))[1]
+    images, _ = predict.collect_images([Path(given).expanduser()])
+    return [str(path) for path, _ in images]
 
 
 def signature_tables():

@@ -21,7 +21,6 @@ rule demo:
 rule harvest:
     input:
         demo=demo_input,
-        images=folder_images,
     output:
         manifest="resources/manifests/{cls}.tsv",
         skipped="resources/manifests/{cls}.skipped.tsv",
@@ -42,6 +41,7 @@ rule harvest:
         store=IMAGE_STORE,
         # The resume state lives beside the manifest (kept when a harvest fails).
         manifests=output_folder("manifest"),
+        images=image_state,
     shell:
         "python -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
         " --store {params.store} --manifests {params.manifests} {params.demo} 2> {log}"

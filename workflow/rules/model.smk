@@ -117,7 +117,8 @@ rule export:
 
 rule predict:
     input:
-        "results/export/{run}/export.json",
+        export="results/export/{run}/export.json",
+        images=predict_inputs(),
     output:
         "results/predict/{run}/detections.csv",
     log:
@@ -132,8 +133,8 @@ rule predict:
         runtime=60,
     params:
         cfg=stage_json("predict"),
-        saved_model=lambda w, input: Path(input[0]).parent / "saved_model",
+        model=lambda w, input: Path(input.export).parent,
         outdir=output_folder(),
     shell:
-        "python -m tumbletrain.model predict --config-json {params.cfg}"
-        " --saved-model {params.saved_model} --outdir {params.outdir} 2> {log}"
+        "python -m tumbletrain.predict --config-json {params.cfg}"
+        " --model {params.model} --outdir {params.outdir} 2> {log}"
