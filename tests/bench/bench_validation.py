@@ -103,15 +103,18 @@ def raw_config(root: Path) -> dict:
     return {"classes": {"pose": {"annotations_dir": str(root / "data" / "pose")}}}
 
 
-def command(root: Path, manifest: Path) -> None:
+def command(root: Path, manifest: Path, grouping: bool = True) -> None:
     """The annotations command as the rule runs it (threads: 2), start-up included."""
+    raw = raw_config(root)
+    if not grouping:
+        raw["split"] = {"group_near_duplicates": False}
     subprocess.run(
         [
             sys.executable,
             "-m",
             "tumbletrain.annotations",
             "--config-json",
-            json.dumps(raw_config(root)),
+            json.dumps(raw),
             "--class",
             "pose",
             "--manifest",
@@ -142,6 +145,12 @@ def main() -> dict:
                     root / "out_command" / name
                 ).read_bytes()
                 assert same, f"{name}: 2 processes wrote other lists than 1"
+            # Without near-duplicate grouping (quadratic in the images): the validation alone.
+            ungrouped_s = (
+                timed(lambda r=root, m=manifest: command(r, m, grouping=False), repeat=3)[0]
+                if HAS_NEARDUP
+                else command_s
+            )
             profile(f"validation_{size}", lambda r=root, m=manifest: ours(r, m))
             rows.append(
                 {
@@ -152,6 +161,8 @@ def main() -> dict:
                     "ratio_in_process": limit_s / ours_s,
                     "ratio_command": limit_s / command_s,
                     "command_s": command_s,
+                    "ratio_command_without_grouping": limit_s / ungrouped_s,
+                    "command_without_grouping_s": ungrouped_s,
                 }
             )
     growth = (rows[1]["command_s"] / rows[0]["command_s"]) / (rows[1]["files"] / rows[0]["files"])
