@@ -323,3 +323,43 @@ def test_a_fifo_as_a_yolo_class_list_is_rejected_not_read(tmp_path, tool_env):
     assert "special_file" in result.stderr, result.stderr
     rows = fileio.read_tsv(outdir / "rejected.tsv")
     assert [(Path(r["file"]).name, r["reason"]) for r in rows] == [("a.txt", "special_file")]
+
+
+def test_every_data_stage_removes_what_a_killed_run_of_it_left(tmp_path, tool_env):
+    """A dead writer's temporary file and folder in each stage's output folder are gone
+    after the stage runs (annotations and records: killed for real above)."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    (pics / "a.jpg").write_bytes(image_bytes(1))
+    classes = json.dumps({"classes": {"pose": {"folders": [str(pics)]}}})
+    manifest = tmp_path / "manifests" / "pose.tsv"
+    demo = json.dumps({"classes": {"pose": {"demo": {"images": 2}}}})
+    stages = [
+        ("harvest", tmp_path / "manifests", ["--config-json", classes, "--class", "pose"]),
+        ("labelimg", tmp_path / "data" / "pose", ["--config-json", classes, "--class", "pose"]),
+        ("neardup", tmp_path / "sig", ["--manifest", manifest]),
+        ("demo", tmp_path / "demo", ["--config-json", demo, "--class", "pose"]),
+    ]
+    outputs = {
+        "harvest": ["--store", tmp_path / "images", "--manifests", tmp_path / "manifests"],
+        "labelimg": ["--manifest", manifest, "--folder", tmp_path / "data" / "pose"],
+        "neardup": ["--output", tmp_path / "sig" / "s.tsv", "--cache", tmp_path / "sig" / "c.tsv"],
+        "demo": ["--output", tmp_path / "demo" / "pose"],
+    }
+    for stage, folder, argv in stages:
+        folder.mkdir(parents=True, exist_ok=True)
+        stale_file = folder / f".x.tsv.{fileio.host()}-{dead}.ab12cd34.tmp"
+        stale_dir = folder / f".pose.{fileio.host()}-{dead}.ab12cd34.tmpdir"
+        stale_file.write_text("partial")
+        stale_dir.mkdir()
+        (stale_dir / "half.jpg").write_bytes(b"half")
+        result = run_stage(stage, *argv, *outputs[stage], env=tool_env)
+        assert result.returncode == 0, f"{stage}: {result.stderr}"
+        assert not stale_file.exists() and not stale_dir.exists(), stage
+        assert "removed 2 partial files a killed run left" in result.stderr, stage

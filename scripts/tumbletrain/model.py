@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, args.stage)
     fileio.clean_leftovers(
-        getattr(args, "outdir", None), getattr(args, "model_dir", None), logger=log
+        *(getattr(args, key, None) for key in ("outdir", "model_dir", "output_dir")), logger=log
     )
     args.run(cfg, args)
     return 0

@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, required=True, help="signatures kept between runs (read and updated)"
     )
     args = parser.parse_args(argv)
+    fileio.clean_leftovers(*{args.output.parent, args.cache.parent}, logger=log)
     cache = {}
     if args.cache.is_file():
         cache = {m.sha256: m for m in read_members(args.cache)}
