@@ -61,14 +61,6 @@ REASONS = {
     "box_outside": "the box lies far outside the image",
     **labelformats.REASONS,
 }
-REPAIRS = {
-    "size_missing": "<size> was missing; taken from the image",
-    "size_zero": "<size> was 0; taken from the image",
-    "size_rotated": "<size> was the stored image's, not the upright one LabelImg showed",
-    "size_resized": "the image was resized since labelling; boxes scaled",
-    "box_clipped": "a box overshot the image edge a little; clipped",
-    "class_renamed": "a class name matched after trimming, case folding or an alias",
-}
 
 
 @dataclass(frozen=True)

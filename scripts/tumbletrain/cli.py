@@ -22,9 +22,9 @@ class UserError(Exception):
     """Bad input or environment: the message says what to do; no traceback."""
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging() -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
