@@ -697,10 +697,16 @@ def reference() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tumbletrain.config", description="The configuration's reference."
     )
     parser.add_argument("what", choices=["reference"], help="reference: config/README.md")
-    parser.parse_args()
-    sys.stdout.write(reference())
+    parser.parse_args(argv)
+    # On the command's own stdout even when its stderr goes to a log (cli.route_output).
+    cli.tell(reference().rstrip("\n"))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
