@@ -7,7 +7,6 @@ input file is ever changed: repairs live only in the lists.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -885,12 +884,9 @@ def count_unlabelled(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.annotations",
-        description="Validate and repair one class's LabelImg XML into per-split lists.",
+    parser = tt_config.class_command_parser(
+        "annotations", "Validate and repair one class's LabelImg XML into per-split lists."
     )
-    tt_config.add_config_arguments(parser)
-    parser.add_argument("--class", dest="class_name", required=True)
     parser.add_argument("--manifest", type=Path, help="the harvest's manifest of the class")
     parser.add_argument(
         "--outdir",

@@ -611,6 +611,19 @@ def stage_json(raw: dict, stage: str, class_name: str | None = None) -> str:
     return json.dumps(canonical, separators=(",", ":"))
 
 
+def class_command_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a command that works on one class: `python -m tumbletrain.<module>`,
+    the config arguments and `--class`."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m tumbletrain.{module}", description=description
+    )
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--class", dest="class_name", required=True, help="the class (its name under classes:)"
+    )
+    return parser
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The two ways every stage command takes its configuration."""
     group = parser.add_mutually_exclusive_group()

@@ -10,7 +10,6 @@ work: a `<size>` of 0 x 0, no `<size>` at all, absolute Windows paths in
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
@@ -181,12 +180,9 @@ def write_demo(class_name: str, count: int, demo: tt_config.DemoConfig, output: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.demo",
-        description="Draw the offline demo's synthetic images and LabelImg XML for one class.",
+    parser = tt_config.class_command_parser(
+        "demo", "Draw the offline demo's synthetic images and LabelImg XML for one class."
     )
-    tt_config.add_config_arguments(parser)
-    parser.add_argument("--class", dest="class_name", required=True, help="class to draw")
     parser.add_argument("--output", type=Path, required=True, help="folder to create")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)

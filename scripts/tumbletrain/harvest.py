@@ -6,7 +6,6 @@ manifest. The Tumblr part (paging, resuming, fetching) is `tumblr_harvest`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -132,15 +131,13 @@ def harvest_class(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.harvest",
-        description="Harvest one class's images from Tumblr tags, folders and the demo "
+    parser = tt_config.class_command_parser(
+        "harvest",
+        "Harvest one class's images from Tumblr tags, folders and the demo "
         "into the image store and the class's manifest. Tumblr credentials are read from "
         "TUMBLR_CONSUMER_KEY (and, for OAuth1, TUMBLR_CONSUMER_SECRET, TUMBLR_OAUTH_TOKEN, "
         "TUMBLR_OAUTH_SECRET).",
     )
-    tt_config.add_config_arguments(parser)
-    parser.add_argument("--class", dest="class_name", required=True)
     parser.add_argument(
         "--store", type=Path, required=True, help="the content-addressed image store"
     )

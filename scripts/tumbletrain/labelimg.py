@@ -13,7 +13,6 @@ another class reads) gets no image: only the class list, if it has none.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -85,12 +84,9 @@ def materialise(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.labelimg",
-        description="Put a class's harvested images into a folder to label with LabelImg.",
+    parser = tt_config.class_command_parser(
+        "labelimg", "Put a class's harvested images into a folder to label with LabelImg."
     )
-    tt_config.add_config_arguments(parser)
-    parser.add_argument("--class", dest="class_name", required=True)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--folder", type=Path, required=True, help="data/{class}")
     args = parser.parse_args(argv)
