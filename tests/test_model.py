@@ -693,7 +693,7 @@ def test_export_signatures_and_tflite_run(exported):
     summary = json.loads((exported / "results/export/tiny/export.json").read_text())
     assert set(summary["tflite"]) == {"model_float.tflite", "model_int8.tflite"}
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
-    image_path = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
+    image_path = sorted((exported / "data/circle").glob("*.jpg"))[0]
     # TensorFlow's own JPEG decoder, as the image_bytes signature uses: same pixels.
     pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
     by_tensor = loaded.signatures["serving_default"](inputs=tf.constant(pixels[None]))
@@ -726,7 +726,7 @@ def test_saved_model_detects_what_the_checkpoint_detects(exported):
     params, checkpoint = trained_params(exported)
     _, model = experiment.restore_model(params, checkpoint)
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
-    for image_path in sorted((exported / "resources/demo/square").glob("*.jpg"))[:3]:
+    for image_path in sorted((exported / "data/square").glob("*.jpg"))[:3]:
         pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
         images, image_info = export.tflite_input(params, pixels)
         ours = model(
@@ -793,18 +793,18 @@ def test_predict_writes_labelimg_prelabels(exported):
     from labelimg_files import read
 
     raw = tiny_raw(predict={"min_score": 0.0})
-    one = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
+    one = sorted((exported / "data/circle").glob("*.jpg"))[0]
     model_cli(
         exported,
         raw,
         "--model=results/export/tiny",
-        "resources/demo/square",
+        "data/square",
         str(one),
         module="tumbletrain.predict",
     )
     out = exported / "results/predict/tiny"
     xmls = sorted((out / "prelabels").glob("*.xml"))
-    images = [p for p in (exported / "resources/demo/square").iterdir() if p.suffix != ".xml"]
+    images = [p for p in (exported / "data/square").iterdir() if p.suffix != ".xml"]
     assert {x.stem for x in xmls} == {p.stem for p in [*images, one]}
     assert len(list((out / "images").glob("*.jpg"))) == len(xmls)
     detected: dict[str, list] = {}
@@ -829,7 +829,7 @@ def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
 
     folder = tmp_path / "one"
     folder.mkdir()
-    source = sorted((exported / "resources/demo/circle").glob("*.jpg"))[0]
+    source = sorted((exported / "data/circle").glob("*.jpg"))[0]
     (folder / source.name).write_bytes(source.read_bytes())
     predict.predict_folder(
         exported / "results/export/tiny/saved_model",

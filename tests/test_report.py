@@ -58,6 +58,43 @@ def run_report(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     )
 
 
+def class_files(root: Path, names=("cat", "dog")) -> list[report.ClassFiles]:
+    """The classes' files as the workflow lays them out under `root`."""
+    return report.class_files(
+        list(names),
+        [root / "results" / "lists" / n / "summary.json" for n in names],
+        [root / "resources" / "manifests" / f"{n}.tsv" for n in names],
+        [root / "resources" / "manifests" / f"{n}.skipped.tsv" for n in names],
+    )
+
+
+def class_args(names=("cat", "dog")) -> list[str]:
+    """The data report's and the summary's inputs, as the rules pass them."""
+    files = class_files(Path("."), names)
+    return [
+        "--summaries",
+        *(str(f.lists / "summary.json") for f in files),
+        "--manifests",
+        *(str(f.manifest) for f in files),
+        "--skipped",
+        *(str(f.skipped) for f in files),
+    ]
+
+
+OUT = "results/report"
+DATA_ARGS = [
+    *class_args(),
+    *("--counts", f"{OUT}/class_counts.png", "--validation", f"{OUT}/validation.png"),
+    *("--rejected", f"{OUT}/rejected.tsv", "--rejected-html", f"{OUT}/rejected.html"),
+    *("--near-duplicates", f"{OUT}/near_duplicates.png"),
+]
+RUN_FILES = {
+    "metrics": Path("results/eval/r1/metrics.json"),
+    "final": Path("results/train/r1/final.json"),
+    "export": Path("results/export/r1/export.json"),
+}
+
+
 def colours(path: Path) -> int:
     """Distinct colours of a PNG: a blank figure has one or two."""
     with Image.open(path) as image:
@@ -123,9 +160,7 @@ def project(tmp_path) -> Path:
 
 
 def test_class_counts_split_skipped_images_by_reason(project):
-    counts = report.class_counts(
-        ["cat", "dog"], project / "resources" / "manifests", project / "results" / "lists"
-    )
+    counts = report.class_counts(class_files(project))
     assert counts.loc["cat"].to_dict() == {
         "harvested": 4,
         "skipped: html_not_image": 2,
@@ -147,14 +182,14 @@ def test_class_counts_split_skipped_images_by_reason(project):
 
 
 def test_validation_table_has_repairs_and_rejections_by_reason(project):
-    table = report.validation_table(["cat", "dog"], project / "results" / "lists")
+    table = report.validation_table(class_files(project))
     assert table.loc["cat", "rejected: unknown_class"] == 1
     assert table.loc["cat", "repaired: box_clipped"] == 1
     assert table.loc["dog"].sum() == 0
 
 
 def test_data_command_draws_counts_validation_and_rejected_table(project, tool_env):
-    result = run_report("data", cwd=project, env=tool_env)
+    result = run_report("data", *DATA_ARGS, cwd=project, env=tool_env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = project / "results" / "report"
     for png in ("class_counts.png", "validation.png"):
@@ -171,15 +206,18 @@ def test_data_command_draws_counts_validation_and_rejected_table(project, tool_e
 
 
 def test_nothing_rejected_says_so(tmp_path, tool_env):
-    result = run_report("data", cwd=tmp_path, env=tool_env)
+    result = run_report("data", *DATA_ARGS, cwd=tmp_path, env=tool_env)
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / "results" / "report" / "rejected.html").read_text()
     assert "No XML file or object was rejected." in page
     assert fileio.read_tsv(tmp_path / "results" / "report" / "rejected.tsv") == []
 
 
+SAMPLES_ARGS = ["--list", "results/lists/cat/training.tsv", "--output", f"{OUT}/samples_cat.png"]
+
+
 def test_samples_draw_the_boxes(project, tool_env):
-    result = run_report("samples", "--class", "cat", cwd=project, env=tool_env)
+    result = run_report("samples", "--class", "cat", *SAMPLES_ARGS, cwd=project, env=tool_env)
     assert result.returncode == 0, result.stderr[-3000:]
     png = project / "results" / "report" / "samples_cat.png"
     # The image is blue; the box and its label are yellow.
@@ -195,7 +233,7 @@ def test_samples_survive_a_deleted_image(project):
 
 
 def test_samples_of_an_unknown_class_is_a_user_error(project, tool_env):
-    result = run_report("samples", "--class", "cow", cwd=project, env=tool_env)
+    result = run_report("samples", "--class", "cow", *SAMPLES_ARGS, cwd=project, env=tool_env)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ERROR: class 'cow' is not in the config (cat, dog)")
@@ -257,7 +295,18 @@ def test_metrics_table_shows_missing_and_undefined_as_dash():
 
 def test_evaluation_command_writes_table_and_chart(tmp_path, tool_env):
     fileio.write_json(tmp_path / "results" / "eval" / "r1" / "metrics.json", METRICS)
-    result = run_report("evaluation", "--run", "r1", cwd=tmp_path, env=tool_env)
+    outputs = ["--ap", f"{OUT}/ap_per_class_r1.png", "--table", f"{OUT}/metrics_r1.tsv"]
+    outputs += ["--table-html", f"{OUT}/metrics_r1.html"]
+    result = run_report(
+        "evaluation",
+        "--run",
+        "r1",
+        "--metrics",
+        str(RUN_FILES["metrics"]),
+        *outputs,
+        cwd=tmp_path,
+        env=tool_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "results" / "report"
     assert colours(out / "ap_per_class_r1.png") > 20
@@ -286,7 +335,9 @@ def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env, m
         {"step": 40, "checkpoint": "results/train/r1/ckpt-40", "init_checkpoint": None},
     )
     fileio.write_json(results / "export" / "r1" / "export.json", EXPORT)
-    result = run_report("summary", "--run", "r1", cwd=project, env=tool_env)
+    inputs = [f"--{k}={v}" for k, v in RUN_FILES.items()] + class_args()
+    outputs = ["--report-html", "results/report.html", "--output", "results/summary.md"]
+    result = run_report("summary", "--run", "r1", *inputs, *outputs, cwd=project, env=tool_env)
     assert result.returncode == 0, result.stderr[-3000:]
     text = (results / "summary.md").read_text()
     assert "(cat, dog)" in text
@@ -297,19 +348,24 @@ def test_summary_names_classes_counts_metrics_and_the_model(project, tool_env, m
     assert "`results/export/r1/saved_model`" in text
     assert "model.tflite` (2.5 MB)" in text
     monkeypatch.chdir(project)  # where the command ran
-    account = report.account(config.parse(CONFIG), Path("results"), "r1")
+    account = report.account(
+        class_files(Path(".")),
+        RUN_FILES["metrics"],
+        RUN_FILES["export"],
+        "r1",
+        "results/report.html",
+    )
     assert text.endswith(f"## This run\n\n```text\n{account}```\n")
 
 
 def test_summary_before_evaluation_and_export(project):
-    cfg = config.parse(CONFIG)
-    counts = report.class_counts(
-        cfg.class_names, project / "resources" / "manifests", project / "results" / "lists"
-    )
-    text = report.summary_markdown(cfg, counts, {}, {}, {}, "r1", project / "results")
+    cfg, files = config.parse(CONFIG), class_files(project)
+    run = {k: project / v for k, v in RUN_FILES.items()}
+    text = report.summary_markdown(cfg, files, run["metrics"], run["final"], run["export"], "r1")
     assert "trained ? steps" in text
     assert "Verification" not in text and "Exported" not in text
-    assert text.endswith(f"```text\n{report.account(cfg, project / 'results', 'r1')}```\n")
+    account = report.account(files, run["metrics"], run["export"], "r1")
+    assert text.endswith(f"```text\n{account}```\n")
 
 
 EXPORT = {
@@ -323,7 +379,10 @@ def test_account_of_a_run(project):
     results = project / "results"
     fileio.write_json(results / "eval" / "r1" / "metrics.json", METRICS)
     fileio.write_json(results / "export" / "r1" / "export.json", EXPORT)
-    text = report.account(config.parse(CONFIG), results, "r1")
+    run = {k: project / v for k, v in RUN_FILES.items()}
+    text = report.account(
+        class_files(project), run["metrics"], run["export"], "r1", "results/report.html"
+    )
     rejected = results / "lists" / "cat" / "rejected.tsv"
     assert text.splitlines() == [
         "cat: 5 XML files: 3 kept (1 repaired), 2 rejected; 2 training, 1 verification images; "
@@ -348,15 +407,17 @@ def test_account_counts_near_duplicates_and_warns_of_straddling_groups(tmp_path)
         "images_in_groups": 7,
         "user_split_straddles": ["0123456789ab"],
     }
-    fileio.write_json(tmp_path / "lists" / "cat" / "summary.json", summary)
-    lines = report.account(config.parse(CONFIG), tmp_path, "r1").splitlines()
+    fileio.write_json(tmp_path / "results" / "lists" / "cat" / "summary.json", summary)
+    run = {k: tmp_path / v for k, v in RUN_FILES.items()}
+    lines = report.account(class_files(tmp_path), run["metrics"], run["export"], "r1").splitlines()
     assert lines[0] == (
         "cat: 40 XML files: 40 kept (0 repaired), 0 rejected; 30 training, 10 verification "
         "images; 3 near-duplicate groups of 7 images, each in one split"
     )
     assert lines[-1] == (
         "WARNING: cat: 1 near-duplicate group straddle your training/ and verification/ "
-        f"folders (kept as they are; see near_duplicates in {tmp_path / 'lists' / 'cat'}"
+        "folders (kept as they are; see near_duplicates in "
+        f"{tmp_path / 'results' / 'lists' / 'cat'}"
         "/summary.json)"
     )
 
@@ -364,8 +425,11 @@ def test_account_counts_near_duplicates_and_warns_of_straddling_groups(tmp_path)
 def test_account_warns_of_a_class_without_verification_images(tmp_path):
     summary = {"xml_files": 40, "kept": 38, "rejected_files": 2, "repaired": 0}
     summary["per_split"] = {"training": 38, "verification": 0}
-    fileio.write_json(tmp_path / "lists" / "cat" / "summary.json", summary)
-    text = report.account(config.parse(CONFIG), tmp_path, "r1")
+    fileio.write_json(tmp_path / "results" / "lists" / "cat" / "summary.json", summary)
+    run = {k: tmp_path / v for k, v in RUN_FILES.items()}
+    text = report.account(
+        class_files(tmp_path), run["metrics"], run["export"], "r1", "results/report.html"
+    )
     assert text.splitlines() == [
         "cat: 40 XML files: 38 kept (0 repaired), 2 rejected; 38 training, 0 verification images",
         "report: snakemake --report results/report.html writes it",
@@ -436,7 +500,9 @@ def test_the_terminal_shows_progress_lines_and_the_account_only(data_report_run,
     """Jobs' progress lines reach Snakemake's terminal; nothing else of theirs does."""
     project, result = data_report_run
     monkeypatch.chdir(project)
-    account = report.account(config.parse(TINY_CONFIG), Path("results"), "tiny")
+    files = class_files(Path("."), list(config.parse(TINY_CONFIG).class_names))
+    run = {k: Path(str(v).replace("r1", "tiny")) for k, v in RUN_FILES.items()}
+    account = report.account(files, run["metrics"], run["export"], "tiny", "results/report.html")
     lines = result.stdout.splitlines()
     progress = lines[: lines.index("")]
     assert lines[len(progress) :] == ["", *account.splitlines()]
@@ -489,12 +555,15 @@ def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):
             "largest": [{**group, "images": [image]}],
         }
         fileio.write_json(lists_dir / name / "summary.json", {**SUMMARY, "near_duplicates": near})
-    groups = report.near_duplicate_groups(["cat", "dog"], lists_dir, 6)
+    files = report.class_files(
+        ["cat", "dog"], [lists_dir / n / "summary.json" for n in ["cat", "dog"]]
+    )
+    groups = report.near_duplicate_groups(files, 6)
     assert len(groups) == 1 and groups[0]["classes"] == ["cat", "dog"]
     assert sorted(groups[0]["images"]) == images
-    assert report.moved_counts(["cat", "dog"], lists_dir) == {"training": 1, "verification": 0}
-    report.plot_near_duplicates(["cat", "dog"], lists_dir, tmp_path / "near.png")
+    assert report.moved_counts(files) == {"training": 1, "verification": 0}
+    report.plot_near_duplicates(files, tmp_path / "near.png")
     assert colours(tmp_path / "near.png") > 20
     summary = report.read_json(lists_dir / "cat" / "summary.json")
-    line, _ = report.class_lines("cat", summary, lists_dir)
+    line, _ = report.class_lines(files[0], summary)
     assert "1 near-duplicate group of 1 images" in line

@@ -215,8 +215,8 @@ class WorkflowConfig(_Strict):
 
 
 def default_annotations_dir(name: str, spec: dict) -> str:
-    """Where LabelImg XML lives: the demo generates its own, users label data/{class}."""
-    return f"resources/demo/{name}" if spec.get("demo") else f"data/{name}"
+    """Where LabelImg XML lives: users label data/{class} (the workflow sets the demo's)."""
+    return f"data/{name}"
 
 
 def _build(cls, data: dict):
@@ -455,12 +455,19 @@ def checked_file(path: str | Path = DEFAULT_CONFIG) -> str:
     return str(path)
 
 
-def for_snakemake(config: dict, files: list) -> WorkflowConfig:
-    """Validate Snakemake's config once, filling in the defaults in place."""
+def for_snakemake(config: dict, files: list, demo_dir: str | None = None) -> WorkflowConfig:
+    """Validate Snakemake's config once, filling in the defaults in place.
+
+    `demo_dir` (a pattern with {cls}) is where the workflow's demo rule draws a
+    demo class's images and XML: that class's annotations_dir unless set.
+    """
     # Snakemake makes --configfile paths absolute; the user typed them relative.
     named = tuple(Path(os.path.relpath(f)) if Path(f).is_absolute() else Path(f) for f in files)
     with _one_line_exit():
         data = validate(config, named)
+        for name, spec in data["classes"].items():
+            if demo_dir and spec.get("demo") and not spec.get("annotations_dir"):
+                spec["annotations_dir"] = demo_dir.format(cls=name)
         parsed = build(data)
     config.update(data)
     return parsed

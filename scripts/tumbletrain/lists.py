@@ -1,6 +1,6 @@
 """The per-class, per-split list: the contract between validation and records.
 
-`results/lists/{class}/{split}.tsv` has one row per kept image. Boxes are in
+A split's list (`{split}.tsv`, one per class and split) has one row per kept image. Boxes are in
 pixels of the upright image (EXIF orientation applied, as LabelImg shows it);
 `width`/`height` are that upright image's size, read from the image itself.
 """
@@ -15,7 +15,7 @@ from . import fileio
 from .vocxml import VocObject
 
 COLUMNS = ("image", "sha256", "format", "width", "height", "orientation", "xml", "objects")
-# results/lists/{class}/rejected.tsv: one row per rejected file or object.
+# A class's rejected.tsv: one row per rejected file or object.
 REJECTED_COLUMNS = ("file", "object", "reason", "message")
 
 

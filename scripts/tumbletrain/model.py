@@ -108,23 +108,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="+",
         required=True,
-        help="results/records/*_training.json",
+        help="the records stage's stats of every training record (CLASS_training.json)",
     )
     p.add_argument(
         "--validation-stats",
         type=Path,
         nargs="*",
         default=[],
-        help="results/records/*_verification.json, to evaluate while training",
+        help="the stats of every verification record, to evaluate while training",
     )
-    p.add_argument("--checkpoint-json", type=Path, help="resources/checkpoints/*/checkpoint.json")
+    p.add_argument(
+        "--checkpoint-json", type=Path, help="the downloaded checkpoint's checkpoint.json"
+    )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--final", type=Path, required=True)
     p.set_defaults(run=cmd_train, stage=TRAIN)
 
     p = sub.add_parser("evaluate", help="COCO metrics, curves and a detection grid")
     tt_config.add_config_arguments(p)
-    p.add_argument("--final", type=Path, required=True, help="results/train/{run}/final.json")
+    p.add_argument("--final", type=Path, required=True, help="the train command's final.json")
     p.add_argument("--verification-stats", type=Path, nargs="+", required=True)
     p.add_argument("--outdir", type=Path, required=True)
     p.set_defaults(run=cmd_evaluate, stage=EVALUATE)

@@ -1,7 +1,8 @@
 """Pictures, tables and a one-page summary of a run, for the Snakemake report.
 
 Each subcommand reads what a stage wrote and draws with matplotlib or pandas;
-`summary` writes results/summary.md, which `make demo` prints at the end.
+`summary` writes the one-page summary (summary.md), which
+`make demo` prints at the end.
 The readers accept summaries and metrics with keys missing (a stage that wrote
 an older format, or an evaluation without objects) and draw what there is.
 """
@@ -13,6 +14,8 @@ import html
 import json
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -77,15 +80,49 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return fileio.read_tsv(path) if path.exists() else []
 
 
-def class_counts(classes: list[str], manifests: Path, lists_dir: Path) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ClassFiles:
+    """One class's files the report reads, each as its rule passes it."""
+
+    name: str
+    lists: Path  # the annotations stage's folder: summary.json, rejected.tsv, the lists
+    manifest: Path | None = None  # the harvest's manifest
+    skipped: Path | None = None  # the harvest's skipped images
+
+
+def class_files(
+    names: Sequence[str],
+    summaries: Sequence[Path],
+    manifests: Sequence[Path] = (),
+    skipped: Sequence[Path] = (),
+) -> list[ClassFiles]:
+    """The classes' files from the paths a rule passes, each list in class order."""
+    for given, what in ((manifests, "--manifests"), (skipped, "--skipped")):
+        if given and len(given) != len(names):
+            raise cli.UserError(f"{what} names {len(given)} files for {len(names)} classes")
+    if len(summaries) != len(names):
+        raise cli.UserError(f"--summaries names {len(summaries)} files for {len(names)} classes")
+    return [
+        ClassFiles(
+            name,
+            Path(summaries[i]).parent,
+            Path(manifests[i]) if manifests else None,
+            Path(skipped[i]) if skipped else None,
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+def class_counts(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     """Images per class at each step; skipped images by the harvest's reason code."""
     rows = []
-    for name in classes:
-        summary = read_json(lists_dir / name / "summary.json")
+    for files in classes:
+        name = files.name
+        summary = read_json(files.lists / "summary.json")
         per_split = summary.get("per_split", {})
-        skipped = read_rows(manifests / f"{name}.skipped.tsv")
-        manifest = manifests / f"{name}.tsv"
-        harvested = len(store.read_manifest(manifest)) if manifest.exists() else 0
+        skipped = read_rows(files.skipped) if files.skipped else []
+        manifest = files.manifest
+        harvested = len(store.read_manifest(manifest)) if manifest and manifest.exists() else 0
         row = {"class": name, "harvested": harvested}
         reasons = pd.Series([r.get("reason") or "unknown" for r in skipped], dtype=object)
         row.update({f"skipped: {k}": int(v) for k, v in reasons.value_counts().items()})
@@ -119,15 +156,16 @@ def plot_counts(counts: pd.DataFrame, path: Path) -> None:
     save(fig, path)
 
 
-def validation_table(classes: list[str], lists_dir: Path) -> pd.DataFrame:
+def validation_table(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     rows = {}
-    for name in classes:
-        summary = read_json(lists_dir / name / "summary.json")
+    for files in classes:
+        name = files.name
+        summary = read_json(files.lists / "summary.json")
         row = {f"repaired: {k}": v for k, v in summary.get("repairs_by_kind", {}).items()}
         row.update({f"rejected: {k}": v for k, v in summary.get("rejected_by_reason", {}).items()})
         rows[name] = row
     # A class with nothing to report has an empty row; reindex keeps it.
-    table = pd.DataFrame.from_dict(rows, orient="index").reindex(classes)
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex([c.name for c in classes])
     return table.fillna(0).astype(int)
 
 
@@ -144,10 +182,10 @@ def plot_validation(table: pd.DataFrame, path: Path) -> None:
     save(fig, path)
 
 
-def rejected_rows(classes: list[str], lists_dir: Path) -> pd.DataFrame:
+def rejected_rows(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     frames = []
-    for name in classes:
-        path = lists_dir / name / "rejected.tsv"
+    for files in classes:
+        name, path = files.name, files.lists / "rejected.tsv"
         if path.exists():
             frame = pd.DataFrame(fileio.read_tsv(path), columns=list(lists.REJECTED_COLUMNS))
             frame.insert(0, "class", name)
@@ -226,11 +264,12 @@ def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     save(fig, path)
 
 
-def near_duplicate_groups(classes: list[str], lists_dir: Path, count: int) -> list[dict]:
+def near_duplicate_groups(classes: Sequence[ClassFiles], count: int) -> list[dict]:
     """The largest near-duplicate groups of all classes (a group in two classes once)."""
     groups: dict[str, dict] = {}
-    for name in classes:
-        found = read_json(lists_dir / name / "summary.json").get("near_duplicates") or {}
+    for files in classes:
+        name = files.name
+        found = read_json(files.lists / "summary.json").get("near_duplicates") or {}
         for group in found.get("largest", []):
             entry = groups.setdefault(group["group"], {**group, "images": [], "classes": []})
             entry["images"] += group.get("images", [])
@@ -239,23 +278,23 @@ def near_duplicate_groups(classes: list[str], lists_dir: Path, count: int) -> li
     return ordered[:count]
 
 
-def moved_counts(classes: list[str], lists_dir: Path) -> dict[str, int]:
+def moved_counts(classes: Sequence[ClassFiles]) -> dict[str, int]:
     moved = dict.fromkeys(tt_config.SPLITS, 0)
-    for name in classes:
-        found = read_json(lists_dir / name / "summary.json").get("near_duplicates") or {}
+    for files in classes:
+        found = read_json(files.lists / "summary.json").get("near_duplicates") or {}
         for split, n in (found.get("moved_from_content_split") or {}).items():
             moved[split] = moved.get(split, 0) + n
     return moved
 
 
 def plot_near_duplicates(
-    classes: list[str], lists_dir: Path, path: Path, groups: int = 6, strip: int = 6
+    classes: Sequence[ClassFiles], path: Path, groups: int = 6, strip: int = 6
 ) -> None:
     """A strip of thumbnails per largest near-duplicate group: one row, one split."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    largest = near_duplicate_groups(classes, lists_dir, groups)
-    moved = moved_counts(classes, lists_dir)
+    largest = near_duplicate_groups(classes, groups)
+    moved = moved_counts(classes)
     rows = max(1, len(largest))
     fig, axes = plt.subplots(rows, strip, figsize=(1.6 * strip, 1.7 * rows), squeeze=False)
     for ax in axes.flat:
@@ -384,19 +423,19 @@ MIN_SPLIT_IMAGES = 10
 # More rejected XML files than this share means something systematic (a
 # renamed folder, another tool's format), not a few stray mistakes.
 MAX_REJECTED_SHARE = 0.10
-REPORT_COMMAND = "snakemake --report results/report.html"
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[str]]:
+def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
     """One line on what validation did with a class's files, and the class's warnings."""
+    name = files.name
     per_split = summary.get("per_split", {})
     rejected = summary.get("rejected_files", 0)
     xml_files = summary.get("xml_files", 0)
-    rejected_tsv = lists_dir / name / "rejected.tsv"
+    rejected_tsv = files.lists / "rejected.tsv"
     line = (
         f"{name}: {xml_files} XML files: {summary.get('kept', 0)} kept "
         f"({summary.get('repaired', 0)} repaired), {rejected} rejected; "
@@ -423,7 +462,7 @@ def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[st
         warnings.append(
             f"{name}: {plural(len(near['user_split_straddles']), 'near-duplicate group')} "
             "straddle your training/ and verification/ folders (kept as they are; "
-            f"see near_duplicates in {lists_dir / name / 'summary.json'})"
+            f"see near_duplicates in {files.lists / 'summary.json'})"
         )
     for split in tt_config.SPLITS:
         images = per_split.get(split, 0)
@@ -444,21 +483,26 @@ def class_lines(name: str, summary: dict, lists_dir: Path) -> tuple[str, list[st
     return line, warnings
 
 
-def account(cfg: tt_config.WorkflowConfig, results: Path, run: str) -> str:
+def account(
+    classes: Sequence[ClassFiles],
+    metrics_json: Path,
+    export_json: Path,
+    run: str,
+    report_html: str | Path = "report.html",
+) -> str:
     """What a run did, for the terminal (Snakemake's onsuccess) and the end of summary.md.
 
     Reads only what the stages wrote, so a partial run (only the data stages)
     gets the part that exists.
     """
-    lists_dir = results / "lists"
     lines, warnings = [], []
-    for name in cfg.class_names:
-        summary = read_json(lists_dir / name / "summary.json")
+    for files in classes:
+        summary = read_json(files.lists / "summary.json")
         if summary:
-            line, class_warnings = class_lines(name, summary, lists_dir)
+            line, class_warnings = class_lines(files, summary)
             lines.append(line)
             warnings += class_warnings
-    metrics = read_json(results / "eval" / run / "metrics.json")
+    metrics = read_json(metrics_json)
     if metrics:
         lines.append(
             f"verification of run {run}: AP50 {number(metrics.get('AP50'))}, "
@@ -469,25 +513,27 @@ def account(cfg: tt_config.WorkflowConfig, results: Path, run: str) -> str:
             f"  {name}: AP50 {number(ap50.get(name))}, AP {number(value)}"
             for name, value in per_class_ap(metrics).items()
         ]
-    export = read_json(results / "export" / run / "export.json")
+    export = read_json(export_json)
     if export:
         models = [export.get("saved_model", "?")]
         models += [v.get("path", "?") for v in (export.get("tflite") or {}).values()]
         lines.append("exported models: " + ", ".join(models))
-    lines.append(f"report: {REPORT_COMMAND} writes it")
+    lines.append(f"report: snakemake --report {report_html} writes it")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
 
 
 def summary_markdown(
     cfg: tt_config.WorkflowConfig,
-    counts: pd.DataFrame,
-    metrics: dict,
-    final: dict,
-    export: dict,
+    classes: Sequence[ClassFiles],
+    metrics_json: Path,
+    final_json: Path,
+    export_json: Path,
     run: str,
-    results: Path,
+    report_html: str | Path = "report.html",
 ) -> str:
+    metrics, final, export = (read_json(p) for p in (metrics_json, final_json, export_json))
+    counts = class_counts(classes)
     lines = [f"# tumbletrain run `{run}`", "", "## Images", "", counts.to_markdown(), ""]
     lines += [
         "## Model",
@@ -518,12 +564,12 @@ def summary_markdown(
         ]
         lines += [""]
     lines += [
-        f"TensorBoard: `tensorboard --logdir results/train/{run}`",
+        f"TensorBoard: `tensorboard --logdir {Path(final_json).parent}`",
         "",
         "## This run",
         "",
         "```text",
-        account(cfg, results, run).rstrip("\n"),
+        account(classes, metrics_json, export_json, run, report_html).rstrip("\n"),
         "```",
         "",
     ]
@@ -533,91 +579,125 @@ def summary_markdown(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tumbletrain.report",
-        description="Figures and tables for the Snakemake report, and the one-page summary.",
+        description="Figures and tables for the Snakemake report, and the one-page summary. "
+        "Every file read or written is named on the command line.",
     )
     tt_config.add_config_arguments(parser)
     parser.add_argument(
         "what",
         choices=["data", "samples", "training", "evaluation", "summary"],
-        help="data: class counts, validation, rejected files; samples: one class's training "
-        "images with boxes; training: curves; evaluation: metrics and AP per class; "
-        "summary: results/summary.md",
+        help="data: class counts, validation, rejected files, near-duplicates; samples: one "
+        "class's training images with boxes; training: curves; evaluation: metrics and AP per "
+        "class; summary: the one-page summary",
     )
     parser.add_argument("--class", dest="class_name", help="the class (samples)")
     parser.add_argument("--run", default=None, help="the training run (default: train.run)")
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"), help="the workflow's results folder"
+    read = parser.add_argument_group("what it reads")
+    read.add_argument(
+        "--summaries", type=Path, nargs="*", default=[], help="each class's summary.json"
     )
-    parser.add_argument(
-        "--manifests",
-        type=Path,
-        default=Path("resources/manifests"),
-        help="the harvest's manifests folder",
+    read.add_argument("--manifests", type=Path, nargs="*", default=[], help="each class's manifest")
+    read.add_argument(
+        "--skipped", type=Path, nargs="*", default=[], help="each class's skipped images"
     )
-    parser.add_argument(
-        "--outdir", type=Path, default=None, help="where figures go (default: RESULTS/report)"
+    read.add_argument("--list", type=Path, help="the class's training list (samples)")
+    read.add_argument("--model-dir", type=Path, help="the run's model folder (training)")
+    read.add_argument("--metrics", type=Path, help="the run's metrics.json")
+    read.add_argument("--final", type=Path, help="the run's final.json (summary)")
+    read.add_argument("--export", type=Path, help="the run's export.json (summary)")
+    read.add_argument(
+        "--report-html",
+        default="report.html",
+        help="where `snakemake --report` writes the report (named in the summary)",
     )
-    parser.add_argument("--output", type=Path, help="summary path (default: RESULTS/summary.md)")
+    write = parser.add_argument_group("what it writes")
+    write.add_argument("--output", type=Path, help="the figure (samples, training) or summary")
+    for flag, what in (
+        ("--counts", "class counts figure"),
+        ("--validation", "validation figure"),
+        ("--rejected", "rejected files table (TSV)"),
+        ("--rejected-html", "rejected files table (HTML)"),
+        ("--near-duplicates", "near-duplicate groups figure"),
+        ("--ap", "AP per class figure"),
+        ("--table", "metrics table (TSV)"),
+        ("--table-html", "metrics table (HTML)"),
+    ):
+        write.add_argument(flag, type=Path, help=f"the {what}")
     return parser
+
+
+# The arguments that name a file the command writes.
+OUTPUTS = (
+    "output",
+    "counts",
+    "validation",
+    "rejected",
+    "rejected_html",
+    "near_duplicates",
+    "ap",
+    "table",
+    "table_html",
+)
+# What each command needs on its command line.
+REQUIRED = {
+    "data": ("summaries", "manifests", "skipped", "counts", "validation", "rejected"),
+    "samples": ("class_name", "list", "output"),
+    "training": ("model_dir", "output"),
+    "evaluation": ("metrics", "ap", "table", "table_html"),
+    "summary": ("summaries", "manifests", "skipped", "metrics", "final", "export", "output"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = [name for name in REQUIRED[args.what] if not getattr(args, name)]
+    if missing:
+        flags = ", ".join(
+            "--" + ("class" if m == "class_name" else m.replace("_", "-")) for m in missing
+        )
+        raise cli.UserError(f"report {args.what} needs {flags}")
     cfg = tt_config.from_arguments(args, STAGES[args.what])
     run = args.run or cfg.train.run if args.what in ("training", "evaluation", "summary") else ""
-    results = args.results
-    outdir = args.outdir or results / "report"
-    fileio.clean_leftovers(outdir, logger=log)
+    outputs = [getattr(args, name) for name in OUTPUTS if getattr(args, name)]
+    fileio.clean_leftovers(*sorted({Path(path).parent for path in outputs}), logger=log)
+    if args.what in ("data", "summary"):
+        classes = class_files(cfg.class_names, args.summaries, args.manifests, args.skipped)
     if args.what == "data":
-        counts = class_counts(cfg.class_names, args.manifests, results / "lists")
-        plot_counts(counts, outdir / "class_counts.png")
-        plot_validation(
-            validation_table(cfg.class_names, results / "lists"), outdir / "validation.png"
-        )
+        plot_counts(class_counts(classes), args.counts)
+        plot_validation(validation_table(classes), args.validation)
         write_table(
-            rejected_rows(cfg.class_names, results / "lists"),
-            outdir / "rejected.tsv",
-            outdir / "rejected.html",
+            rejected_rows(classes),
+            args.rejected,
+            args.rejected_html or args.rejected.with_suffix(".html"),
             "Rejected XML files and objects",
             "No XML file or object was rejected.",
         )
-        plot_near_duplicates(cfg.class_names, results / "lists", outdir / "near_duplicates.png")
+        if args.near_duplicates:
+            plot_near_duplicates(classes, args.near_duplicates)
     elif args.what == "samples":
-        if not args.class_name:
-            raise cli.UserError("samples needs --class NAME: the class whose images to show")
         if args.class_name not in cfg.class_names:
             raise cli.UserError(
                 f"class {args.class_name!r} is not in the config ({', '.join(cfg.class_names)}); "
                 "pass one of those to --class"
             )
-        plot_samples(
-            results / "lists" / args.class_name / "training.tsv",
-            outdir / f"samples_{args.class_name}.png",
-        )
+        plot_samples(args.list, args.output)
     elif args.what == "training":
-        plot_training(results / "train" / run, outdir / f"training_{run}.png")
+        plot_training(args.model_dir, args.output)
     elif args.what == "evaluation":
-        metrics = read_json(results / "eval" / run / "metrics.json")
-        plot_ap_per_class(metrics, outdir / f"ap_per_class_{run}.png")
+        metrics = read_json(args.metrics)
+        plot_ap_per_class(metrics, args.ap)
         write_table(
             metrics_table(metrics),
-            outdir / f"metrics_{run}.tsv",
-            outdir / f"metrics_{run}.html",
+            args.table,
+            args.table_html,
             f"COCO metrics of run {run} on the verification split",
             "No metrics yet.",
         )
     else:
-        counts = class_counts(cfg.class_names, args.manifests, results / "lists")
         text = summary_markdown(
-            cfg,
-            counts,
-            read_json(results / "eval" / run / "metrics.json"),
-            read_json(results / "train" / run / "final.json"),
-            read_json(results / "export" / run / "export.json"),
-            run,
-            results,
+            cfg, classes, args.metrics, args.final, args.export, run, args.report_html
         )
-        fileio.write_text(args.output or results / "summary.md", text)
+        fileio.write_text(args.output, text)
     return 0
 
 

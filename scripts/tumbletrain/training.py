@@ -433,7 +433,9 @@ def train(
     from official.core import task_factory, train_lib, train_utils
 
     if inputs.training.images == 0:
-        raise cli.UserError("there are no training images; check results/lists/*/summary.json")
+        raise cli.UserError(
+            "there are no training images; check each class's summary.json of the annotations stage"
+        )
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
     mixed = mixed_precision_wanted(cfg.train)

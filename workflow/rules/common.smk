@@ -12,9 +12,11 @@ from tumbletrain import config as tt_config
 from tumbletrain import records as tt_records
 from tumbletrain import annotations, predict, sources
 
+# The demo rule draws a demo class's images and XML here (its annotations_dir).
+DEMO_DIR = "resources/demo/{cls}"
 # Validated once, here: defaults are filled into `config`, and a mistake ends
 # the run with one line naming the file, line and key.
-CFG = tt_config.for_snakemake(config, workflow.configfiles)
+CFG = tt_config.for_snakemake(config, workflow.configfiles, demo_dir=DEMO_DIR)
 CLASSES = CFG.class_names
 SPLITS = list(tt_config.SPLITS)
 # The content-addressed store every class's harvest adds to: no one rule's
@@ -137,7 +139,7 @@ def signature_tables():
 
 def demo_input(wildcards):
     cls = class_config(wildcards.cls)
-    return [f"resources/demo/{cls.name}"] if cls.demo is not None else []
+    return [DEMO_DIR.format(cls=cls.name)] if cls.demo is not None else []
 
 
 def record_outputs():
@@ -174,6 +176,28 @@ def gpu_resources():
     """GPUs for the TensorFlow rules, only when the config asks for them."""
     gpus = config["train"]["gpus"]
     return {"gpu": gpus} if gpus > 0 else {}
+
+
+# Where the Snakemake report goes (`snakemake --report` is given this path).
+REPORT_HTML = "results/report.html"
+
+
+def data_report_inputs():
+    """What the data report and the summary read of every class, in class order."""
+    return {
+        "summaries": expand("results/lists/{cls}/summary.json", cls=CLASSES),
+        "manifests": expand("resources/manifests/{cls}.tsv", cls=CLASSES),
+        "skipped": expand("resources/manifests/{cls}.skipped.tsv", cls=CLASSES),
+    }
+
+
+def run_outputs():
+    """The files of the configured run the summary reads."""
+    return {
+        "metrics": f"results/eval/{RUN}/metrics.json",
+        "final": f"results/train/{RUN}/final.json",
+        "export": f"results/export/{RUN}/export.json",
+    }
 
 
 def data_report_figures():
@@ -215,8 +239,13 @@ def print_account():
     from tumbletrain import cli
     from tumbletrain import report as tt_report
 
+    data = data_report_inputs()
+    classes = tt_report.class_files(CLASSES, data["summaries"])
+    run = run_outputs()
     try:
-        text = tt_report.account(CFG, Path("results"), RUN)
+        text = tt_report.account(
+            classes, run["metrics"], run["export"], RUN, REPORT_HTML
+        )
     except cli.UserError as error:  # a damaged JSON must not fail a finished run
         text = f"WARNING: no account of this run: {error}\n"
     print(f"\n{text}", end="", flush=True)

@@ -1,6 +1,6 @@
 rule demo:
     output:
-        directory("resources/demo/{cls}"),
+        directory(DEMO_DIR),
     log:
         "logs/demo/{cls}.log",
     benchmark:

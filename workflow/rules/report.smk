@@ -1,7 +1,6 @@
 rule report_data:
     input:
-        manifests=expand("resources/manifests/{cls}.tsv", cls=CLASSES),
-        summaries=expand("results/lists/{cls}/summary.json", cls=CLASSES),
+        **data_report_inputs(),
     output:
         counts=report(
             "results/report/class_counts.png",
@@ -37,7 +36,12 @@ rule report_data:
     params:
         cfg=stage_json("report_data"),
     shell:
-        "python -m tumbletrain.report data --config-json {params.cfg} 2> {log}"
+        "python -m tumbletrain.report data --config-json {params.cfg}"
+        " --summaries {input.summaries} --manifests {input.manifests}"
+        " --skipped {input.skipped} --counts {output.counts}"
+        " --validation {output.validation} --rejected {output.rejected_tsv}"
+        " --rejected-html {output.rejected} --near-duplicates {output.near_duplicates}"
+        " 2> {log}"
 
 
 rule report_samples:
@@ -64,7 +68,7 @@ rule report_samples:
         cfg=stage_json("report_samples"),
     shell:
         "python -m tumbletrain.report samples --config-json {params.cfg}"
-        " --class {wildcards.cls} 2> {log}"
+        " --class {wildcards.cls} --list {input} --output {output} 2> {log}"
 
 
 rule report_training:
@@ -88,9 +92,11 @@ rule report_training:
         runtime=10,
     params:
         cfg=stage_json("report_training"),
+        # The TensorBoard event files beside final.json.
+        model_dir=lambda w, input: Path(input[0]).parent,
     shell:
         "python -m tumbletrain.report training --config-json {params.cfg}"
-        " --run {wildcards.run} 2> {log}"
+        " --run {wildcards.run} --model-dir {params.model_dir} --output {output} 2> {log}"
 
 
 rule report_evaluation:
@@ -122,15 +128,15 @@ rule report_evaluation:
         cfg=stage_json("report_evaluation"),
     shell:
         "python -m tumbletrain.report evaluation --config-json {params.cfg}"
-        " --run {wildcards.run} 2> {log}"
+        " --run {wildcards.run} --metrics {input} --ap {output.ap}"
+        " --table {output.table_tsv} --table-html {output.table} 2> {log}"
 
 
 rule summary:
     input:
         report_figures(),
-        lists=expand("results/lists/{cls}/summary.json", cls=CLASSES),
-        metrics=f"results/eval/{RUN}/metrics.json",
-        export=f"results/export/{RUN}/export.json",
+        **data_report_inputs(),
+        **run_outputs(),
     output:
         "results/summary.md",
     log:
@@ -145,9 +151,13 @@ rule summary:
         runtime=10,
     params:
         cfg=stage_json("summary"),
+        run=RUN,
+        report=REPORT_HTML,
     shell:
-        "python -m tumbletrain.report summary --config-json {params.cfg}"
-        " --output {output} 2> {log}"
+        "python -m tumbletrain.report summary --config-json {params.cfg} --run {params.run}"
+        " --summaries {input.summaries} --manifests {input.manifests}"
+        " --skipped {input.skipped} --metrics {input.metrics} --final {input.final}"
+        " --export {input.export} --report-html {params.report} --output {output} 2> {log}"
 
 
 rule data_report:

@@ -1,0 +1,123 @@
+"""The layout lives in the rules only: DESIGN.md's file table agrees with them, and the
+package names no workflow folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+PACKAGE = REPO / "scripts" / "tumbletrain"
+
+
+def test_no_module_knows_the_workflow_layout():
+    """Paths reach the commands from the rules; a module naming results/ or resources/ would
+    write there whatever the rule declares."""
+    found = [
+        f"{module.name}:{number}: {line.strip()}"
+        for module in sorted(PACKAGE.glob("*.py"))
+        for number, line in enumerate(module.read_text().splitlines(), start=1)
+        if re.search(r"\b(results|resources)/|[\"'](results|resources)[\"']", line)
+    ]
+    assert not found, "\n".join(found)
+
+
+@dataclass(frozen=True)
+class Row:
+    files: tuple[str, ...]
+    rules: tuple[str, ...]
+    beside: bool  # written next to a rule's outputs, not declared
+
+    def pattern(self) -> re.Pattern:
+        folder = self.files[0].rsplit("/", 1)[0]
+        paths = [f if "/" in f else f"{folder}/{f}" for f in self.files]
+        return re.compile("|".join(f"(?:{_regex(p)})" for p in paths))
+
+
+def _regex(path: str) -> str:
+    """A table path as a regex: {a,b} either, {name} and * any part of a name, a folder
+    (ending in /) itself or anything in it."""
+    parts = []
+    for token in re.findall(r"\{[^}]*\}|\*|[^{*]+", path.rstrip("/")):
+        if token.startswith("{") and "," in token:
+            parts.append("(?:" + "|".join(map(re.escape, token[1:-1].split(","))) + ")")
+        elif token.startswith("{") or token == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append(re.escape(token))
+    regex = "".join(parts)
+    return regex + "(?:/.*)?" if path.endswith("/") else regex
+
+
+def table() -> list[Row]:
+    section = (REPO / "docs" / "DESIGN.md").read_text().split("## Files between stages")[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows.append(
+                Row(
+                    tuple(re.findall(r"`([^`]+)`", cells[0])),
+                    tuple(re.findall(r"`(\w+)`", cells[1])),
+                    "beside its outputs" in cells[1],
+                )
+            )
+    return rows
+
+
+def summary(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
+    """(output, rule) of every job the targets need: `snakemake --summary`."""
+    result = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "--summary", *targets],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()[1:] if "\t" in line]
+    return [(row[0], row[2]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, tool_env) -> list[tuple[str, str]]:
+    """The outputs of every rule, from the demo (sharded, with predict) and the Tumblr example."""
+    found = []
+    for name, changes, targets in (
+        ("config.yaml", {"records": {"shards": 2}, "predict": {"input": "x"}}, ["label_all"]),
+        ("tumblr.example.yaml", {}, []),
+    ):
+        project = tmp_path_factory.mktemp("design")
+        (project / "config").mkdir()
+        raw = yaml.safe_load((REPO / "config" / name).read_text())
+        raw.update(changes)
+        (project / "config" / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        predict = f"results/predict/{raw['train']['run']}/detections.csv"
+        found += summary(project, tool_env, "all", "data_report", predict, *targets)
+    assert shutil.which("snakemake") or found
+    return found
+
+
+def test_every_output_is_in_the_design_table_under_its_rule(outputs):
+    rows = table()
+    for output, rule in outputs:
+        matching = [r for r in rows if not r.beside and r.pattern().fullmatch(output)]
+        assert matching, f"{output} ({rule}) is not in docs/DESIGN.md's file table"
+        assert any(rule in r.rules for r in matching), (
+            f"{output} is written by rule {rule}; DESIGN.md says {[r.rules for r in matching]}"
+        )
+
+
+def test_every_row_of_the_design_table_is_an_output_of_its_rule(outputs):
+    for row in table():
+        if row.beside:
+            continue
+        written = [o for o, rule in outputs if rule in row.rules and row.pattern().fullmatch(o)]
+        assert written, f"DESIGN.md lists {row.files} under {row.rules}: no such output"
