@@ -1,6 +1,6 @@
 """The exported detector over images: detections, drawn images and LabelImg pre-labels.
 
-    python -m tumbletrain.predict --model results/export/{run} PATH...
+    python -m tumbletrain.predict --model EXPORT_FOLDER PATH...
 
 takes image files and folders (searched recursively; `predict.input` when
 none is named). The XML pre-labels are what LabelImg itself would save, so a
@@ -213,13 +213,13 @@ def predict_images(
 
 
 def saved_model_of(model: Path) -> Path:
-    """An export folder (results/export/{run}) or its saved_model/ itself."""
+    """An export folder (the export rule's) or its saved_model/ itself."""
     for candidate in (model / "saved_model", model):
         if (candidate / "saved_model.pb").is_file():
             return candidate
     raise cli.UserError(
-        f"{model} holds no SavedModel; give --model results/export/{{run}} "
-        "(made by the export rule: snakemake results/export/{run}/export.json)"
+        f"{model} holds no SavedModel; give --model the folder the export rule writes "
+        "(the one holding export.json)"
     )
 
 
@@ -231,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     tt_config.add_config_arguments(parser)
     parser.add_argument(
-        "--model", type=Path, required=True, help="results/export/{run} (or its saved_model/)"
+        "--model", type=Path, required=True, help="the export rule's folder (or its saved_model/)"
     )
     parser.add_argument(
         "paths", type=Path, nargs="*", help="image files and folders (default: predict.input)"
     )
-    parser.add_argument("--outdir", type=Path, help="default: results/predict/{run}")
+    parser.add_argument(
+        "--outdir", type=Path, help="default: predict/RUN beside the export rule's folders"
+    )
     parser.add_argument("--min-score", type=float, help="default: predict.min_score")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
@@ -245,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.UserError("name image files or folders to predict, or set predict.input")
     saved_model = saved_model_of(args.model)
     images, skipped = collect_images(paths)
-    outdir = args.outdir or Path("results/predict") / saved_model.resolve().parent.name
+    export_dir = saved_model.resolve().parent  # the export rule's folder of the run
+    outdir = args.outdir or export_dir.parent.parent / "predict" / export_dir.name
     min_score = cfg.predict.min_score if args.min_score is None else args.min_score
     names = {c.label_id: c.name for c in cfg.classes}
     result = predict_images(saved_model, images, skipped, outdir, names, min_score)
