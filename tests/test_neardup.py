@@ -13,6 +13,8 @@ from pathlib import Path
 
 import neardup_corpus as corpus_
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from tumbletrain import annotations, config, fileio, neardup, vocxml
 
@@ -269,3 +271,37 @@ def test_signatures_are_computed_once_per_image(tmp_path):
     # is not decoded again (the store never changes a file under its hash).
     paths["0"].write_bytes(b"not an image any more")
     assert signature_table(tmp_path / "sig" / "a.tsv", manifest).read_bytes() == first
+
+
+@given(
+    st.lists(st.integers(0, 2**20), min_size=2, max_size=40),
+    st.integers(1, 20),
+    st.integers(0, 2**32),
+)
+@settings(max_examples=60, deadline=None)
+def test_new_posts_move_an_image_only_by_linking_its_group_to_an_older_one(hashes, old, salt):
+    """Any signatures: images added later never move an earlier image, except by a link."""
+    cfg = split_config(verification_percent=50, salt=str(salt))
+    members = [
+        neardup.Member(hashlib.sha256(f"{i}".encode()).hexdigest(), float(i), sig)
+        for i, sig in enumerate(neardup.Signature(h, h, colour(h % 7 * 40)) for h in hashes)
+    ]
+    before = neardup.place(members[:old], cfg, DISTANCE)
+    after = neardup.place(members, cfg, DISTANCE)
+    for sha, placed in before.items():
+        if after[sha].split != placed.split:
+            # Its new group holds images of two or more earlier groups.
+            joined = {before[s].group for s in before if after[s].group == after[sha].group}
+            assert len(joined) > 1, sha
+
+
+def test_a_group_split_by_the_users_folders_is_kept_and_reported(tmp_path):
+    root = tmp_path / "pose"
+    picture = corpus_.noise_originals(1, seed=9)[0]
+    write_class(root / "training", "pose", {"a": picture})
+    write_class(root / "verification", "pose", {"a_copy": corpus_.variant(picture, "jpeg40")})
+    cfg = config.parse({"classes": {"pose": {"annotations_dir": str(root)}}})
+    summary = annotations.validate_class(cfg, "pose", None, tmp_path / "out")
+    assert summary["per_split"] == {"training": 1, "verification": 1}
+    near = summary["near_duplicates"]
+    assert near["groups"] == 1 and len(near["user_split_straddles"]) == 1

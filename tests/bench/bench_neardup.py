@@ -8,7 +8,7 @@ Leak: the demo's pictures plus re-encoded and half-size copies of 40% of them,
 trained twice with the same budget: split by content hash (copies straddle the
 splits) and by near-duplicate group. The verification AP of the first measures
 partly memory; the second is the honest figure. TT_BENCH_LEAK=0 skips it (two
-demo trainings: about 15 minutes here).
+demo trainings: about 15 minutes here; TT_BENCH_SCALE scales images and steps).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def leak_project(root: Path, share: float = 0.4) -> tuple[Path, dict]:
         folder = root / "data" / name
         folder.mkdir(parents=True)
         for i, (filename, image_bytes, xml_bytes) in enumerate(
-            demo.demo_images(name, 120, demo_cfg)
+            demo.demo_images(name, scaled(120), demo_cfg)
         ):
             (folder / filename).write_bytes(image_bytes)
             (folder / f"{Path(filename).stem}.xml").write_bytes(xml_bytes)
@@ -133,7 +133,8 @@ def leak_project(root: Path, share: float = 0.4) -> tuple[Path, dict]:
             tree.write(str(folder / f"{stem}.xml"))
         classes[name] = {"annotations_dir": str(folder)}
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    return root, {**base, "classes": classes}
+    train = {**base["train"], "steps": scaled(base["train"]["steps"])}
+    return root, {**base, "classes": classes, "train": train}
 
 
 def train_and_evaluate(root: Path, raw: dict, grouping: bool) -> dict:
