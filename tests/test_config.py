@@ -547,3 +547,14 @@ def test_the_configuration_reference_matches_the_schema(repo):
     )
     for key in ("classes.<class>.aliases", "model.input_size", "train.run", "tumblr.retries"):
         assert f"| `{key}` |" in config.reference()
+
+
+def test_a_missing_configfile_is_snakemakes_own_error(tmp_path, tool_env):
+    """Snakemake reads --configfile before the workflow runs, so no code of ours can word
+    this one: its last line names the file (as the README says)."""
+    result = dry_run(tmp_path, tool_env, "--configfile", "nope.yaml")
+    assert result.returncode == 1
+    # Snakemake prints this traceback to stdout.
+    assert result.stdout.strip().splitlines()[-1] == (
+        "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'"
+    )

@@ -4,9 +4,11 @@ The schema (`config.schema.yaml`, package data) is the single source of the
 defaults: `validate` checks a config with jsonschema and fills them in, then
 `build` makes frozen dataclasses so stage code never indexes into raw dicts.
 
-Each stage receives only the part of the configuration it reads
-(`stage_config`), so that Snakemake's params-based rerun trigger rebuilds a
-stage when, and only when, something it depends on changes.
+Each stage command declares beside its code the part of the configuration it
+reads (`stage(...)`); its rule passes exactly that part (`stage_json`), so that
+Snakemake's params-based rerun trigger rebuilds a stage when, and only when,
+something it depends on changes, and the stage's config object holds nothing
+else (reading another part raises `NotPassed`).
 """
 
 from __future__ import annotations
