@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from labelimg_files import image, save
-from tumbletrain import annotations, config, fileio, harvest, labelimg, lists
+from tumbletrain import annotations, config, harvest, labelimg, lists, store
 
 CUP_AND_BALL = ["cup", "ball"]
 
@@ -83,8 +83,8 @@ def test_a_labelimg_folder_is_the_image_source_of_a_class_with_no_other(project,
         splits[f"cup{i}"] = split
     raw = {"classes": {"cup": {}}, "split": {"verification_percent": 0}}
     summary = run_class(raw, "cup", project)
-    rows = fileio.read_tsv(project / "resources/manifests/cup.tsv")
-    assert len(rows) == 4 and {r["source"] for r in rows} == {"folder"}
+    rows = store.read_manifest(project / "resources/manifests/cup.tsv")
+    assert len(rows) == 4 and {r.source for r in rows} == {"folder"}
     assert summary["kept"] == 4 and summary["unlabelled_images"] == 0
     kept = listed(project, "cup")
     if layout == "original":

@@ -150,8 +150,8 @@ def test_harvest_folder_skips_special_links_out_and_oversized_files(tmp_path, to
         env=tool_env,
     )
     assert result.returncode == 0, result.stderr
-    rows = fileio.read_tsv(manifests / "pose.tsv")
-    assert [Path(r["image_url"]).name for r in rows] == ["good.jpg"]
+    rows = store.read_manifest(manifests / "pose.tsv")
+    assert [Path(r.image_url).name for r in rows] == ["good.jpg"]
     skipped = {
         Path(r["image_url"]).name: r["reason"]
         for r in fileio.read_tsv(manifests / "pose.skipped.tsv")
