@@ -767,7 +767,7 @@ def test_tflite_networks_compute_what_the_checkpoint_computes(exported):
     assert recorded["images"] == 4
     params, checkpoint = trained_params(exported)
     paths = sorted((exported / "results/records").glob("*_verification.tfrecord"))
-    images = export.record_images(",".join(map(str, paths)), 3)
+    images = export.first_record_images(",".join(map(str, paths)), 3)
     tflite = {
         name: exported / "results/export/tiny" / name
         for name in ("model_float.tflite", "model_int8.tflite")

@@ -188,7 +188,7 @@ def plot_pr_curves(curves: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
-def record_images(files: Sequence[str], wanted: set[int]) -> dict[int, np.ndarray]:
+def images_by_source_id(files: Sequence[str], wanted: set[int]) -> dict[int, np.ndarray]:
     """Decode the images with the given source ids from record files."""
     import tensorflow as tf
 
@@ -225,7 +225,7 @@ def plot_detection_grid(
     from matplotlib.patches import Rectangle
 
     chosen = sorted(collected.sizes)[:count]
-    images = record_images(files, set(chosen))
+    images = images_by_source_id(files, set(chosen))
     columns = max(1, min(4, len(chosen)))
     rows = max(1, math.ceil(len(chosen) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), dpi=100, squeeze=False)

@@ -115,7 +115,7 @@ def tflite_input(params, pixels):
     return images.numpy(), image_info.numpy()
 
 
-def record_images(input_path: str, count: int) -> list:
+def first_record_images(input_path: str, count: int) -> list:
     """The first images of the records, decoded as the Model Garden's decoder does."""
     import tensorflow as tf
     from official.vision.dataloaders import tf_example_decoder
@@ -196,7 +196,7 @@ def export(
         progress.update(done="SavedModel")
         tflite = export_tflite(params, checkpoint, outdir, calibration_steps)
         progress.update(done="TFLite float and int8")
-        images = record_images(params.task.train_data.input_path, check_images)
+        images = first_record_images(params.task.train_data.input_path, check_images)
         agreement = tflite_agreement(params, checkpoint, tflite, images)
         progress.update(done="TFLite checked against the checkpoint")
     summary = {
