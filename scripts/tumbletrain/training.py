@@ -23,12 +23,8 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-
-from tqdm import tqdm
 
 from . import cli, distribute, experiment, fileio
 from . import config as tt_config
@@ -263,39 +259,25 @@ def checkpoint_step(checkpoint: str | None) -> int:
 
 
 class TrainingProgress:
-    """An Orbit train action: a progress bar in a terminal, a line per loop in a log.
+    """An Orbit train action that counts steps into cli.Progress, with the loop's loss.
 
     Orbit calls train actions after every `steps_per_loop` steps, with the
     loop's losses; the step is counted here rather than read from the trainer,
     which `run_experiment` creates out of reach.
     """
 
-    def __init__(self, start: int, total: int, steps_per_loop: int):
-        self.start = self.step = start
+    def __init__(
+        self, start: int, total: int, steps_per_loop: int, every_s: float = cli.PROGRESS_EVERY_S
+    ):
         self.total = total
         self.steps_per_loop = steps_per_loop
-        self.started = time.monotonic()
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=None)
+        self.bar = cli.Progress(
+            "train", total=total, unit="steps", logger=log, every_s=every_s, initial=start
+        )
 
     def __call__(self, output: dict) -> None:
-        done = min(self.steps_per_loop, self.total - self.step)
-        self.step += done
-        loss = float(output.get("total_loss", float("nan")))
-        if not self.bar.disable:
-            self.bar.update(done)
-            self.bar.set_postfix(loss=f"{loss:.3f}")
-            return
-        rate = (self.step - self.start) / max(time.monotonic() - self.started, 1e-9)
-        eta = timedelta(seconds=round((self.total - self.step) / rate)) if rate else "?"
-        log.info(
-            "step %d/%d (%d%%), %.2f steps/s, ETA %s, total loss %.4f",
-            self.step,
-            self.total,
-            100 * self.step // self.total,
-            rate,
-            eta,
-            loss,
-        )
+        done = min(self.steps_per_loop, self.total - self.bar.done)
+        self.bar.update(done, total_loss=float(output.get("total_loss", float("nan"))))
 
     def close(self) -> None:
         self.bar.close()
