@@ -64,9 +64,11 @@ rule label:
         runtime=30,
     params:
         cfg=lambda w: stage_json("label", w.cls),
+        # The LabelImg folder the hand-off file marks.
+        folder=output_folder(),
     shell:
         "python -m tumbletrain.labelimg --config-json {params.cfg} --class {wildcards.cls}"
-        " --manifest {input} --folder data/{wildcards.cls} 2> {log}"
+        " --manifest {input} --folder {params.folder} 2> {log}"
 
 
 rule label_all:
