@@ -134,3 +134,9 @@ def test_a_user_error_stays_the_log_s_last_line_after_printed_chatter(tmp_path):
     lines = log.read_text().splitlines()
     assert lines[-1] == "ERROR: what went wrong; what to do"
     assert lines[-2] == "a line of chatter"
+
+
+def test_slow_work_says_seconds_each():
+    assert cli.speed(4.81, "steps") == "4.8 steps/s"
+    assert cli.speed(1 / 36.1, "parts") == "36.1 s each"
+    assert cli.speed(0.0, "parts") == "0.0 parts/s"

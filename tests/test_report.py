@@ -509,7 +509,7 @@ def test_the_terminal_shows_progress_lines_and_the_account_only(data_report_run,
     # One closing line per long job; a line per 10 s besides, which these jobs are too short for.
     closing = re.compile(
         r"(annotations (\w+): \2 XML: 8/8 files|neardup (\w+): signatures: 8/8 images)"
-        r" in [0-9.]+ s \([0-9.]+ (files|images)/s\)"
+        r" in [0-9.]+ s \([0-9.]+ ((files|images)/s|s each)\)"
     )
     assert all(closing.fullmatch(line) for line in progress), progress
     jobs = sorted(line.split(":")[0] for line in progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 
@@ -104,6 +105,10 @@ def test_library_chatter_stays_in_the_job_logs(tiny_run):
     for chatter, rule in (("np.float32(", "train"), ("Average Precision  (AP)", "evaluate")):
         assert chatter not in shown, chatter
         assert chatter in logged[rule], chatter
+    # Evaluation and export count their work (the tiny verification split is one batch).
+    assert re.search(r"verification: 1/1 batches in [0-9.]+ s", logged["evaluate"])
+    exported = (project / "logs" / "export" / "tiny.log").read_text()
+    assert re.search(r"export: 3/3 parts in [0-9.]+ s .*, done TFLite checked", exported)
 
 
 @pytest.mark.slow

@@ -117,6 +117,11 @@ def tell(line: str) -> None:
     stream.flush()
 
 
+def speed(rate: float, unit: str) -> str:
+    """`4.8 steps/s`, or `36.1 s each` for work slower than one a second."""
+    return f"{rate:.1f} {unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s each"
+
+
 class Progress:
     """Count, rate and ETA of a long job: a tqdm bar in a terminal, else a line per interval.
 
@@ -174,7 +179,7 @@ class Progress:
             text += f"/{self.total} {self.unit} ({100 * self.done // self.total}%)"
         else:
             text += f" {self.unit}"
-        text += f", {rate:.1f} {self.unit}/s"
+        text += f", {speed(rate, self.unit)}"
         if self.total and rate > 0:
             text += f", ETA {timedelta(seconds=round(max(self.total - self.done, 0) / rate))}"
         return text + self.figures_text()
@@ -195,7 +200,7 @@ class Progress:
         of = f"/{self.total}" if self.total is not None else ""
         self.emit(
             f"{self.desc}: {self.done}{of} {self.unit} in {now - self.start:.1f} s "
-            f"({self.rate(now):.1f} {self.unit}/s){self.figures_text()}"
+            f"({speed(self.rate(now), self.unit)}){self.figures_text()}"
         )
 
     def __enter__(self) -> Progress:

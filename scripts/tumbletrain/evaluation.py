@@ -92,8 +92,9 @@ def run_evaluation(params, checkpoint: str):
     dataset = task.build_inputs(params.task.validation_data)
     collected = Collected([], [], {})
     state = None
-    batches = int(dataset.cardinality())  # negative when unknown
-    for inputs in cli.progress(dataset, "verification", max(batches, 0) or None, "batches", log):
+    # The dataset's own cardinality is unknown; the experiment counts the batches.
+    batches = params.trainer.validation_steps or None
+    for inputs in cli.progress(dataset, "verification", batches, "batches", log):
         logs = task.validation_step(inputs, model, metrics)
         state = task.aggregate_logs(state, logs)
         gt, out = logs[task.coco_metric.name]
