@@ -820,6 +820,35 @@ def test_predict_writes_labelimg_prelabels(exported):
 
 
 @pytest.mark.slow
+def test_predict_writes_one_prelabel_per_image_and_skips_a_bomb(exported, tmp_path):
+    """a.jpg and a.png in one folder get a.jpg.xml and a.png.xml; a decompression bomb
+    and a FIFO are skipped with their reasons, the other images still predicted."""
+    from fake_tumblr import bomb_png
+    from lxml import etree
+    from PIL import Image
+    from tumbletrain import predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, fmt in (("a.jpg", "JPEG"), ("a.png", "PNG"), ("b.jpg", "JPEG")):
+        Image.new("RGB", (64 + len(name), 48), (200, 30, 30)).save(folder / name, fmt)
+    (folder / "bomb.png").write_bytes(bomb_png())
+    os.mkfifo(folder / "fifo.jpg")
+    result = predict.predict_folder(
+        exported / "results/export/tiny/saved_model", folder, tmp_path / "out", {1: "circle"}, 0.0
+    )
+    assert result["images"] == 3
+    assert result["skipped"] == {"decompression_bomb": 1, "special_file": 1}
+    prelabels = tmp_path / "out" / "prelabels"
+    assert sorted(p.name for p in prelabels.iterdir()) == ["a.jpg.xml", "a.png.xml", "b.xml"]
+    for xml in ("a.jpg.xml", "a.png.xml"):
+        filename = etree.parse(str(prelabels / xml)).getroot().findtext("filename")
+        assert filename == xml.removesuffix(".xml")
+    drawn = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    assert drawn == ["a.jpg.jpg", "a.png.jpg", "b.jpg"]
+
+
+@pytest.mark.slow
 def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
     """The model sees a resized image; predict maps its boxes back to the image's pixels."""
     import tensorflow as tf
