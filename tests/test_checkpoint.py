@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tumbletrain import checkpoint, cli, config
+from tumbletrain import checkpoint, cli, config, fileio
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
@@ -31,6 +31,7 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 
 
 # A checkpoint's files (the prefix is what the model stage restores); contents are opaque here.
+TEXT = {"capture_output": True, "text": True}
 CKPT = tar_gz(
     {"ckpt/ckpt-1.index": b"index" * 100, "ckpt/ckpt-1.data-00000-of-00001": os.urandom(50_000)}
 )
@@ -249,7 +250,7 @@ def test_archive_errors_are_one_line_saying_what_to_delete(tmp_path, server, nam
     message = str(error.value)
     archive = checkpoint.Download(url, tmp_path, None).target
     assert why in message and message.endswith(f"delete {archive} and re-run to download it again")
-    assert not (tmp_path / "extracted").exists() and not (tmp_path / ".extracted.staging").exists()
+    assert not (tmp_path / "extracted").exists() and not list(tmp_path.glob(".extracted*"))
     assert not list(tmp_path.parent.rglob("escaped"))
 
 
@@ -268,6 +269,26 @@ def test_a_redirect_to_a_file_url_is_refused(tmp_path, server):
     files["/ckpt.tar.gz"] = Served(CKPT, location="file:///etc/passwd")
     with pytest.raises(cli.UserError, match="redirected to a refused URL"):
         fetch(tmp_path, source(f"{base}/ckpt.tar.gz"))
+
+
+def test_the_command_removes_a_killed_extraction_and_extracts_again(tmp_path, tool_env):
+    archive = tmp_path / "ckpt.tar.gz"
+    archive.write_bytes(CKPT)
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **TEXT)
+    stale = out / f".extracted.{fileio.host()}-{dead.stdout.strip()}.a1b2c3d4.tmpdir"
+    stale.mkdir(parents=True)
+    (stale / "half-written").write_bytes(b"x")
+    raw = {"classes": {"cat": {}}, "model": {"checkpoint": {"url": f"file://{archive}"}}}
+    result = subprocess.run(
+        [sys.executable, "-m", "tumbletrain.model", "checkpoint", "--output-dir", str(out)]
+        + ["--config-json", json.dumps(raw)],
+        env=tool_env,
+        timeout=300,
+        **TEXT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json", "extracted"]
 
 
 def test_offline_is_one_line_with_the_offline_options(tmp_path, tool_env):

@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import tarfile
 import zipfile
 import zlib
@@ -217,10 +216,7 @@ def archive_size(archive: Path) -> int:
 
 
 def extract(archive: Path, destination: Path, max_bytes: int, what_to_delete: str) -> None:
-    """Extract safely into a staging directory, then rename it into place."""
-    staging = destination.with_name(f".{destination.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    """Extract safely into a staging directory (fileio.atomic_dir), renamed into place."""
     try:
         if zipfile.is_zipfile(archive):
             kind = "zip"
@@ -237,28 +233,22 @@ def extract(archive: Path, destination: Path, max_bytes: int, what_to_delete: st
                 f"model.checkpoint.max_extract_mb ({max_bytes // (1024 * 1024)} MB); raise the "
                 f"cap if you trust it, or {what_to_delete}"
             )
-        if kind == "tar":
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter="data")
-        else:
-            with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():
-                    resolved = (staging / member).resolve()
-                    if not resolved.is_relative_to(staging.resolve()):
-                        raise zipfile.BadZipFile(f"{member!r} points outside the folder")
-                zf.extractall(staging)
+        with fileio.atomic_dir(destination) as staging:
+            if kind == "tar":
+                with tarfile.open(archive) as tar:
+                    tar.extractall(staging, filter="data")
+            else:
+                with zipfile.ZipFile(archive) as zf:
+                    for member in zf.namelist():
+                        resolved = (staging / member).resolve()
+                        if not resolved.is_relative_to(staging.resolve()):
+                            raise zipfile.BadZipFile(f"{member!r} points outside the folder")
+                    zf.extractall(staging)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
-        shutil.rmtree(staging, ignore_errors=True)
         reason = " ".join(str(error).split()) or type(error).__name__
         raise cli.UserError(
             f"checkpoint archive {archive} is unsafe or corrupt ({reason}); {what_to_delete}"
         ) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if destination.exists():
-        shutil.rmtree(destination)
-    os.replace(staging, destination)
 
 
 def find_prefix(root: Path) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -23,34 +22,20 @@ log = logging.getLogger("tumbletrain.export")
 SIGNATURES = {"image_tensor": "serving_default", "image_bytes": "serve_image_bytes"}
 
 
-def replace_dir(staging: Path, target: Path) -> None:
-    """Swap a finished directory into place, so the target is never half-written."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
 def export_saved_model(params, checkpoint: str, export_dir: Path) -> Path:
     from official.vision.serving import export_saved_model_lib
 
     size = params.task.model.input_size[:2]
-    staging = export_dir.with_name(f".{export_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    export_saved_model_lib.export_inference_graph(
-        input_type="image_tensor",
-        batch_size=None,
-        input_image_size=size,
-        params=params,
-        checkpoint_path=checkpoint,
-        export_dir=str(staging),
-        function_keys=SIGNATURES,
-    )
-    replace_dir(staging, export_dir)
+    with fileio.atomic_dir(export_dir) as staging:
+        export_saved_model_lib.export_inference_graph(
+            input_type="image_tensor",
+            batch_size=None,
+            input_image_size=size,
+            params=params,
+            checkpoint_path=checkpoint,
+            export_dir=str(staging),
+            function_keys=SIGNATURES,
+        )
     return export_dir
 
 

@@ -200,8 +200,15 @@ def _atomic(
     try:
         yield tmp
         if tmp.is_dir() and target.exists():
-            shutil.rmtree(target)  # os.replace cannot replace a non-empty folder
-        os.replace(tmp, target)
+            # os.replace cannot replace a non-empty folder: the old one steps aside under
+            # a leftover's name (a kill now loses nothing clean_leftovers cannot remove)
+            # and is deleted once the new one is in place.
+            old = _temporary_name(target, ".old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
