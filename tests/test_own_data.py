@@ -259,17 +259,14 @@ def test_files_added_changed_or_removed_rebuild_only_their_class(tmp_path, tool_
     for cls in CUP_AND_BALL:
         for i in range(3):
             save("voc", image(tmp_path / "data" / cls / f"{cls}{i}.jpg"), [(cls, 9, 9, 80, 80)])
-    # Near-duplicate groups span classes (every class's signatures feed every
-    # class's split), so this checks the chains with grouping off.
-    write_project(
-        tmp_path,
-        {"classes": {c: {} for c in CUP_AND_BALL}, "split": {"group_near_duplicates": False}},
-    )
+    # Near-duplicate grouping on (the default): another class's signatures are
+    # read, but their change does not re-run this class.
+    write_project(tmp_path, {"classes": {c: {} for c in CUP_AND_BALL}})
     targets = [f"results/lists/{c}/summary.json" for c in CUP_AND_BALL]
     result = snakemake(tmp_path, tool_env, *targets)
     assert result.returncode == 0, result.stderr[-3000:]
     cup = tmp_path / "data" / "cup"
-    chain = {("harvest", "cup"), ("annotations", "cup")}
+    chain = {("harvest", "cup"), ("signatures", "cup"), ("annotations", "cup")}
     changes = {
         "image added": lambda: image(cup / "new.png", fmt="PNG"),
         "image changed": lambda: image(cup / "new.png", size=(64, 64), fmt="PNG"),
@@ -280,7 +277,7 @@ def test_files_added_changed_or_removed_rebuild_only_their_class(tmp_path, tool_
         time.sleep(1.1)  # a new modification time
         apply()
         jobs = dry_run_jobs(tmp_path, tool_env, *targets)
-        expected = chain - {("harvest", "cup")} if "YOLO" in change else chain
+        expected = {("annotations", "cup")} if "YOLO" in change else chain
         assert jobs == expected, change
         result = snakemake(tmp_path, tool_env, *targets)
         assert result.returncode == 0, f"{change}: {result.stderr[-3000:]}"

@@ -22,7 +22,7 @@ rule annotations:
     input:
         demo_input,
         manifest="resources/manifests/{cls}.tsv",
-        signatures=signature_tables(),
+        signatures=signature_tables,
     output:
         training="results/lists/{cls}/training.tsv",
         verification="results/lists/{cls}/verification.tsv",

@@ -130,11 +130,21 @@ def predict_inputs():
     return [str(path) for path, _ in images]
 
 
-def signature_tables():
-    """Every class's signatures: near-duplicate groups span classes."""
+def signature_tables(wildcards):
+    """Every class's signatures: near-duplicate groups span classes.
+
+    Another class's new images do not re-run this class: they are younger than
+    this class's images, so they join its groups' splits without moving them
+    (README, "Near-duplicates and splits"). Only this class's own table is a
+    timestamped input; the others are read as they are when the job runs.
+    """
     if not config["split"]["group_near_duplicates"]:
         return []
-    return expand("results/signatures/{cls}.tsv", cls=CLASSES)
+    return [
+        path if cls == wildcards.cls else ancient(path)
+        for cls in CLASSES
+        for path in [f"results/signatures/{cls}.tsv"]
+    ]
 
 
 def demo_input(wildcards):
