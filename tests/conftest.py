@@ -25,6 +25,21 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
+def dead_writer() -> str:
+    """`host-pid` of a process that has exited, as a killed writer leaves it in the names
+    of its temporary files (fileio.writer): what fileio.remove_leftovers removes."""
+    from tumbletrain import fileio
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{fileio.host()}-{done.stdout.strip()}"
+
+
+@pytest.fixture(scope="session")
 def tool_env() -> dict[str, str]:
     """Environment for subprocesses: the venv's commands first, no Tumblr secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLR_")}

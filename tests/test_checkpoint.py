@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tumbletrain import checkpoint, cli, config, fileio
+from tumbletrain import checkpoint, cli, config
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
@@ -31,7 +31,6 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 
 
 # A checkpoint's files (the prefix is what the model stage restores); contents are opaque here.
-TEXT = {"capture_output": True, "text": True}
 CKPT = tar_gz(
     {"ckpt/ckpt-1.index": b"index" * 100, "ckpt/ckpt-1.data-00000-of-00001": os.urandom(50_000)}
 )
@@ -271,12 +270,13 @@ def test_a_redirect_to_a_file_url_is_refused(tmp_path, server):
         fetch(tmp_path, source(f"{base}/ckpt.tar.gz"))
 
 
-def test_the_command_removes_a_killed_extraction_and_extracts_again(tmp_path, tool_env):
+def test_the_command_removes_a_killed_extraction_and_extracts_again(
+    tmp_path, tool_env, dead_writer
+):
     archive = tmp_path / "ckpt.tar.gz"
     archive.write_bytes(CKPT)
     out = tmp_path / "out"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **TEXT)
-    stale = out / f".extracted.{fileio.host()}-{dead.stdout.strip()}.a1b2c3d4.tmpdir"
+    stale = out / f".extracted.{dead_writer}.a1b2c3d4.tmpdir"
     stale.mkdir(parents=True)
     (stale / "half-written").write_bytes(b"x")
     raw = {"classes": {"cat": {}}, "model": {"checkpoint": {"url": f"file://{archive}"}}}
@@ -285,7 +285,8 @@ def test_the_command_removes_a_killed_extraction_and_extracts_again(tmp_path, to
         + ["--config-json", json.dumps(raw)],
         env=tool_env,
         timeout=300,
-        **TEXT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json", "extracted"]

@@ -726,16 +726,10 @@ def test_labelimg_folder_adds_and_never_overwrites(tmp_path):
     assert len(list(target.glob("*.jpg")) + list(target.glob("*.png"))) == 2
 
 
-def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path, dead_writer):
     folder = tmp_path / "images" / "ab"
     folder.mkdir(parents=True)
-    stale = folder / f".abc.jpg.{fileio.host()}-{dead}.x1y2z3.tmp"
+    stale = folder / f".abc.jpg.{dead_writer}.x1y2z3.tmp"
     live = folder / f".abd.jpg.{fileio.writer()}.q9w8e7.tmp"
     finished = folder / "abc.jpg"
     for path in (stale, live, finished):

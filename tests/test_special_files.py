@@ -325,15 +325,9 @@ def test_a_fifo_as_a_yolo_class_list_is_rejected_not_read(tmp_path, tool_env):
     assert [(Path(r["file"]).name, r["reason"]) for r in rows] == [("a.txt", "special_file")]
 
 
-def test_every_data_stage_removes_what_a_killed_run_of_it_left(tmp_path, tool_env):
+def test_every_data_stage_removes_what_a_killed_run_of_it_left(tmp_path, tool_env, dead_writer):
     """A dead writer's temporary file and folder in each stage's output folder are gone
     after the stage runs (annotations and records: killed for real above)."""
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     pics = tmp_path / "pics"
     pics.mkdir()
     (pics / "a.jpg").write_bytes(image_bytes(1))
@@ -354,8 +348,8 @@ def test_every_data_stage_removes_what_a_killed_run_of_it_left(tmp_path, tool_en
     }
     for stage, folder, argv in stages:
         folder.mkdir(parents=True, exist_ok=True)
-        stale_file = folder / f".x.tsv.{fileio.host()}-{dead}.ab12cd34.tmp"
-        stale_dir = folder / f".pose.{fileio.host()}-{dead}.ab12cd34.tmpdir"
+        stale_file = folder / f".x.tsv.{dead_writer}.ab12cd34.tmp"
+        stale_dir = folder / f".pose.{dead_writer}.ab12cd34.tmpdir"
         stale_file.write_text("partial")
         stale_dir.mkdir()
         (stale_dir / "half.jpg").write_bytes(b"half")
