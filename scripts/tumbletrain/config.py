@@ -620,13 +620,18 @@ def stage_json(raw: dict, stage: str, class_name: str | None = None) -> str:
     return json.dumps(canonical, separators=(",", ":"))
 
 
-def class_command_parser(module: str, description: str) -> argparse.ArgumentParser:
-    """The parser of a command that works on one class: `python -m tumbletrain.<module>`,
-    the config arguments and `--class`."""
+def command_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """A stage command's parser: `python -m tumbletrain.<module>` and the config arguments."""
     parser = argparse.ArgumentParser(
         prog=f"python -m tumbletrain.{module}", description=description
     )
     add_config_arguments(parser)
+    return parser
+
+
+def class_command_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a command that works on one class: `command_parser` and `--class`."""
+    parser = command_parser(module, description)
     parser.add_argument(
         "--class", dest="class_name", required=True, help="the class (its name under classes:)"
     )

@@ -10,7 +10,6 @@ drawing them from nothing, and feeds them back as annotations.
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -224,12 +223,11 @@ def saved_model_of(model: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.predict",
-        description="Detections, drawn images and LabelImg pre-labels for image files and "
+    parser = tt_config.command_parser(
+        "predict",
+        "Detections, drawn images and LabelImg pre-labels for image files and "
         "folders, with an exported model.",
     )
-    tt_config.add_config_arguments(parser)
     parser.add_argument(
         "--model", type=Path, required=True, help="the export rule's folder (or its saved_model/)"
     )

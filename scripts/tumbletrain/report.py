@@ -577,12 +577,11 @@ def summary_markdown(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.report",
-        description="Figures and tables for the Snakemake report, and the one-page summary. "
+    parser = tt_config.command_parser(
+        "report",
+        "Figures and tables for the Snakemake report, and the one-page summary. "
         "Every file read or written is named on the command line.",
     )
-    tt_config.add_config_arguments(parser)
     parser.add_argument(
         "what",
         choices=["data", "samples", "training", "evaluation", "summary"],
