@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 from common import REPO, report, scaled, timed
 from PIL import Image
-from tumbletrain import annotations, config, demo, neardup, store, vocxml
+from tumbletrain import annotations, config, demo, lists, neardup, store, vocxml
 
 TARGET_ADDED = 0.20
 
@@ -137,6 +137,19 @@ def leak_project(root: Path, share: float = 0.4) -> tuple[Path, dict]:
     return root, {**base, "classes": classes, "train": train}
 
 
+def straddling(project: Path, classes: dict) -> int:
+    """Pictures whose original and repost sit in different splits (by their XML's name)."""
+    count = 0
+    for name in classes:
+        split_of: dict[str, set[str]] = {}
+        for split in config.SPLITS:
+            for item in lists.read_list(project / "results" / "lists" / name / f"{split}.tsv"):
+                picture = Path(item.xml).stem.removesuffix("_repost")
+                split_of.setdefault(picture, set()).add(split)
+        count += sum(len(splits) > 1 for splits in split_of.values())
+    return count
+
+
 def train_and_evaluate(root: Path, raw: dict, grouping: bool) -> dict:
     project = root / ("grouped" if grouping else "content")
     (project / "config").mkdir(parents=True)
@@ -163,18 +176,9 @@ def train_and_evaluate(root: Path, raw: dict, grouping: bool) -> dict:
         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
     )
     metrics = json.loads((project / "results" / "eval" / run / "metrics.json").read_text())
-    straddling = 0
-    for name in raw["classes"]:
-        split_of = {}
-        for split in config.SPLITS:
-            listed = (project / "results" / "lists" / name / f"{split}.tsv").read_text()
-            for line in listed.splitlines()[1:]:
-                stem = Path(line.split("\t", 1)[0]).stem
-                split_of.setdefault(stem.removesuffix("_repost"), set()).add(split)
-        straddling += sum(len(splits) > 1 for splits in split_of.values())
     return {
         "splits": "near-duplicate groups" if grouping else "content hash",
-        "copies_straddling": straddling,
+        "copies_straddling": straddling(project, raw["classes"]),
         "verification_images": metrics.get("images"),
         "AP50": metrics.get("AP50"),
         "AP": metrics.get("AP"),
