@@ -132,9 +132,9 @@ def class_signatures(
     return list(members.values())
 
 
-# Rows compared with every signature at once: small enough for the XOR results
-# to stay in the CPU's cache (measured: 16 rows is 2.5x faster than 256).
-HASH_ROWS = 16
+# Hashes are searched by 8-bit bands (see SignatureIndex._hash_pairs).
+BAND_BITS = 8
+BAND_MASK = np.uint64((1 << BAND_BITS) - 1)
 # Rows searched at once for colour neighbours (each expands into 27 cells).
 QUERY_ROWS = 512
 
@@ -154,6 +154,15 @@ class Buckets:
         low, count = low[hit], count[hit]
         offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
         return np.repeat(queries[hit], count), self.order[np.repeat(low, count) + offsets]
+
+
+def _bands(values: np.ndarray) -> list[Buckets]:
+    return [
+        Buckets(
+            ((values >> np.uint64(BAND_BITS * band)) & BAND_MASK).astype(np.int64), 1 << BAND_BITS
+        )
+        for band in range(64 // BAND_BITS)
+    ]
 
 
 def _concatenate(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +190,8 @@ class SignatureIndex:
         self.distance = distance
         self.phash = np.array([s.phash for s in signatures], dtype=np.uint64)
         self.dhash = np.array([s.dhash for s in signatures], dtype=np.uint64)
+        self.phash_bands = _bands(self.phash)
+        self.dhash_bands = _bands(self.dhash)
         colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
         self.colour = colour.reshape(len(signatures), COLOUR_BYTES).astype(np.int16)
         # Two layouts within COLOUR_MEAN have channel means within 3 * COLOUR_MEAN
@@ -203,19 +214,20 @@ class SignatureIndex:
         return first[close], other[close]
 
     def _hash_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose phash or dhash is within `distance` bits: every signature is compared,
-        which at 50,000 images beat a multi-index search of 16-bit blocks (measured)."""
+        """Rows whose phash or dhash is within `distance` bits and most colours agree.
+
+        Candidates share one 8-bit band of a hash (locality-sensitive hashing:
+        a pair 12 bits apart shares a band about 4 times in 5 per hash, a pair
+        6 bits apart 99 times in 100); each candidate is then checked exactly.
+        Comparing every pair instead cost 32 s at 50,000 images.
+        """
         found = []
-        xor = np.empty((HASH_ROWS, len(self.phash)), dtype=np.uint64)
-        for start in range(0, len(rows), HASH_ROWS):
-            chunk = rows[start : start + HASH_ROWS]
-            out = xor[: len(chunk)]
-            np.bitwise_xor(self.phash[chunk, None], self.phash[None, :], out=out)
-            bits = np.bitwise_count(out)
-            np.bitwise_xor(self.dhash[chunk, None], self.dhash[None, :], out=out)
-            np.minimum(bits, np.bitwise_count(out), out=bits)
-            at, other = np.nonzero(bits <= self.distance)
-            found.append((chunk[at], other))
+        for values, bands in ((self.phash, self.phash_bands), (self.dhash, self.dhash_bands)):
+            for band, buckets in enumerate(bands):
+                keys = ((values[rows] >> np.uint64(BAND_BITS * band)) & BAND_MASK).astype(np.int64)
+                first, other = buckets.lookup(rows, keys)
+                close = np.bitwise_count(values[first] ^ values[other]) <= self.distance
+                found.append((first[close], other[close]))
         first, other = _concatenate(found)
         close = np.median(np.abs(self.colour[first] - self.colour[other]), axis=1) <= COLOUR_MEDIAN
         return first[close], other[close]
