@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -51,10 +50,9 @@ def project(root: Path, per_class: int) -> list[str]:
             (folder / f"{i}.jpg").write_bytes(next(images))
         classes[f"class{c:02d}"] = {"folders": [str(folder)], "annotation": "whole_image"}
     raw: dict = {"classes": classes}
-    if importlib.util.find_spec("tumbletrain.neardup"):
-        # Near-duplicate grouping is quadratic in the images of all classes, and every
-        # class's annotations job repeats it (BENCHMARKS.md, validation): timed there.
-        raw["split"] = {"group_near_duplicates": False}
+    # Near-duplicate signatures and grouping are timed on their own in
+    # bench_neardup (cold and cached); here the rest of the data path.
+    raw["split"] = {"group_near_duplicates": False}
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
     return ["results/label_map.csv"] + [
