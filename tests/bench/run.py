@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import bench_dag  # noqa: E402
 import bench_harvest  # noqa: E402
+import bench_neardup  # noqa: E402
 import bench_records  # noqa: E402
 import bench_training  # noqa: E402
 import bench_validation  # noqa: E402
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "records": bench_records,
     "harvest": bench_harvest,
     "dag": bench_dag,
+    "neardup": bench_neardup,
     "training": bench_training,
 }
 
