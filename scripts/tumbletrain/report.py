@@ -17,18 +17,31 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import cli, fileio, lists, store
+from . import config as tt_config
 
-from . import cli, fileio, lists, store  # noqa: E402
-from . import config as tt_config  # noqa: E402
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("tumbletrain.report")
+
+
+def pyplot():
+    """matplotlib, imported when a figure is drawn: Snakemake imports this module
+    for its stage declarations at every start, and matplotlib and pandas cost
+    0.45 s there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 # The config each command reads; its rule passes exactly this.
 STAGES = {
     "data": tt_config.stage("report_data", classes="names"),
@@ -47,6 +60,7 @@ VALIDATION_AP = ("AP", "AP50", "AP75")
 
 
 def save(fig, path: Path) -> None:
+    plt = pyplot()
     fig.tight_layout()
     with fileio.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -115,6 +129,8 @@ def class_files(
 
 def class_counts(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     """Images per class at each step; skipped images by the harvest's reason code."""
+    import pandas as pd
+
     rows = []
     for files in classes:
         name = files.name
@@ -138,6 +154,7 @@ def class_counts(classes: Sequence[ClassFiles]) -> pd.DataFrame:
 
 
 def plot_counts(counts: pd.DataFrame, path: Path) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(counts)) + 2.5, 4.2))
     counts.plot.bar(ax=ax, rot=0, width=0.85)
     for container in ax.containers:
@@ -157,6 +174,8 @@ def plot_counts(counts: pd.DataFrame, path: Path) -> None:
 
 
 def validation_table(classes: Sequence[ClassFiles]) -> pd.DataFrame:
+    import pandas as pd
+
     rows = {}
     for files in classes:
         name = files.name
@@ -170,6 +189,7 @@ def validation_table(classes: Sequence[ClassFiles]) -> pd.DataFrame:
 
 
 def plot_validation(table: pd.DataFrame, path: Path) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.5 * max(1, len(table.columns)) + 1.5)))
     if table.empty or table.to_numpy().sum() == 0:
         ax.text(0.5, 0.5, "nothing was repaired or rejected", ha="center", va="center")
@@ -183,6 +203,8 @@ def plot_validation(table: pd.DataFrame, path: Path) -> None:
 
 
 def rejected_rows(classes: Sequence[ClassFiles]) -> pd.DataFrame:
+    import pandas as pd
+
     frames = []
     for files in classes:
         name, path = files.name, files.lists / "rejected.tsv"
@@ -220,6 +242,7 @@ def write_table(frame: pd.DataFrame, tsv: Path, html_path: Path, title: str, emp
 
 def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
     """Training images with their boxes: is the labelling right, at a glance?"""
+    plt = pyplot()
     from matplotlib.patches import Rectangle
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -291,6 +314,7 @@ def plot_near_duplicates(
     classes: Sequence[ClassFiles], path: Path, groups: int = 6, strip: int = 6
 ) -> None:
     """A strip of thumbnails per largest near-duplicate group: one row, one split."""
+    plt = pyplot()
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     largest = near_duplicate_groups(classes, groups)
@@ -342,6 +366,7 @@ def plot_training(model_dir: Path, path: Path) -> dict[str, list[str]]:
 
     Returns the tags drawn in each panel.
     """
+    plt = pyplot()
     from .training import scalar_summaries
 
     train = scalar_summaries(model_dir / "train")
@@ -377,6 +402,7 @@ def per_class_ap(metrics: dict) -> dict[str, float | None]:
 
 
 def plot_ap_per_class(metrics: dict, path: Path) -> None:
+    plt = pyplot()
     per_class = per_class_ap(metrics)
     per_class50 = metrics.get("AP50_per_class") or {}
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(per_class)), 3.4))
@@ -405,6 +431,8 @@ def plot_ap_per_class(metrics: dict, path: Path) -> None:
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
+    import pandas as pd
+
     from .evaluation import SUMMARY_METRICS
 
     rows = [(key, number(metrics.get(key))) for key in SUMMARY_METRICS]
