@@ -502,15 +502,18 @@ def test_retraining_follows_the_data(learned, tmp_path):
 
     three = ("circle", "square", "triangle")
     make_records(base, learn_raw(three), draw=False)
-    result = model_cli(base, learn_raw(three), *train_args("learn", classes=three))
+    # A new classifier layer for every class: it needs more than the default quarter
+    # (at 125 steps circle's AP50 was 0.49, square's 0.61, triangle's 0.64).
+    raw = learn_raw(three, warm_start_steps=LEARN_STEPS // 2)
+    result = model_cli(base, raw, *train_args("learn", classes=three))
     assert "the classifier layer starts fresh" in result.stderr, result.stderr[-3000:]
     third = read_json(run_dir / "final.json")
-    assert third["step"] == LEARN_STEPS // 4, "warm_start_steps defaults to a quarter"
+    assert third["step"] == LEARN_STEPS // 2
     assert third["start"]["modules"] == ["backbone", "decoder", "head"]
     assert yaml.safe_load((base / third["params"]).read_text())["task"]["model"]["num_classes"] == 4
     # train.keep_runs: 2 earlier trainings are kept.
     assert sorted(p.name for p in (run_dir / "history").iterdir()) == ["0001", "0002"]
-    metrics = evaluate_cli(base, learn_raw(three), "learn", three)
+    metrics = evaluate_cli(base, raw, "learn", three)
     assert metrics["AP50_per_class"]["circle"] >= 0.5, metrics
     assert metrics["AP50_per_class"]["square"] >= 0.5, metrics
 
