@@ -7,14 +7,22 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
+from tumbletrain import cli, config
+
+
+def train_config(**train) -> config.TrainConfig:
+    return config.parse({"classes": {"a": {}}, "model": {"checkpoint": None}, "train": train}).train
+
 
 WORKER = """
 import json, os, sys
 import tensorflow as tf
+from tumbletrain import config
 from tumbletrain.distribute import make_strategy
-strategy = make_strategy(gpus=0, nodes=2)
+strategy = make_strategy(config.parse({"classes": {"a": {}}, "train": {"nodes": 2}}).train)
 @tf.function
 def step():
     ctx = tf.distribute.get_replica_context()
@@ -98,18 +106,17 @@ def test_a_tf_config_wins_over_slurm(monkeypatch):
     monkeypatch.setenv(
         "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
     )
-    resolver = cluster_resolver(gpus=0, nodes=2)
+    resolver = cluster_resolver(gpus=0, workers=2)
     assert isinstance(resolver, tf.distribute.cluster_resolver.TFConfigClusterResolver)
     assert resolver.cluster_spec().as_dict() == cluster
 
 
-def test_a_job_with_fewer_tasks_than_nodes_is_a_clear_error(monkeypatch):
-    from tumbletrain import cli
+def test_a_job_with_fewer_tasks_than_workers_is_a_clear_error(monkeypatch):
     from tumbletrain.distribute import make_strategy
 
     set_env(monkeypatch, {**SLURM_TWO_NODES, "SLURM_STEP_NUM_TASKS": "1", "SLURM_NTASKS": "1"})
     with pytest.raises(cli.UserError, match="tasks=2 and start it with srun"):
-        make_strategy(gpus=0, nodes=2)
+        make_strategy(train_config(nodes=2))
 
 
 def test_single_process_uses_the_default_strategy(monkeypatch):
@@ -118,19 +125,18 @@ def test_single_process_uses_the_default_strategy(monkeypatch):
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     for gpus in (0, 2):
-        strategy = make_strategy(gpus=gpus, nodes=1)
+        strategy = make_strategy(train_config(gpus=gpus))
         assert strategy.num_replicas_in_sync == 1
         assert not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def test_nodes_without_a_cluster_is_a_clear_error(monkeypatch):
-    from tumbletrain import cli
+def test_workers_without_a_cluster_is_a_clear_error(monkeypatch):
     from tumbletrain.distribute import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(cli.UserError, match="slurm profile"):
-        make_strategy(gpus=0, nodes=2)
+        make_strategy(train_config(workers=2))
 
 
 @pytest.mark.slow
@@ -163,3 +169,120 @@ def test_two_workers_on_localhost_reduce_together(tmp_path):
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
         results.append(json.loads(line.removeprefix("RESULT ")))
     assert results == [{"replicas": 2, "sum": 3.0}] * 2
+
+
+def test_one_worker_asks_slurm_for_its_gpus_only():
+    from tumbletrain.distribute import launch_prefix, slurm_resources
+
+    assert slurm_resources(train_config()) == {}
+    assert slurm_resources(train_config(gpus=2)) == {"gpu": 2}
+    assert launch_prefix(train_config(gpus=2), "srun", "results/train/x") == ""
+
+
+def test_several_nodes_are_one_job_of_one_task_per_node_with_their_gpus():
+    from tumbletrain.distribute import launch_prefix, slurm_resources
+
+    train = train_config(nodes=2, gpus=4, threads=8)
+    assert slurm_resources(train) == {
+        "nodes": 2,
+        "tasks": 2,
+        "mpi": "srun",
+        "slurm_extra": "--ntasks-per-node=1 --gpus-per-node=4",
+    }
+    prefix = launch_prefix(train, "srun --mpi=none", "results/train/x")
+    launcher, step = prefix.split(" -- ")
+    assert launcher == "python -m tumbletrain.distribute launch --model-dir results/train/x"
+    assert step.split() == [
+        "srun",
+        "--mpi=none",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=8",
+        "--kill-on-bad-exit=1",
+        "--label",
+        "--gpus-per-task=4",
+    ]
+
+
+def test_workers_on_a_node_share_its_gpus_evenly():
+    from tumbletrain.distribute import launch_prefix, slurm_resources
+
+    train = train_config(workers=2, gpus=4)
+    assert slurm_resources(train)["tasks"] == 2
+    assert "--gpus-per-task=2" in launch_prefix(train, "srun", "m")
+    with pytest.raises(cli.UserError, match="does not divide"):
+        slurm_resources(train_config(workers=2, gpus=3))
+
+
+TASK_1_DIES = 'if [ "$SLURM_PROCID" = 1 ]; then kill -9 $$; fi; echo "chief line" >&2; sleep 60'
+
+
+@needs_scontrol
+def test_a_dead_task_ends_the_step_with_one_error_line(tmp_path, tool_env):
+    """Real srun: task 1 is killed, the other is ended at once, and the log says so once."""
+    srun = ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--label", "sh", "-c", TASK_1_DIES]
+    result = subprocess.run(
+        [sys.executable, "-m", "tumbletrain.distribute", "launch", "--model-dir", str(tmp_path)]
+        + ["--", *srun],
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "chief line" in lines, "task 0's lines pass unlabelled"
+    assert [x for x in lines if x.startswith("ERROR:")] == [lines[-1]]
+    assert "a training worker failed (task 1 on " in lines[-1], lines[-1]
+    assert "no checkpoint was written yet" in lines[-1]
+
+
+def test_launching_without_srun_says_how_to_submit(tmp_path, tool_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "tumbletrain.distribute", "launch", "--model-dir", str(tmp_path)]
+        + ["--", "no-such-srun", "python"],
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("ERROR: no-such-srun not found")
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_joins_ends_the_others_with_an_error(tool_env):
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    env = {
+        **tool_env,
+        "WORKER_VALUE": "1",
+        "TUMBLETRAIN_WORKER_STARTUP_TIMEOUT_S": "5",
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert result.returncode == -9, "killed: TensorFlow ignores SIGTERM while it waits"
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ERROR: worker 0 waited 5 s for all 2 training workers to join and gave up; "
+        "a worker did not start (see its lines above)"
+    )
+
+
+def test_a_worker_restores_the_chiefs_checkpoint_and_never_deletes_it(tmp_path):
+    import tensorflow as tf
+    from tumbletrain.distribute import scratch_dir
+
+    chief = tf.train.Checkpoint(step=tf.Variable(7))
+    saved = tf.train.CheckpointManager(chief, tmp_path, max_to_keep=3).save()
+    scratch = scratch_dir(tmp_path)
+    worker = tf.train.Checkpoint(step=tf.Variable(0))
+    manager = tf.train.CheckpointManager(worker, scratch, max_to_keep=1)
+    manager.restore_or_initialize()
+    assert int(worker.step) == 7
+    for _ in range(3):
+        manager.save()
+    assert tf.train.latest_checkpoint(str(tmp_path)) == saved
+    assert tf.io.gfile.glob(saved + ".*"), "the worker deleted the chief's checkpoint"
+    assert str(scratch).startswith(tempfile.gettempdir())

@@ -174,6 +174,7 @@ class TrainConfig(_Strict):
     eval_every: int
     gpus: int
     nodes: int
+    workers: int
     threads: int
     warm_start: str
     warm_start_steps: int | None

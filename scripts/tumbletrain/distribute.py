@@ -1,21 +1,146 @@
 """Where training runs: one device, the node's GPUs, or several SLURM tasks.
 
-TensorFlow already distributes training; this only picks the strategy from
-`train.gpus` and `train.nodes`, and, for several workers, reads the cluster
-from a TF_CONFIG or from SLURM's environment with TensorFlow's own
-SlurmClusterResolver. TensorFlow is imported lazily, as in the other stage
-modules, so that `--help` stays fast.
+TensorFlow already distributes training; this picks the strategy from
+`train.gpus`, `train.nodes` and `train.workers`, and, for several workers,
+reads the cluster from a TF_CONFIG or from SLURM's environment with
+TensorFlow's own SlurmClusterResolver.
+
+Several workers run as one SLURM job of `nodes x workers` tasks: the train
+rule submits it with the executor plugin's `tasks` and `mpi` resources
+(`slurm_resources`), and inside the job `python -m tumbletrain.distribute
+launch -- srun ...` (`launch_prefix`) starts one training process per task
+and turns a failed task into one `ERROR:` line. The chief (task 0) writes the
+checkpoints, summaries and final.json; every other worker writes into a
+scratch directory that is removed (`worker_dir`), restoring from the chief's
+checkpoints. TensorFlow is imported lazily, as in the other stage modules, so
+that `--help` stays fast.
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import json
 import logging
 import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 from . import cli
+from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.distribute")
+
+
+# Every worker must create the strategy (join the cluster) within this time;
+# a worker that never starts would otherwise leave the others waiting forever.
+STARTUP_TIMEOUT_S = float(os.environ.get("TUMBLETRAIN_WORKER_STARTUP_TIMEOUT_S", 300))
+
+
+def worker_count(train: tt_config.TrainConfig) -> int:
+    return train.nodes * train.workers
+
+
+def gpus_per_worker(train: tt_config.TrainConfig) -> int:
+    """`train.gpus` are per node, shared out among that node's workers."""
+    if train.gpus % train.workers:
+        raise cli.UserError(
+            f"train.gpus ({train.gpus} per node) does not divide among train.workers "
+            f"({train.workers} per node); use a multiple of {train.workers}"
+        )
+    return train.gpus // train.workers
+
+
+def slurm_resources(train: tt_config.TrainConfig) -> dict:
+    """The train rule's resources for the SLURM executor plugin.
+
+    One worker: `gpu` (the plugin's --gpus). Several: `nodes`, `tasks` and
+    `mpi` (the plugin then runs the rule's command once, which starts the
+    tasks with srun), and --ntasks-per-node and --gpus-per-node through
+    `slurm_extra`, as the plugin has no resource for them.
+    """
+    if worker_count(train) == 1:
+        return {"gpu": train.gpus} if train.gpus else {}
+    gpus_per_worker(train)
+    extra = f"--ntasks-per-node={train.workers}"
+    if train.gpus:
+        extra += f" --gpus-per-node={train.gpus}"
+    return {
+        "nodes": train.nodes,
+        "tasks": worker_count(train),
+        "mpi": "srun",
+        "slurm_extra": extra,
+    }
+
+
+def launch_prefix(train: tt_config.TrainConfig, starter: str | None, model_dir: str) -> str:
+    """What the train rule's command starts with: nothing for one worker, else the launcher."""
+    if worker_count(train) == 1:
+        return ""
+    step = [
+        f"--nodes={train.nodes}",
+        f"--ntasks={worker_count(train)}",
+        f"--ntasks-per-node={train.workers}",
+        f"--cpus-per-task={train.threads}",
+        # One task that fails ends the others at once instead of leaving them
+        # waiting in a collective; --label tells the launcher whose line is whose.
+        "--kill-on-bad-exit=1",
+        "--label",
+    ]
+    if train.gpus:
+        step.append(f"--gpus-per-task={gpus_per_worker(train)}")
+    launcher = ["python", "-m", "tumbletrain.distribute", "launch", "--model-dir", model_dir]
+    return shlex.join([*launcher, "--", *shlex.split(starter or "srun"), *step]) + " "
+
+
+LABEL = re.compile(r"^\s*(\d+): ?(.*)$")
+TASK_FAILED = re.compile(r"^srun: error: (\S+): tasks? ([\d,-]+): (.+)$")
+
+
+def launch(command: list[str], model_dir: Path) -> None:
+    """Run srun (`command`), relabel its tasks' lines, and end a failure with one ERROR line.
+
+    The chief's lines pass as they are, another worker's get `worker N: `; the
+    workers' own ERROR lines are held back so that the log ends with one.
+    """
+    errors: list[str] = []
+    failed: list[str] = []
+    try:
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
+    except FileNotFoundError:
+        raise cli.UserError(
+            f"{command[0]} not found: several training workers run as SLURM tasks; "
+            "submit the train rule with --workflow-profile config/profiles/slurm"
+        ) from None
+    for line in process.stderr:
+        line = line.rstrip("\n")
+        label = LABEL.match(line)
+        if label:
+            task, text = int(label[1]), label[2]
+            if text.startswith("ERROR: "):
+                errors.append(text if task == 0 else f"worker {task}: {text[7:]}")
+                continue
+            line = text if task == 0 else f"worker {task}: {text}"
+        elif TASK_FAILED.match(line):
+            node, tasks, how = TASK_FAILED.match(line).groups()
+            failed.append(f"task {tasks} on {node}: {how}")
+        print(line, file=sys.stderr, flush=True)
+    code = process.wait()
+    if code == 0:
+        return
+    if errors:
+        raise cli.UserError(errors[0].removeprefix("ERROR: "))
+    import tensorflow as tf
+
+    last = tf.train.latest_checkpoint(str(model_dir))
+    resume = f"a re-run resumes from {last}" if last else "no checkpoint was written yet; re-run"
+    what = "; ".join(failed) or f"srun exited with {code}"
+    raise cli.UserError(f"a training worker failed ({what}), so the job failed; {resume}")
 
 
 def in_slurm_job() -> bool:
@@ -47,7 +172,7 @@ def slurm_resolver(gpus: int):
     return Resolver(gpus_per_node=slot * slurm_tasks(), gpus_per_task=slot, auto_set_gpu=False)
 
 
-def cluster_resolver(gpus: int, nodes: int):
+def cluster_resolver(gpus: int, workers: int):
     """The resolver for several workers, or a UserError that says how to start them."""
     import tensorflow as tf
 
@@ -55,25 +180,156 @@ def cluster_resolver(gpus: int, nodes: int):
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if not in_slurm_job():
         raise cli.UserError(
-            f"train.nodes is {nodes} but this process is neither in a SLURM job nor given a "
-            "TF_CONFIG; submit training with the slurm profile (one task per node)"
+            f"training asks for {workers} workers (train.nodes x train.workers) but this "
+            "process is neither in a SLURM job nor given a TF_CONFIG; submit training with "
+            "the slurm profile"
         )
-    if slurm_tasks() != nodes:
+    if slurm_tasks() != workers:
         raise cli.UserError(
-            f"train.nodes is {nodes} but this SLURM job step has {slurm_tasks()} task(s); "
-            f"submit train with nodes={nodes} and tasks={nodes} and start it with srun"
+            f"training asks for {workers} workers (train.nodes x train.workers) but this SLURM "
+            f"job step has {slurm_tasks()} task(s); submit train with tasks={workers} and "
+            "start it with srun"
         )
     return slurm_resolver(gpus)
 
 
-def make_strategy(gpus: int, nodes: int):
-    """The tf.distribute strategy for this process."""
+def startup_watchdog(task: int, workers: int, timeout_s: float) -> subprocess.Popen:
+    """A process that ends this one with one ERROR line unless it is terminated in time.
+
+    A process, not a thread: while TensorFlow waits for the other workers it
+    holds the GIL and ignores SIGTERM, so only SIGKILL from outside ends it.
+    """
+    message = (
+        f"ERROR: worker {task} waited {timeout_s:.0f} s for all {workers} training workers "
+        "to join and gave up; a worker did not start (see its lines above)"
+    )
+    script = f"sleep {timeout_s:.0f} && echo {shlex.quote(message)} >&2 && kill -9 {os.getpid()}"
+    return subprocess.Popen(["sh", "-c", script])
+
+
+def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TIMEOUT_S):
+    """MultiWorkerMirroredStrategy over every worker, or an ERROR if one does not join in time.
+
+    Other workers than the chief log only warnings: their progress would repeat the chief's.
+    """
     import tensorflow as tf
 
-    if nodes > 1 or "TF_CONFIG" in os.environ:
-        resolver = cluster_resolver(gpus, nodes)
-        log.info("multi-worker training: %s", json.dumps(resolver.cluster_spec().as_dict()))
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    found = len(tf.config.list_physical_devices("GPU"))
+    if gpus > found:
+        log.warning("%d GPU(s) per worker asked for, TensorFlow sees %d; using those", gpus, found)
+        gpus = found
+    resolver = cluster_resolver(gpus, workers)
+    task = resolver.task_id
+    watchdog = startup_watchdog(task, workers, timeout_s)
+    if gpus:
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.NCCL
+        )
+    else:
+        options = None
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options
+    )
+    watchdog.kill()
+    watchdog.wait()
+    log.info(
+        "worker %d of %d joined: %d replica(s) in sync over %s",
+        task,
+        workers,
+        strategy.num_replicas_in_sync,
+        json.dumps(resolver.cluster_spec().as_dict()),
+    )
+    if not is_chief(strategy):
+        logging.getLogger("tumbletrain").setLevel(logging.WARNING)
+    return strategy
+
+
+def barrier(strategy) -> None:
+    """Every worker waits here for the others (an all-reduce); one process passes at once."""
+    import tensorflow as tf
+
+    if strategy.num_replicas_in_sync == 1 or not isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        return
+    ones = strategy.run(tf.function(lambda: tf.constant(1.0)))
+    strategy.reduce("SUM", ones, axis=None)
+
+
+def chief_first(strategy, fn, *args):
+    """`fn(*args)` on the chief, then on the other workers, which see what it wrote."""
+    if is_chief(strategy):
+        result = fn(*args)
+        barrier(strategy)
+        return result
+    barrier(strategy)
+    return fn(*args)
+
+
+def is_chief(strategy) -> bool:
+    return strategy.extended.should_checkpoint
+
+
+def worker_dir(strategy, model_dir: Path) -> Path:
+    """Where this process writes: model_dir on the chief, a scratch directory elsewhere."""
+    return model_dir if is_chief(strategy) else scratch_dir(model_dir)
+
+
+def scratch_dir(model_dir: Path) -> Path:
+    """A worker's own model_dir, removed when the process exits.
+
+    It starts with a checkpoint state that names the chief's latest
+    checkpoint, so a resumed run restores every worker from the same step
+    (see `run_experiment`).
+    """
+    import tensorflow as tf
+
+    scratch = Path(tempfile.mkdtemp(prefix="tumbletrain-worker-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest:
+        # No paths to keep: the worker's CheckpointManager never deletes the chief's files.
+        tf.compat.v1.train.update_checkpoint_state(
+            str(scratch), os.path.abspath(latest), all_model_checkpoint_paths=[]
+        )
+    return scratch
+
+
+def run_experiment(**kwargs):
+    """`train_lib.run_experiment`, with each worker checkpointing into its own model_dir.
+
+    The Model Garden gives a non-chief worker a fresh temporary checkpoint
+    directory that is never removed and never restored from, so on a resumed
+    run the chief restores its step and the others start at 0, and their
+    loops no longer meet in the collectives.
+    """
+    import tensorflow as tf
+    from official.core import train_lib
+
+    class Runner(train_lib.OrbitExperimentRunner):
+        def _maybe_build_checkpoint_manager(self):
+            if not self.trainer.checkpoint or is_chief(self.strategy):
+                return super()._maybe_build_checkpoint_manager()
+            return tf.train.CheckpointManager(
+                self.trainer.checkpoint,
+                directory=self.model_dir,
+                max_to_keep=1,
+                step_counter=self.trainer.global_step,
+                checkpoint_interval=self.params.trainer.checkpoint_interval,
+                init_fn=self.trainer.initialize,
+            )
+
+    return Runner(**kwargs).run()
+
+
+def make_strategy(train: tt_config.TrainConfig):
+    """The tf.distribute strategy for this process; call it before any other TensorFlow op."""
+    import tensorflow as tf
+
+    workers = worker_count(train)
+    if workers > 1 or "TF_CONFIG" in os.environ:
+        return multi_worker_strategy(gpus_per_worker(train), workers)
+    gpus = train.gpus
     found = len(tf.config.list_physical_devices("GPU"))
     if gpus > found:
         log.warning("train.gpus is %d but TensorFlow sees %d GPU(s); using those", gpus, found)
@@ -84,3 +340,24 @@ def make_strategy(gpus: int, nodes: int):
     if use == 1:
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     return tf.distribute.get_strategy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumbletrain.distribute",
+        description="Start several training workers as the SLURM tasks of one job.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("launch", help="run `srun ... python -m tumbletrain.model train ...`")
+    p.add_argument("--model-dir", type=Path, required=True, help="the chief's model_dir")
+    p.add_argument("srun", nargs=argparse.REMAINDER, help="-- srun [options] command ...")
+    args = parser.parse_args(argv)
+    command = args.srun[1:] if args.srun[:1] == ["--"] else args.srun
+    if not command:
+        parser.error("no command after --")
+    launch(command, args.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -52,7 +52,8 @@ def cmd_train(cfg: tt_config.WorkflowConfig, args) -> None:
         init_checkpoint=init,
     )
     result = training.train(cfg, inputs, args.model_dir, args.final)
-    log.info("trained to step %d: %s", result["step"], result["checkpoint"])
+    if result:  # a worker other than the chief has nothing to report
+        log.info("trained to step %d: %s", result["step"], result["checkpoint"])
 
 
 def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:

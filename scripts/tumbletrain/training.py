@@ -412,7 +412,7 @@ def train(
     final_json: Path,
 ) -> dict:
     import tensorflow as tf
-    from official.core import task_factory, train_lib, train_utils
+    from official.core import task_factory, train_utils
 
     if inputs.training.images == 0:
         raise cli.UserError(
@@ -420,6 +420,8 @@ def train(
         )
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
+    # Before any other op: several workers must join their cluster at start-up.
+    strategy = distribute.make_strategy(cfg.train)
     mixed = mixed_precision_wanted(cfg.train)
 
     def experiment_for(steps: int, start: Start | None = None):
@@ -436,10 +438,20 @@ def train(
 
     current = fingerprint(cfg, inputs, mixed)
     model_dir.mkdir(parents=True, exist_ok=True)
-    state, start, resuming = prepare_run(
-        cfg, inputs, model_dir, current, architecture(experiment_for(cfg.train.steps))
+    # The chief archives a finished run first; the other workers then plan from what it left.
+    state, start, resuming = distribute.chief_first(
+        strategy,
+        prepare_run,
+        cfg,
+        inputs,
+        model_dir,
+        current,
+        architecture(experiment_for(cfg.train.steps)),
     )
+    work_dir = distribute.worker_dir(strategy, model_dir)
     if resuming and checkpoint_step(resuming) >= start.steps and state["finished"]:
+        if not distribute.is_chief(strategy):
+            return {}  # the chief writes final.json
         log.info(
             "already trained to step %d on these inputs (fingerprint %s): nothing to train",
             checkpoint_step(resuming),
@@ -453,13 +465,12 @@ def train(
     params = experiment_for(start.steps, start)
     if not resuming and start.checkpoint:
         verify_restore(params, start)
-    train_utils.serialize_config(params, str(model_dir))
-    fileio.write_json(model_dir / RUN_JSON, state)
+    train_utils.serialize_config(params, str(work_dir))
+    fileio.write_json(work_dir / RUN_JSON, state)
     if mixed:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = distribute.make_strategy(cfg.train.gpus, cfg.train.nodes)
     with strategy.scope():
-        task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+        task = task_factory.get_task(params.task, logging_dir=str(work_dir))
     # The trainer calls task.initialize for a new run only; ours restores the
     # planned modules (the Model Garden's stops at backbone and decoder).
     task.initialize = functools.partial(restore_start, start)
@@ -468,16 +479,18 @@ def train(
         checkpoint_step(resuming), start.steps, params.trainer.steps_per_loop
     )
     try:
-        train_lib.run_experiment(
+        distribute.run_experiment(
             distribution_strategy=strategy,
             task=task,
             mode=mode,
             params=params,
-            model_dir=str(model_dir),
+            model_dir=str(work_dir),
             train_actions=[progress],
         )
     finally:
         progress.close()
+    if not distribute.is_chief(strategy):
+        return {}  # the chief writes final.json
     chosen = selected_checkpoint(model_dir, cfg.train.select)
     state["finished"] = {"step": chosen["last"]["step"], "checkpoint": chosen["checkpoint"]}
     fileio.write_json(model_dir / RUN_JSON, state)

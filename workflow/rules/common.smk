@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from snakemake.settings.types import DeploymentMethod
 
 from tumbletrain import config as tt_config
+from tumbletrain import distribute
 from tumbletrain import records as tt_records
 from tumbletrain import annotations, predict, sources
 

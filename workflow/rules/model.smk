@@ -35,7 +35,8 @@ rule train:
         "../../envs/tensorflow.yaml"
     threads: config["train"]["threads"]
     resources:
-        **gpu_resources(),
+        # Several workers: one SLURM job of train.nodes x train.workers tasks.
+        **distribute.slurm_resources(CFG.train),
         mem_mb=8000,
         runtime=24 * 60,
     params:
@@ -46,8 +47,12 @@ rule train:
         # Checkpoints and summaries beside final.json: not outputs, so that a
         # failed run keeps them and the next one resumes.
         model_dir=output_folder(),
+        # Several workers: srun starts one training process per task.
+        launch=lambda w, output, resources: distribute.launch_prefix(
+            CFG.train, resources.get("mpi"), str(Path(output[0]).parent)
+        ),
     shell:
-        "python -m tumbletrain.model train --config-json {params.cfg}"
+        "{params.launch}python -m tumbletrain.model train --config-json {params.cfg}"
         " --training-stats {input.training} --validation-stats {input.validation}"
         " {params.checkpoint} --model-dir {params.model_dir}"
         " --final {output} 2> {log}"
