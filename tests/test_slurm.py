@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG, WORKFLOW_RULES, snakemake, write_project
+from conftest import (
+    SLURM_ARGS,
+    TINY_CONFIG,
+    WORKFLOW_RULES,
+    snakemake,
+    snakemake_command,
+    write_project,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -76,3 +88,141 @@ def test_outputs_equal_a_local_run(slurm_run, local_data_run):
         "results/summary.md",
     ):
         assert Path(project / name).exists(), name
+
+
+def scontrol_job(job_id: str) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def slurm_project(local_data_run, tmp_path, **train) -> Path:
+    """A copy of the project whose data stages ran, with other training settings."""
+    project = tmp_path / "project"
+    shutil.copytree(local_data_run, project, symlinks=True)
+    write_project(project, {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], **train}})
+    return project
+
+
+# Two workers on the test cluster's one node of 2 CPUs: one CPU each.
+TWO_WORKERS = {"workers": 2, "threads": 1}
+
+
+def worker_scratch() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("tumbletrain-worker-*"))
+
+
+def test_two_workers_train_collectively_as_one_slurm_job(
+    cluster, local_data_run, tmp_path, tool_env
+):
+    project = slurm_project(local_data_run, tmp_path, **TWO_WORKERS)
+    scratch_before = worker_scratch()
+    result = snakemake(project, tool_env, *SLURM_ARGS, "results/eval/tiny/metrics.json")
+    log = (project / "logs/train/tiny.log").read_text()
+    assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
+    job_log = next((project / ".snakemake/slurm_logs/rule_train").rglob("*.log"))
+    assert "NumTasks=2" in scontrol_job(job_log.stem)
+    # Both tasks joined one cluster of two replicas: the global batch of 2 is
+    # split into one image per replica.
+    assert "worker 0 of 2 joined: 2 replica(s) in sync" in log
+    assert "worker 1: " in log and "worker 1 of 2 joined: 2 replica(s) in sync" in log
+    assert "global_batch_size: 2" in (project / "results/train/tiny/params.yaml").read_text()
+    final = json.loads((project / "results/train/tiny/final.json").read_text())
+    assert final["step"] == TINY_CONFIG["train"]["steps"]
+    # Only the chief wrote summaries; the worker's scratch directory is gone.
+    events = list((project / "results/train/tiny/train").glob("events.out.*"))
+    assert len(events) == 1, events
+    assert worker_scratch() <= scratch_before
+    metrics = json.loads((project / "results/eval/tiny/metrics.json").read_text())
+    assert 0 <= metrics["AP50"] <= 1, "evaluate restored the checkpoint two workers wrote"
+    assert "ERROR" not in log
+
+
+def worker_pid(project: Path, task: int) -> int | None:
+    """The training process of SLURM task `task` running in `project`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or (proc / "cwd").resolve() != project.resolve():
+                continue
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tumbletrain.model" in command and f"SLURM_PROCID={task}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_dead_worker_fails_the_job_and_a_rerun_resumes(
+    cluster, local_data_run, tmp_path, tool_env
+):
+    steps = 40
+    project = slurm_project(
+        local_data_run, tmp_path, steps=steps, checkpoint_every=8, eval_every=steps, **TWO_WORKERS
+    )
+    command = snakemake_command(project, *SLURM_ARGS, "results/train/tiny/final.json")
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tool_env)
+    first = project / "results/train/tiny/ckpt-8.index"
+    deadline = time.monotonic() + 600
+    while not first.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), run.communicate(timeout=60)[1][-3000:]
+    pid = worker_pid(project, 1)
+    assert pid, "worker 1 is not running"
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    run.communicate(timeout=300)
+    assert run.returncode != 0
+    log = (project / "logs/train/tiny.log").read_text().strip().splitlines()
+    assert [x for x in log if x.startswith("ERROR:")] == [log[-1]], log[-20:]
+    failed = re.fullmatch(
+        r"ERROR: a training worker failed \(task 1 on \S+: Killed\), so the job failed; "
+        r"a re-run resumes from results/train/tiny/ckpt-(\d+)",
+        log[-1],
+    )
+    assert failed, log[-1]
+    assert not (project / "results/train/tiny/final.json").exists()
+
+    result = snakemake(project, tool_env, *SLURM_ARGS, "results/train/tiny/final.json")
+    log = (project / "logs/train/tiny.log").read_text()
+    assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
+    assert f"resuming from results/train/tiny/ckpt-{failed[1]}" in log
+    assert json.loads((project / "results/train/tiny/final.json").read_text())["step"] == steps
+
+
+def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(
+    cluster, local_data_run, tmp_path, tool_env
+):
+    """Snakemake's own view of a 2-node job: its dry run, the plugin's sbatch call, SLURM's job.
+
+    The one-node cluster cannot run it; SLURM queues it, and it is cancelled.
+    """
+    project = slurm_project(local_data_run, tmp_path, nodes=2, gpus=4)
+    target = "results/train/tiny/final.json"
+    dry = snakemake(project, tool_env, *SLURM_ARGS, "-n", target)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert re.search(r"resources: .*nodes=2, tasks=2, mpi=srun", dry.stdout + dry.stderr)
+    assert "slurm_extra=--ntasks-per-node=1 --gpus-per-node=4" in dry.stdout + dry.stderr
+
+    command = snakemake_command(project, *SLURM_ARGS, "--verbose", target)
+    run = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tool_env
+    )
+    call = job_id = shown = None
+    try:
+        for line in run.stdout:
+            call = call or re.search(r"sbatch call: (.*)", line)
+            submitted = re.search(r"submitted with SLURM jobid (\d+)", line)
+            if submitted:
+                job_id = submitted[1]
+                shown = scontrol_job(job_id)
+                break
+    finally:
+        if job_id:
+            subprocess.run(["scancel", job_id], check=False)
+        run.kill()  # Snakemake would wait for the job's status before it stops
+        run.wait(timeout=60)
+    assert call and job_id
+    for flag in ("--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--gpus-per-node=4"):
+        assert flag in call[1].split(), call[1]
+    assert "NumNodes=2" in shown and "NumTasks=2" in shown, shown
+    assert "TresPerNode=gres:gpu:4" in shown, shown
