@@ -47,3 +47,10 @@ def test_every_rule_names_an_existing_env(repo):
             if line.strip().startswith('"../../envs/'):
                 target = (smk.parent / line.strip().strip('",')).resolve()
                 assert target.exists(), f"{smk.name} names missing env {target}"
+
+
+def test_the_gpu_extra_is_tensorflow_with_cuda_at_the_same_version(repo, project_pins):
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    (gpu,) = [Requirement(r) for r in project["optional-dependencies"]["gpu"]]
+    assert gpu.name == "tensorflow" and gpu.extras == {"and-cuda"}
+    assert [s.version for s in gpu.specifier] == [project_pins["tensorflow"]]
