@@ -139,7 +139,8 @@ def launch(command: list[str], model_dir: Path) -> None:
 
     last = tf.train.latest_checkpoint(str(model_dir))
     resume = f"a re-run resumes from {last}" if last else "no checkpoint was written yet; re-run"
-    what = "; ".join(failed) or f"srun exited with {code}"
+    # The first failure is the cause: srun ends the other tasks after it.
+    what = failed[0] if failed else f"srun exited with {code}"
     raise cli.UserError(f"a training worker failed ({what}), so the job failed; {resume}")
 
 
