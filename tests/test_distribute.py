@@ -286,3 +286,11 @@ def test_a_worker_restores_the_chiefs_checkpoint_and_never_deletes_it(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)) == saved
     assert tf.io.gfile.glob(saved + ".*"), "the worker deleted the chief's checkpoint"
     assert str(scratch).startswith(tempfile.gettempdir())
+
+
+def test_a_global_batch_that_does_not_split_among_replicas_is_a_clear_error():
+    from tumbletrain.distribute import check_batch
+
+    check_batch(16, 4)
+    with pytest.raises(cli.UserError, match="batch_size 6 does not split among 4 replicas"):
+        check_batch(6, 4)

@@ -267,6 +267,15 @@ def chief_first(strategy, fn, *args):
     return fn(*args)
 
 
+def check_batch(batch_size: int, replicas: int) -> None:
+    """The global batch is split evenly among the replicas, or the Model Garden fails late."""
+    if batch_size % replicas:
+        raise cli.UserError(
+            f"train.batch_size {batch_size} does not split among {replicas} replicas "
+            f"(workers x GPUs per worker); use a multiple of {replicas}"
+        )
+
+
 def is_chief(strategy) -> bool:
     return strategy.extended.should_checkpoint
 
@@ -329,7 +338,9 @@ def make_strategy(train: tt_config.TrainConfig):
 
     workers = worker_count(train)
     if workers > 1 or "TF_CONFIG" in os.environ:
-        return multi_worker_strategy(gpus_per_worker(train), workers)
+        strategy = multi_worker_strategy(gpus_per_worker(train), workers)
+        check_batch(train.batch_size, strategy.num_replicas_in_sync)
+        return strategy
     gpus = train.gpus
     found = len(tf.config.list_physical_devices("GPU"))
     if gpus > found:
