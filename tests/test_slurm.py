@@ -117,7 +117,7 @@ def test_two_workers_train_collectively_as_one_slurm_job(
 ):
     project = slurm_project(local_data_run, tmp_path, **TWO_WORKERS)
     scratch_before = worker_scratch()
-    result = snakemake(project, tool_env, *SLURM_ARGS, "results/eval/tiny/metrics.json")
+    result = snakemake(project, tool_env, "results/eval/tiny/metrics.json", *SLURM_ARGS)
     log = (project / "logs/train/tiny.log").read_text()
     assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
     job_log = next((project / ".snakemake/slurm_logs/rule_train").rglob("*.log"))
@@ -160,7 +160,7 @@ def test_a_dead_worker_fails_the_job_and_a_rerun_resumes(
     project = slurm_project(
         local_data_run, tmp_path, steps=steps, checkpoint_every=8, eval_every=steps, **TWO_WORKERS
     )
-    command = snakemake_command(project, *SLURM_ARGS, "results/train/tiny/final.json")
+    command = snakemake_command(project, "results/train/tiny/final.json", *SLURM_ARGS)
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tool_env)
     first = project / "results/train/tiny/ckpt-8.index"
     deadline = time.monotonic() + 600
@@ -182,7 +182,7 @@ def test_a_dead_worker_fails_the_job_and_a_rerun_resumes(
     assert failed, log[-1]
     assert not (project / "results/train/tiny/final.json").exists()
 
-    result = snakemake(project, tool_env, *SLURM_ARGS, "results/train/tiny/final.json")
+    result = snakemake(project, tool_env, "results/train/tiny/final.json", *SLURM_ARGS)
     log = (project / "logs/train/tiny.log").read_text()
     assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
     assert f"resuming from results/train/tiny/ckpt-{failed[1]}" in log
@@ -198,12 +198,12 @@ def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(
     """
     project = slurm_project(local_data_run, tmp_path, nodes=2, gpus=4)
     target = "results/train/tiny/final.json"
-    dry = snakemake(project, tool_env, *SLURM_ARGS, "-n", target)
+    dry = snakemake(project, tool_env, "-n", target, *SLURM_ARGS)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert re.search(r"resources: .*nodes=2, tasks=2, mpi=srun", dry.stdout + dry.stderr)
     assert "slurm_extra=--ntasks-per-node=1 --gpus-per-node=4" in dry.stdout + dry.stderr
 
-    command = snakemake_command(project, *SLURM_ARGS, "--verbose", target)
+    command = snakemake_command(project, "--verbose", target, *SLURM_ARGS)
     run = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tool_env
     )
