@@ -128,7 +128,7 @@ def test_two_workers_train_collectively_as_one_slurm_job(
     assert "worker 1: " in log and "worker 1 of 2 joined: 2 replica(s) in sync" in log
     assert "global_batch_size: 2" in (project / "results/train/tiny/params.yaml").read_text()
     final = json.loads((project / "results/train/tiny/final.json").read_text())
-    assert final["step"] == TINY_CONFIG["train"]["steps"]
+    assert final["last"]["step"] == TINY_CONFIG["train"]["steps"]
     # Only the chief wrote summaries; the worker's scratch directory is gone.
     events = list((project / "results/train/tiny/train").glob("events.out.*"))
     assert len(events) == 1, events
@@ -186,7 +186,9 @@ def test_a_dead_worker_fails_the_job_and_a_rerun_resumes(
     log = (project / "logs/train/tiny.log").read_text()
     assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
     assert f"resuming from results/train/tiny/ckpt-{failed[1]}" in log
-    assert json.loads((project / "results/train/tiny/final.json").read_text())["step"] == steps
+    assert (
+        json.loads((project / "results/train/tiny/final.json").read_text())["last"]["step"] == steps
+    )
 
 
 def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(

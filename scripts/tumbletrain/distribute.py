@@ -220,6 +220,7 @@ def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TI
         log.warning("%d GPU(s) per worker asked for, TensorFlow sees %d; using those", gpus, found)
         gpus = found
     resolver = cluster_resolver(gpus, workers)
+    spec = resolver.cluster_spec()  # SLURM's resolver knows its task only after this
     task = resolver.task_id
     watchdog = startup_watchdog(task, workers, timeout_s)
     if gpus:
@@ -238,7 +239,7 @@ def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TI
         task,
         workers,
         strategy.num_replicas_in_sync,
-        json.dumps(resolver.cluster_spec().as_dict()),
+        json.dumps(spec.as_dict()),
     )
     if not is_chief(strategy):
         logging.getLogger("tumbletrain").setLevel(logging.WARNING)
