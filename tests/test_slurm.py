@@ -138,59 +138,6 @@ def test_two_workers_train_collectively_as_one_slurm_job(
     assert "ERROR" not in log
 
 
-def worker_pid(project: Path, task: int) -> int | None:
-    """The training process of SLURM task `task` running in `project`."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or (proc / "cwd").resolve() != project.resolve():
-                continue
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"tumbletrain.model" in command and f"SLURM_PROCID={task}".encode() in environ:
-            return int(proc.name)
-    return None
-
-
-def test_a_dead_worker_fails_the_job_and_a_rerun_resumes(
-    cluster, local_data_run, tmp_path, tool_env
-):
-    steps = 40
-    project = slurm_project(
-        local_data_run, tmp_path, steps=steps, checkpoint_every=8, eval_every=steps, **TWO_WORKERS
-    )
-    command = snakemake_command(project, "results/train/tiny/final.json", *SLURM_ARGS)
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tool_env)
-    first = project / "results/train/tiny/ckpt-8.index"
-    deadline = time.monotonic() + 600
-    while not first.exists() and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert first.exists(), run.communicate(timeout=60)[1][-3000:]
-    pid = worker_pid(project, 1)
-    assert pid, "worker 1 is not running"
-    subprocess.run(["kill", "-9", str(pid)], check=True)
-    run.communicate(timeout=300)
-    assert run.returncode != 0
-    log = (project / "logs/train/tiny.log").read_text().strip().splitlines()
-    assert [x for x in log if x.startswith("ERROR:")] == [log[-1]], log[-20:]
-    failed = re.fullmatch(
-        r"ERROR: a training worker failed \(task 1 on \S+: Killed\), so the job failed; "
-        r"a re-run resumes from results/train/tiny/ckpt-(\d+)",
-        log[-1],
-    )
-    assert failed, log[-1]
-    assert not (project / "results/train/tiny/final.json").exists()
-
-    result = snakemake(project, tool_env, "results/train/tiny/final.json", *SLURM_ARGS)
-    log = (project / "logs/train/tiny.log").read_text()
-    assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
-    assert f"resuming from results/train/tiny/ckpt-{failed[1]}" in log
-    assert (
-        json.loads((project / "results/train/tiny/final.json").read_text())["last"]["step"] == steps
-    )
-
-
 def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(
     cluster, local_data_run, tmp_path, tool_env
 ):
