@@ -7,6 +7,7 @@ post and the exact requests made.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import signal
@@ -190,7 +191,8 @@ def raw_config(**tumblr_extra) -> dict:
         "tumblr": {
             "api_host": "http://api.tumblr.com",
             "max_image_mb": 2,
-            "timeout_s": 5,
+            # Generous: a loaded CI machine can stall the in-process fake server.
+            "timeout_s": 30,
             "retries": 2,
             "max_wait_s": 5,
             **tumblr_extra,
@@ -391,6 +393,12 @@ def same_manifest(a: Path, b: Path) -> bool:
     """The manifests of two harvests into different folders, paths aside."""
     first = (a / "manifests" / "pose.tsv").read_text().replace(str(a), "ROOT")
     second = (b / "manifests" / "pose.tsv").read_text().replace(str(b), "ROOT")
+    if first != second:
+        # Say how they differ, and why an image may be missing.
+        diff = difflib.unified_diff(first.splitlines(), second.splitlines(), lineterm="")
+        print("\n".join(diff))
+        for root in (a, b):
+            print(root.name, (root / "manifests" / "pose.skipped.tsv").read_text())
     return first == second
 
 
