@@ -95,6 +95,22 @@ def test_by_hand_with_one_output_nothing_is_rerouted(tmp_path):
     assert lines[-1] == "what to do next"
 
 
+def test_progress_reaches_the_terminal_only_where_its_logger_shows_info(monkeypatch):
+    """A training worker other than the chief logs warnings only: its progress is the chief's."""
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    logger = logging.getLogger("tumbletrain.test.worker")
+    shown = {}
+    for level in (logging.INFO, logging.WARNING):
+        terminal = io.StringIO()
+        monkeypatch.setattr(cli, "_terminal", terminal)
+        logger.setLevel(level)
+        list(cli.progress(range(3), "things", 3, "files", logger, every_s=0))
+        shown[level] = terminal.getvalue().splitlines()
+    logger.setLevel(logging.NOTSET)
+    assert len(shown[logging.INFO]) == 4
+    assert shown[logging.WARNING] == []
+
+
 def test_progress_counts_on_from_where_it_resumed(monkeypatch, caplog):
     monkeypatch.setattr("sys.stderr", io.StringIO())
     logger = logging.getLogger("tumbletrain.test")

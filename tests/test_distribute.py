@@ -140,11 +140,6 @@ def test_workers_without_a_cluster_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    run=False,
-    reason="hangs since the multi-worker launcher (f274350): two processes with a hand-made "
-    "TF_CONFIG never both join; the SLURM path is tested in test_slurm.py. Known bug, open in #21",
-)
 def test_two_workers_on_localhost_reduce_together(tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -220,7 +215,12 @@ def test_workers_on_a_node_share_its_gpus_evenly():
         slurm_resources(train_config(workers=2, gpus=3))
 
 
-TASK_1_DIES = 'if [ "$SLURM_PROCID" = 1 ]; then kill -9 $$; fi; echo "chief line" >&2; sleep 60'
+# Task 1 leaves a file in its scratch directory, as a training worker would, and is killed.
+TASK_1_DIES = (
+    'if [ "$SLURM_PROCID" = 1 ]; then mkdir -p "$TUMBLETRAIN_WORKER_SCRATCH/tumbletrain-worker-1"'
+    ' && echo "scratch $TUMBLETRAIN_WORKER_SCRATCH" >&2 && kill -9 $$; fi;'
+    ' echo "chief line" >&2; sleep 60'
+)
 
 
 @needs_scontrol
@@ -241,6 +241,8 @@ def test_a_dead_task_ends_the_step_with_one_error_line(tmp_path, tool_env):
     assert [x for x in lines if x.startswith("ERROR:")] == [lines[-1]]
     assert "a training worker failed (task 1 on " in lines[-1], lines[-1]
     assert "no checkpoint was written yet" in lines[-1]
+    scratch = next(x for x in lines if x.startswith("worker 1: scratch ")).split()[-1]
+    assert not os.path.exists(scratch), "the killed worker's scratch directory was left behind"
 
 
 def test_launching_without_srun_says_how_to_submit(tmp_path, tool_env):

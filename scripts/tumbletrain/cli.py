@@ -189,7 +189,9 @@ class Progress:
 
     def emit(self, line: str) -> None:
         self.logger.info("%s", line)
-        if _terminal is not None:
+        # A logger that keeps info back keeps it off the terminal too: a training
+        # worker other than the chief would repeat the chief's lines.
+        if _terminal is not None and self.logger.isEnabledFor(logging.INFO):
             tell(f"{_job}: {line}")
 
     def close(self) -> None:

@@ -41,6 +41,11 @@ log = logging.getLogger("tumbletrain.distribute")
 # a worker that never starts would otherwise leave the others waiting forever.
 STARTUP_TIMEOUT_S = float(os.environ.get("TUMBLETRAIN_WORKER_STARTUP_TIMEOUT_S", 300))
 
+# Where the launcher's workers make their scratch directories (`scratch_dir`):
+# a directory the launcher removes when srun ends, so that a killed worker,
+# whose own clean-up never runs, leaves nothing behind on the launcher's node.
+SCRATCH_ROOT_ENV = "TUMBLETRAIN_WORKER_SCRATCH"
+
 
 def worker_count(train: tt_config.TrainConfig) -> int:
     return train.nodes * train.workers
@@ -106,12 +111,33 @@ def launch(command: list[str], model_dir: Path) -> None:
     """Run srun (`command`), relabel its tasks' lines, and end a failure with one ERROR line.
 
     The chief's lines pass as they are, another worker's get `worker N: `; the
-    workers' own ERROR lines are held back so that the log ends with one.
+    workers' own ERROR lines are held back so that the log ends with one. The
+    workers' scratch directories on this node are removed, a killed one's too.
     """
+    scratch = tempfile.mkdtemp(prefix="tumbletrain-workers-")
+    try:
+        code, errors, failed = run_tasks(command, {**os.environ, SCRATCH_ROOT_ENV: scratch})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if code == 0:
+        return
+    if errors:
+        raise cli.UserError(errors[0].removeprefix("ERROR: "))
+    import tensorflow as tf
+
+    last = tf.train.latest_checkpoint(str(model_dir))
+    resume = f"a re-run resumes from {last}" if last else "no checkpoint was written yet; re-run"
+    # The first failure is the cause: srun ends the other tasks after it.
+    what = failed[0] if failed else f"srun exited with {code}"
+    raise cli.UserError(f"a training worker failed ({what}), so the job failed; {resume}")
+
+
+def run_tasks(command: list[str], env: dict[str, str]) -> tuple[int, list[str], list[str]]:
+    """Run srun and relabel its lines: its exit code, the tasks' ERROR lines, the failed tasks."""
     errors: list[str] = []
     failed: list[str] = []
     try:
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
     except FileNotFoundError:
         raise cli.UserError(
             f"{command[0]} not found: several training workers run as SLURM tasks; "
@@ -130,18 +156,7 @@ def launch(command: list[str], model_dir: Path) -> None:
             node, tasks, how = TASK_FAILED.match(line).groups()
             failed.append(f"task {tasks} on {node}: {how}")
         print(line, file=sys.stderr, flush=True)
-    code = process.wait()
-    if code == 0:
-        return
-    if errors:
-        raise cli.UserError(errors[0].removeprefix("ERROR: "))
-    import tensorflow as tf
-
-    last = tf.train.latest_checkpoint(str(model_dir))
-    resume = f"a re-run resumes from {last}" if last else "no checkpoint was written yet; re-run"
-    # The first failure is the cause: srun ends the other tasks after it.
-    what = failed[0] if failed else f"srun exited with {code}"
-    raise cli.UserError(f"a training worker failed ({what}), so the job failed; {resume}")
+    return process.wait(), errors, failed
 
 
 def in_slurm_job() -> bool:
@@ -194,8 +209,23 @@ def cluster_resolver(gpus: int, workers: int):
     return slurm_resolver(gpus)
 
 
+# One process, so that killing it leaves nothing behind: a shell's `sleep` child
+# would outlive it holding the worker's stderr open, and whoever reads that
+# (srun, a pipe) would wait for the sleep to end. It also ends when the worker does.
+WATCHDOG = """
+import os, sys, time
+worker, deadline, message = int(sys.argv[1]), time.monotonic() + float(sys.argv[2]), sys.argv[3]
+while time.monotonic() < deadline:
+    if os.getppid() != worker:
+        sys.exit()
+    time.sleep(1)
+print(message, file=sys.stderr, flush=True)
+os.kill(worker, 9)
+"""
+
+
 def startup_watchdog(task: int, workers: int, timeout_s: float) -> subprocess.Popen:
-    """A process that ends this one with one ERROR line unless it is terminated in time.
+    """A process that ends this one with one ERROR line unless it is killed in time.
 
     A process, not a thread: while TensorFlow waits for the other workers it
     holds the GIL and ignores SIGTERM, so only SIGKILL from outside ends it.
@@ -204,8 +234,11 @@ def startup_watchdog(task: int, workers: int, timeout_s: float) -> subprocess.Po
         f"ERROR: worker {task} waited {timeout_s:.0f} s for all {workers} training workers "
         "to join and gave up; a worker did not start (see its lines above)"
     )
-    script = f"sleep {timeout_s:.0f} && echo {shlex.quote(message)} >&2 && kill -9 {os.getpid()}"
-    return subprocess.Popen(["sh", "-c", script])
+    return subprocess.Popen(
+        [sys.executable, "-I", "-c", WATCHDOG, str(os.getpid()), str(timeout_s), message],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TIMEOUT_S):
@@ -295,7 +328,10 @@ def scratch_dir(model_dir: Path) -> Path:
     """
     import tensorflow as tf
 
-    scratch = Path(tempfile.mkdtemp(prefix="tumbletrain-worker-"))
+    root = os.environ.get(SCRATCH_ROOT_ENV)
+    if root:  # the launcher's, or its path on another node, made here
+        os.makedirs(root, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="tumbletrain-worker-", dir=root))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     latest = tf.train.latest_checkpoint(str(model_dir))
     if latest:
