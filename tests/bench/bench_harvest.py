@@ -7,9 +7,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# `common` puts tests/ on the path, where fake_tumblr lives: its import must come
+# first (isort's order keeps it so: plain imports, alphabetically, before `from`).
+import common
 import fake_tumblr as ft
 import requests
-from common import report, scaled, target
 from fake_tumblr import FakeTumblr
 from tumbletrain import config, harvest
 
@@ -24,8 +26,8 @@ def build(fake: FakeTumblr, count: int) -> list[str]:
 
 
 def main() -> dict:
-    count = scaled(2_000)
-    serial_sample = min(count, scaled(200))
+    count = common.scaled(2_000)
+    serial_sample = min(count, common.scaled(200))
     fake = FakeTumblr(api_key="k")
     # http.server sends headers and body in two writes; with Nagle's algorithm the
     # body then waits for the client's delayed ACK, adding ~40 ms to every request
@@ -78,7 +80,7 @@ def main() -> dict:
         *runs,
     ]
     first, rerun = runs[0], runs[1]
-    return report(
+    return common.report(
         "harvest",
         rows,
         {
@@ -92,9 +94,9 @@ def main() -> dict:
             "rerun_s": round(rerun["seconds"], 2),
         },
         [
-            target("speed-up over serial", first["images_per_s"] / serial_rate, at_least=6),
-            target("re-run, image requests", rerun["images"], at_most=0),
-            target("re-run, s", rerun["seconds"], at_most=5),
+            common.target("speed-up over serial", first["images_per_s"] / serial_rate, at_least=6),
+            common.target("re-run, image requests", rerun["images"], at_most=0),
+            common.target("re-run, s", rerun["seconds"], at_most=5),
         ],
     )
 
