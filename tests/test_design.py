@@ -28,6 +28,18 @@ def test_no_module_knows_the_workflow_layout():
     assert not found, "\n".join(found)
 
 
+def test_every_figure_is_drawn_in_plots():
+    """One home for plotting: no other module imports matplotlib."""
+    found = [
+        f"{module.name}:{number}"
+        for module in sorted(PACKAGE.glob("*.py"))
+        if module.name != "plots.py"
+        for number, line in enumerate(module.read_text().splitlines(), start=1)
+        if re.match(r"\s*(import|from) matplotlib", line)
+    ]
+    assert not found, found
+
+
 @dataclass(frozen=True)
 class Row:
     files: tuple[str, ...]

@@ -399,7 +399,7 @@ def read_json(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_demo_learns_and_the_best_checkpoint_is_used(learned, tmp_path):
-    from tumbletrain import report, training
+    from tumbletrain import plots, report, training
 
     final = read_json(learned / "results/train/learn/final.json")
     assert final["step"] == LEARN_STEPS
@@ -416,7 +416,8 @@ def test_the_demo_learns_and_the_best_checkpoint_is_used(learned, tmp_path):
     # (test_retraining_follows_the_data runs the evaluate command on the same model).
     assert dict(validation["AP50"])[best_step] >= 0.5, validation["AP50"]
     # The report draws the same validation curve.
-    drawn = report.plot_training(learned / "results/train/learn", tmp_path / "training.png")
+    series = report.training_series(learned / "results/train/learn")
+    drawn = plots.plot_training(*series, tmp_path / "training.png")
     assert drawn["validation"] == ["AP", "AP50", "AP75"]
 
 

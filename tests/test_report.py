@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import TINY_CONFIG, snakemake, write_project
 from PIL import Image
-from tumbletrain import cli, config, fileio, lists, report, store
+from tumbletrain import cli, config, fileio, lists, plots, report, store
 
 CONFIG = {"classes": {"cat": {"demo": {"images": 4}}, "dog": {"demo": {"images": 4}}}}
 CONFIG_JSON = json.dumps(CONFIG)
@@ -228,7 +228,8 @@ def test_samples_draw_the_boxes(project, tool_env):
 def test_samples_survive_a_deleted_image(project):
     (project / "resources" / "images" / "cat0.jpg").unlink()
     png = project / "out.png"
-    report.plot_samples(project / "results" / "lists" / "cat" / "training.tsv", png)
+    items = lists.read_list(project / "results" / "lists" / "cat" / "training.tsv")
+    plots.plot_samples(items, "cat", png)
     assert has_colour(png, (30, 60, 200))
 
 
@@ -265,7 +266,7 @@ def test_training_curves_from_event_files(tmp_path):
     )
     write_events(run / "validation", {"AP": [(20, 0.1), (36, 0.3)], "AP50": [(20, 0.2)]})
     png = tmp_path / "training.png"
-    drawn = report.plot_training(run, png)
+    drawn = plots.plot_training(*report.training_series(run), png)
     assert drawn == {
         "loss": ["total_loss", "cls_loss", "box_loss", "l2_regularization_loss"],
         "learning_rate": ["learning_rate"],
@@ -276,7 +277,7 @@ def test_training_curves_from_event_files(tmp_path):
 
 def test_training_without_event_files_still_draws(tmp_path):
     png = tmp_path / "training.png"
-    drawn = report.plot_training(tmp_path / "nothing", png)
+    drawn = plots.plot_training(*report.training_series(tmp_path / "nothing"), png)
     assert drawn == {"loss": [], "learning_rate": [], "validation": []}
     assert png.exists()
 
@@ -315,7 +316,7 @@ def test_evaluation_command_writes_table_and_chart(tmp_path, tool_env):
 
 
 def test_evaluation_readers_tolerate_an_empty_metrics_file(tmp_path):
-    report.plot_ap_per_class({}, tmp_path / "ap.png")
+    plots.plot_ap_per_class(report.per_class_ap({}), {}, report.ap_title({}), tmp_path / "ap.png")
     assert (tmp_path / "ap.png").exists()
     assert set(report.metrics_table({})["value"]) == {"-"}
 
@@ -562,7 +563,7 @@ def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):
     assert len(groups) == 1 and groups[0]["classes"] == ["cat", "dog"]
     assert sorted(groups[0]["images"]) == images
     assert report.moved_counts(files) == {"training": 1, "verification": 0}
-    report.plot_near_duplicates(files, tmp_path / "near.png")
+    plots.plot_near_duplicates(groups, report.moved_counts(files), tmp_path / "near.png")
     assert colours(tmp_path / "near.png") > 20
     summary = report.read_json(lists_dir / "cat" / "summary.json")
     line, _ = report.class_lines(files[0], summary)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cli, fileio
+from . import cli, fileio, plots
 from .experiment import load_params, restore_model
 
 log = logging.getLogger("tumbletrain.evaluation")
@@ -161,34 +160,6 @@ def mean_precision(curves: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def plot_pr_curves(curves: dict[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recall = np.linspace(0, 1, 101)
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    for name, precision in curves.items():
-        at_50 = precision[0]  # IoU 0.5
-        valid = at_50 > -1
-        ax.plot(recall[valid], at_50[valid], label=name)
-    ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title="Precision-recall at IoU 0.5",
-    )
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(loc="lower left")
-    fig.tight_layout()
-    with fileio.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def images_by_source_id(files: Sequence[str], wanted: set[int]) -> dict[int, np.ndarray]:
     """Decode the images with the given source ids from record files."""
     import tensorflow as tf
@@ -210,7 +181,7 @@ def images_by_source_id(files: Sequence[str], wanted: set[int]) -> dict[int, np.
     return found
 
 
-def plot_detection_grid(
+def detection_grid(
     collected: Collected,
     files: Sequence[str],
     names: dict[int, str],
@@ -218,43 +189,20 @@ def plot_detection_grid(
     count: int,
     path: Path,
 ) -> None:
-    """Verification images with true boxes (green, dashed) and detections (red)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
+    """The first `count` verification images (by source id) with their true boxes and
+    the detections scoring at least `min_score`."""
     chosen = sorted(collected.sizes)[:count]
-    images = images_by_source_id(files, set(chosen))
-    columns = max(1, min(4, len(chosen)))
-    rows = max(1, math.ceil(len(chosen) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), dpi=100, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, sid in zip(axes.flat, chosen, strict=False):
-        ax.imshow(images.get(sid, np.zeros((8, 8, 3), np.uint8)))
-        for s, _, x0, y0, x1, y1 in collected.truths:
-            if s == sid:
-                ax.add_patch(
-                    Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5, ls="--")
-                )
-        for s, c, score, x0, y0, x1, y1 in collected.detections:
-            if s == sid and score >= min_score:
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.5))
-                ax.text(
-                    x0,
-                    y0,
-                    f"{names.get(c, c)} {score:.2f}",
-                    color="white",
-                    fontsize=7,
-                    bbox={"facecolor": "red", "alpha": 0.6, "pad": 1, "lw": 0},
-                )
-    fig.suptitle("verification: true boxes dashed green, detections red", fontsize=9)
-    fig.tight_layout()
-    with fileio.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    found = images_by_source_id(files, set(chosen))
+    plots.plot_detections(
+        {sid: found.get(sid, np.zeros((8, 8, 3), np.uint8)) for sid in chosen},
+        [(sid, (x0, y0, x1, y1)) for sid, _, x0, y0, x1, y1 in collected.truths],
+        [
+            (sid, names.get(c, str(c)), score, (x0, y0, x1, y1))
+            for sid, c, score, x0, y0, x1, y1 in collected.detections
+            if score >= min_score
+        ],
+        path,
+    )
 
 
 def evaluate(
@@ -288,7 +236,7 @@ def evaluate(
             for sid, c, s, x0, y0, x1, y1 in sorted(collected.detections)
         ),
     )
-    plot_pr_curves(curves, outdir / "pr_curves.png")
-    plot_detection_grid(collected, files, names, min_score, grid_images, outdir / "detections.png")
+    plots.plot_pr_curves(curves, outdir / "pr_curves.png")
+    detection_grid(collected, files, names, min_score, grid_images, outdir / "detections.png")
     fileio.write_json(outdir / "metrics.json", metrics)
     return metrics

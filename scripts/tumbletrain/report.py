@@ -1,7 +1,7 @@
 """Pictures, tables and a one-page summary of a run, for the Snakemake report.
 
-Each subcommand reads what a stage wrote and draws with matplotlib or pandas;
-`summary` writes the one-page summary (summary.md), which
+Each subcommand reads what a stage wrote, draws it with `plots` and tables it
+with pandas; `summary` writes the one-page summary (summary.md), which
 `make demo` prints at the end.
 The readers accept summaries and metrics with keys missing (a stage that wrote
 an older format, or an evaluation without objects) and draw what there is.
@@ -19,27 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from . import cli, fileio, lists, store
+from . import cli, fileio, lists, plots, store
 from . import config as tt_config
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger("tumbletrain.report")
-
-
-def pyplot():
-    """matplotlib, imported when a figure is drawn: Snakemake imports this module
-    for its stage declarations at every start, and matplotlib and pandas cost
-    0.45 s there."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # The config each command reads; its rule passes exactly this.
@@ -54,17 +40,9 @@ STAGES = {
 }
 
 REJECTED_COLUMNS = ("class", *lists.REJECTED_COLUMNS)
-# Orbit's train summaries name every loss `*loss`; these three come first.
-MAIN_LOSSES = ("total_loss", "cls_loss", "box_loss")
-VALIDATION_AP = ("AP", "AP50", "AP75")
-
-
-def save(fig, path: Path) -> None:
-    plt = pyplot()
-    fig.tight_layout()
-    with fileio.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+# Training images a class's samples figure shows; near-duplicate groups the data figure shows.
+SAMPLES = 12
+NEAR_DUPLICATE_GROUPS = 6
 
 
 def read_json(path: Path) -> dict:
@@ -153,26 +131,6 @@ def class_counts(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     return frame[ordered]
 
 
-def plot_counts(counts: pd.DataFrame, path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(counts)) + 2.5, 4.2))
-    counts.plot.bar(ax=ax, rot=0, width=0.85)
-    for container in ax.containers:
-        ax.bar_label(
-            container, fontsize=7, labels=[str(int(v)) if v else "" for v in container.datavalues]
-        )
-    ax.set(
-        ylabel="images",
-        xlabel="",
-        title="Images per class: harvested, skipped (by reason), unlabelled, rejected, kept",
-    )
-    # Outside the axes: the legend would hide the tallest bars.
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.grid(axis="y", alpha=0.3)
-    save(fig, path)
-
-
 def validation_table(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     import pandas as pd
 
@@ -186,20 +144,6 @@ def validation_table(classes: Sequence[ClassFiles]) -> pd.DataFrame:
     # A class with nothing to report has an empty row; reindex keeps it.
     table = pd.DataFrame.from_dict(rows, orient="index").reindex([c.name for c in classes])
     return table.fillna(0).astype(int)
-
-
-def plot_validation(table: pd.DataFrame, path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.5 * max(1, len(table.columns)) + 1.5)))
-    if table.empty or table.to_numpy().sum() == 0:
-        ax.text(0.5, 0.5, "nothing was repaired or rejected", ha="center", va="center")
-        ax.axis("off")
-    else:
-        table.T.plot.barh(ax=ax, width=0.8)
-        ax.set(xlabel="XML files or objects", title="Validation: repairs and rejections by reason")
-        ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8)
-    save(fig, path)
 
 
 def rejected_rows(classes: Sequence[ClassFiles]) -> pd.DataFrame:
@@ -240,53 +184,6 @@ def write_table(frame: pd.DataFrame, tsv: Path, html_path: Path, title: str, emp
     write_html_table(frame, html_path, title, empty)
 
 
-def plot_samples(list_path: Path, path: Path, count: int = 12) -> None:
-    """Training images with their boxes: is the labelling right, at a glance?"""
-    plt = pyplot()
-    from matplotlib.patches import Rectangle
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    items = lists.read_list(list_path)[:count] if list_path.exists() else []
-    columns = max(1, min(4, len(items)))
-    rows = max(1, math.ceil(len(items) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, item in zip(axes.flat, items, strict=False):
-        try:
-            with Image.open(item.image) as image:
-                image.seek(0)
-                ax.imshow(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
-        except (OSError, UnidentifiedImageError) as error:
-            # The list outlives the image (moved or deleted since validation).
-            log.warning("cannot show %s: %s", item.image, error)
-            ax.text(0.5, 0.5, f"cannot read\n{Path(item.image).name}", ha="center", va="center")
-            continue
-        for obj in item.objects:
-            ax.add_patch(
-                Rectangle(
-                    (obj.xmin, obj.ymin),
-                    obj.xmax - obj.xmin,
-                    obj.ymax - obj.ymin,
-                    fill=False,
-                    ec="yellow",
-                    lw=1.5,
-                )
-            )
-            ax.text(
-                obj.xmin,
-                obj.ymin,
-                obj.name,
-                color="black",
-                fontsize=6,
-                bbox={"facecolor": "yellow", "pad": 1, "lw": 0},
-            )
-    if not items:
-        axes.flat[0].text(0.5, 0.5, "no training images", ha="center", va="center")
-    fig.suptitle(f"{list_path.parent.name}: training images and their boxes", fontsize=9)
-    save(fig, path)
-
-
 def near_duplicate_groups(classes: Sequence[ClassFiles], count: int) -> list[dict]:
     """The largest near-duplicate groups of all classes (a group in two classes once)."""
     groups: dict[str, dict] = {}
@@ -310,87 +207,15 @@ def moved_counts(classes: Sequence[ClassFiles]) -> dict[str, int]:
     return moved
 
 
-def plot_near_duplicates(
-    classes: Sequence[ClassFiles], path: Path, groups: int = 6, strip: int = 6
-) -> None:
-    """A strip of thumbnails per largest near-duplicate group: one row, one split."""
-    plt = pyplot()
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    largest = near_duplicate_groups(classes, groups)
-    moved = moved_counts(classes)
-    rows = max(1, len(largest))
-    fig, axes = plt.subplots(rows, strip, figsize=(1.6 * strip, 1.7 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for row, group in zip(axes, largest, strict=False):
-        row[0].set_title(
-            f"{group['size']} images, {group.get('split', '?')} ({', '.join(group['classes'])})",
-            fontsize=7,
-            loc="left",
-        )
-        for ax, image_path in zip(row, sorted(group["images"]), strict=False):
-            try:
-                with Image.open(image_path) as image:
-                    image.seek(0)
-                    image.draft("RGB", (160, 160))
-                    ax.imshow(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
-            except (OSError, UnidentifiedImageError) as error:
-                log.warning("cannot show %s: %s", image_path, error)
-    if not largest:
-        axes.flat[0].text(0.5, 0.5, "no near-duplicates found", ha="center", va="center")
-    fig.suptitle(
-        "Largest near-duplicate groups (each kept in one split); grouping moved "
-        + ", ".join(f"{n} into {split}" for split, n in moved.items())
-        + " against content-hash splits",
-        fontsize=8,
-    )
-    save(fig, path)
-
-
-def plot_series(ax, series: dict, tags) -> list[str]:
-    """Plot the tags that were logged; returns them (an empty panel says so)."""
-    drawn = [tag for tag in tags if series.get(tag)]
-    for tag in drawn:
-        steps, values = zip(*sorted(series[tag]), strict=True)
-        ax.plot(steps, values, label=tag, marker="o" if len(steps) < 20 else None, ms=3)
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    return drawn
-
-
-def plot_training(model_dir: Path, path: Path) -> dict[str, list[str]]:
-    """Losses and learning rate from TensorBoard's event files; validation AP over steps.
-
-    Returns the tags drawn in each panel.
-    """
-    plt = pyplot()
+def training_series(model_dir: Path) -> tuple[dict, dict]:
+    """The train and validation scalars of a run's TensorBoard event files."""
     from .training import scalar_summaries
 
     train = scalar_summaries(model_dir / "train")
     validation = scalar_summaries(model_dir / "validation")
     if not train and not validation:
         log.warning("no TensorBoard event files under %s", model_dir)
-    extra_losses = sorted(t for t in train if t.endswith("loss") and t not in MAIN_LOSSES)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    drawn = {
-        "loss": plot_series(axes[0], train, [*MAIN_LOSSES, *extra_losses]),
-        "learning_rate": plot_series(axes[1], train, ["learning_rate"]),
-        "validation": plot_series(axes[2], validation, VALIDATION_AP),
-    }
-    # Log scale shows the fall of a loss best, but only positive values fit on it.
-    if drawn["loss"] and all(v > 0 for tag in drawn["loss"] for _, v in train[tag]):
-        axes[0].set_yscale("log")
-    axes[0].set(title="training loss", xlabel="step")
-    axes[1].set(title="learning rate", xlabel="step")
-    axes[2].set(title="validation COCO AP", xlabel="step", ylim=(0, 1))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    save(fig, path)
-    log.info("training curves of %s: %s", model_dir, drawn)
-    return drawn
+    return train, validation
 
 
 def per_class_ap(metrics: dict) -> dict[str, float | None]:
@@ -401,33 +226,8 @@ def per_class_ap(metrics: dict) -> dict[str, float | None]:
     }
 
 
-def plot_ap_per_class(metrics: dict, path: Path) -> None:
-    plt = pyplot()
-    per_class = per_class_ap(metrics)
-    per_class50 = metrics.get("AP50_per_class") or {}
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(per_class)), 3.4))
-    if not per_class:
-        ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
-    x = np.arange(len(per_class))
-    ap = [v or 0.0 for v in per_class.values()]
-    ap50 = [max(0.0, per_class50.get(name) or 0.0) for name in per_class]
-    ax.bar(x - 0.2, ap, width=0.4, label="AP", color="tab:blue")
-    ax.bar(x + 0.2, ap50, width=0.4, label="AP50", color="tab:orange")
-    for i, value in enumerate(per_class.values()):
-        if value is None:
-            ax.text(i, 0.02, "no objects", ha="center", fontsize=7, rotation=90)
-    ax.set_xticks(x, list(per_class))
-    ax.set(
-        ylim=(0, 1.15),
-        yticks=np.linspace(0, 1, 6),
-        ylabel="COCO AP",
-        title=f"AP per class (all: {number(metrics.get('AP'))}, "
-        f"AP50: {number(metrics.get('AP50'))})",
-    )
-    # Above the bars, in the headroom over AP 1.0.
-    ax.legend(fontsize=8, ncols=2, loc="upper center")
-    ax.grid(axis="y", alpha=0.3)
-    save(fig, path)
+def ap_title(metrics: dict) -> str:
+    return f"AP per class (all: {number(metrics.get('AP'))}, AP50: {number(metrics.get('AP50'))})"
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -690,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("data", "summary"):
         classes = class_files(cfg.class_names, args.summaries, args.manifests, args.skipped)
     if args.what == "data":
-        plot_counts(class_counts(classes), args.counts)
-        plot_validation(validation_table(classes), args.validation)
+        plots.plot_counts(class_counts(classes), args.counts)
+        plots.plot_validation(validation_table(classes), args.validation)
         write_table(
             rejected_rows(classes),
             args.rejected,
@@ -700,19 +500,30 @@ def main(argv: list[str] | None = None) -> int:
             "No XML file or object was rejected.",
         )
         if args.near_duplicates:
-            plot_near_duplicates(classes, args.near_duplicates)
+            plots.plot_near_duplicates(
+                near_duplicate_groups(classes, NEAR_DUPLICATE_GROUPS),
+                moved_counts(classes),
+                args.near_duplicates,
+            )
     elif args.what == "samples":
         if args.class_name not in cfg.class_names:
             raise cli.UserError(
                 f"class {args.class_name!r} is not in the config ({', '.join(cfg.class_names)}); "
                 "pass one of those to --class"
             )
-        plot_samples(args.list, args.output)
+        plots.plot_samples(
+            lists.read_list(args.list)[:SAMPLES] if args.list.exists() else [],
+            f"{args.class_name}: training images and their boxes",
+            args.output,
+        )
     elif args.what == "training":
-        plot_training(args.model_dir, args.output)
+        drawn = plots.plot_training(*training_series(args.model_dir), args.output)
+        log.info("training curves of %s: %s", args.model_dir, drawn)
     elif args.what == "evaluation":
         metrics = read_json(args.metrics)
-        plot_ap_per_class(metrics, args.ap)
+        plots.plot_ap_per_class(
+            per_class_ap(metrics), metrics.get("AP50_per_class") or {}, ap_title(metrics), args.ap
+        )
         write_table(
             metrics_table(metrics),
             args.table,
