@@ -38,7 +38,7 @@ def test_bad_input_ends_with_one_actionable_line(tmp_path, tool_env):
             "pose",
             "--store",
             str(tmp_path / "s"),
-            "--manifests",
+            "--manifest",
             str(tmp_path / "m"),
         ],
         capture_output=True,

@@ -4,6 +4,7 @@ package names no workflow folder."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def test_every_figure_is_drawn_in_plots():
 class Row:
     files: tuple[str, ...]
     rules: tuple[str, ...]
-    beside: bool  # written next to a rule's outputs, not declared
+    state: bool  # written by the rule, not declared: state outside the DAG
 
     def pattern(self) -> re.Pattern:
         folder = self.files[0].rsplit("/", 1)[0]
@@ -77,16 +78,15 @@ def table() -> list[Row]:
                 Row(
                     tuple(re.findall(r"`([^`]+)`", cells[0])),
                     tuple(re.findall(r"`(\w+)`", cells[1])),
-                    "beside its outputs" in cells[1],
+                    "not an output" in cells[1],
                 )
             )
     return rows
 
 
-def summary(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
-    """(output, rule) of every job the targets need: `snakemake --summary`."""
+def snakemake_stdout(project: Path, env: dict, *args: str) -> str:
     result = subprocess.run(
-        ["snakemake", "-s", str(REPO / "Snakefile"), "--summary", *targets],
+        ["snakemake", "-s", str(REPO / "Snakefile"), *args],
         cwd=project,
         capture_output=True,
         text=True,
@@ -94,14 +94,31 @@ def summary(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split("\t") for line in result.stdout.splitlines()[1:] if "\t" in line]
-    return [(row[0], row[2]) for row in rows]
+    return result.stdout
+
+
+def summary(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
+    """(output, rule) of every job the targets need: `snakemake --summary`."""
+    lines = snakemake_stdout(project, env, "--summary", *targets).splitlines()
+    return [(row[0], row[2]) for row in (line.split("\t") for line in lines[1:] if "\t" in line)]
+
+
+def commands(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
+    """(rule, shell command) of every job the targets need: a forced dry run."""
+    found, rule = [], None
+    for line in snakemake_stdout(project, env, "-n", "-p", "-F", *targets).splitlines():
+        if match := re.match(r"(?:local)?rule (\w+):", line):
+            rule = match.group(1)
+        elif line.startswith("Shell command: "):
+            found.append((rule, line.removeprefix("Shell command: ")))
+    return found
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, tool_env) -> list[tuple[str, str]]:
-    """The outputs of every rule, from the demo (sharded, with predict) and the Tumblr example."""
-    found = []
+def workflow(tmp_path_factory, tool_env) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The outputs of every rule and the commands of its jobs, from the demo (sharded, with
+    predict) and the Tumblr example."""
+    outputs, shells = [], []
     for name, changes, targets in (
         ("config.yaml", {"records": {"shards": 2}, "predict": {"input": "x"}}, ["label_all"]),
         ("tumblr.example.yaml", {}, []),
@@ -112,15 +129,22 @@ def outputs(tmp_path_factory, tool_env) -> list[tuple[str, str]]:
         raw.update(changes)
         (project / "config" / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         predict = f"results/predict/{raw['train']['run']}/detections.csv"
-        found += summary(project, tool_env, "all", "data_report", predict, *targets)
-    assert shutil.which("snakemake") or found
-    return found
+        targets = ["all", "data_report", predict, *targets]
+        outputs += summary(project, tool_env, *targets)
+        shells += commands(project, tool_env, *targets)
+    assert shutil.which("snakemake") or outputs
+    return outputs, shells
+
+
+@pytest.fixture(scope="module")
+def outputs(workflow) -> list[tuple[str, str]]:
+    return workflow[0]
 
 
 def test_every_output_is_in_the_design_table_under_its_rule(outputs):
     rows = table()
     for output, rule in outputs:
-        matching = [r for r in rows if not r.beside and r.pattern().fullmatch(output)]
+        matching = [r for r in rows if not r.state and r.pattern().fullmatch(output)]
         assert matching, f"{output} ({rule}) is not in docs/DESIGN.md's file table"
         assert any(rule in r.rules for r in matching), (
             f"{output} is written by rule {rule}; DESIGN.md says {[r.rules for r in matching]}"
@@ -129,7 +153,34 @@ def test_every_output_is_in_the_design_table_under_its_rule(outputs):
 
 def test_every_row_of_the_design_table_is_an_output_of_its_rule(outputs):
     for row in table():
-        if row.beside:
+        if row.state:
             continue
         written = [o for o, rule in outputs if rule in row.rules and row.pattern().fullmatch(o)]
         assert written, f"DESIGN.md lists {row.files} under {row.rules}: no such output"
+
+
+def holds(folder: str, files: tuple[str, ...]) -> bool:
+    """A folder on a command line that holds one of the table's paths."""
+    depth = len(folder.split("/"))
+    return any(
+        len(path.rstrip("/").split("/")) > depth
+        and re.fullmatch(_regex("/".join(path.split("/")[:depth])), folder)
+        for path in files
+    )
+
+
+def test_every_path_that_is_no_output_is_named_on_its_rules_command_line(workflow):
+    """State kept outside the DAG (the store, resume files, caches, checkpoints) still
+    reaches the command from the rule: the path itself, or a folder holding it."""
+    _, shells = workflow
+    for row in table():
+        if not row.state:
+            continue
+        named = [
+            token.rstrip("/")
+            for rule, command in shells
+            if rule in row.rules
+            for token in shlex.split(command)
+        ]
+        held = [t for t in named if row.pattern().fullmatch(t) or holds(t, row.files)]
+        assert held, f"DESIGN.md's {row.files} ({row.rules}) is on no command line of its rule"

@@ -55,7 +55,8 @@ def labelimg_xml(path: Path, image_name: str, name: str) -> Path:
 
 def harvest_args(cls: str) -> list[str]:
     """The harvest rule's command line, run from the project folder."""
-    return ["--class", cls, "--store", "resources/images", "--manifests", "resources/manifests"]
+    manifest = f"resources/manifests/{cls}.tsv"
+    return ["--class", cls, "--store", "resources/images", "--manifest", manifest]
 
 
 def harvest(project: Path, config: dict, env: dict, cls: str = "cat") -> str:

@@ -201,7 +201,9 @@ def raw_config(**tumblr_extra) -> dict:
 
 
 def run_harvest(root: Path, raw: dict) -> dict:
-    return harvest.harvest_class(config.parse(raw), "pose", root / "images", root / "manifests")
+    return harvest.harvest_class(
+        config.parse(raw), "pose", root / "images", root / "manifests" / "pose.tsv"
+    )
 
 
 def manifest(root: Path) -> list[store.ManifestRow]:
@@ -364,8 +366,8 @@ def harvest_command(raw: dict) -> list[str]:
         "pose",
         "--store",
         "images",
-        "--manifests",
-        "manifests",
+        "--manifest",
+        "manifests/pose.tsv",
     ]
 
 
@@ -789,6 +791,8 @@ def test_tags_added_to_old_posts_need_full_paging(tmp_path, fake, secrets):
 
 
 def test_the_harvest_rule_under_snakemake_stops_and_resumes(tmp_path, fake, tool_env):
+    """The store and the resume state are no outputs of the harvest rule (docs/DESIGN.md):
+    Snakemake deletes a failed job's outputs, and these must outlive it."""
     from conftest import snakemake, write_project
 
     raw = raw_config()
@@ -800,8 +804,20 @@ def test_the_harvest_rule_under_snakemake_stops_and_resumes(tmp_path, fake, tool
     log_lines = (tmp_path / "logs" / "harvest" / "pose.log").read_text().strip().splitlines()
     assert log_lines[-1].startswith("ERROR: api.tumblr.com: the daily API budget")
     assert log_lines[-1].endswith("re-run to resume after the reset")
+    manifests = tmp_path / "resources" / "manifests"
+    assert not (manifests / "pose.tsv").exists()
+    image_store = store.ImageStore(tmp_path / "resources" / "images")
+    fetched = [r for r in fileio.read_tsv(manifests / "pose.fetched.tsv") if r["sha256"]]
+    assert fetched and all(image_store.path_for(r["sha256"], r["ext"]).exists() for r in fetched)
+    assert (manifests / "pose.paging.log").exists()
+    first_api, first_media = fake.api_requests(), fake.media_requests()
+    fake.clear()
     resumed = snakemake(tmp_path, env, "resources/manifests/pose.tsv", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Resumed, not restarted: no page and no image asked for twice (the last call was the 429).
+    assert not set(first_api[:-1]) & set(fake.api_requests())
+    assert not set(first_media) & set(fake.media_requests())
+    assert not (manifests / "pose.paging.log").exists()
     _, blog_expected = blog_posts()
     _, tagged_expected = tagged_posts()
     expected = {k: v for k, v in {**blog_expected, **tagged_expected}.items() if v}

@@ -24,7 +24,10 @@ def stage(raw: dict, stage_name: str, cls: str) -> config.WorkflowConfig:
 
 def harvest_class(raw: dict, cls: str, base: Path) -> None:
     harvest.harvest_class(
-        stage(raw, "harvest", cls), cls, base / "resources/images", base / "resources/manifests"
+        stage(raw, "harvest", cls),
+        cls,
+        base / "resources/images",
+        base / f"resources/manifests/{cls}.tsv",
     )
 
 

@@ -145,8 +145,8 @@ def test_harvest_folder_skips_special_links_out_and_oversized_files(tmp_path, to
         "pose",
         "--store",
         tmp_path / "images",
-        "--manifests",
-        manifests,
+        "--manifest",
+        manifests / "pose.tsv",
         env=tool_env,
     )
     assert result.returncode == 0, result.stderr
@@ -341,7 +341,7 @@ def test_every_data_stage_removes_what_a_killed_run_of_it_left(tmp_path, tool_en
         ("demo", tmp_path / "demo", ["--config-json", demo, "--class", "pose"]),
     ]
     outputs = {
-        "harvest": ["--store", tmp_path / "images", "--manifests", tmp_path / "manifests"],
+        "harvest": ["--store", tmp_path / "images", "--manifest", manifest],
         "labelimg": ["--manifest", manifest, "--folder", tmp_path / "data" / "pose"],
         "neardup": ["--output", tmp_path / "sig" / "s.tsv", "--cache", tmp_path / "sig" / "c.tsv"],
         "demo": ["--output", tmp_path / "demo" / "pose"],

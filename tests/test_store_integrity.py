@@ -23,7 +23,7 @@ def harvest_and_label(tmp_path: Path) -> tuple[config.WorkflowConfig, dict, Path
     data = tmp_path / "data" / "pose"
     pose = {"folders": [str(folder)], "annotations_dir": str(data)}
     cfg = config.parse({"classes": {"pose": pose}})
-    harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests")
+    harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests" / "pose.tsv")
     rows = {r.sha256: r for r in store.read_manifest(tmp_path / "manifests" / "pose.tsv")}
     labelimg.materialise(list(rows.values()), data, ["pose"])
     return cfg, rows, data
@@ -76,5 +76,5 @@ def test_a_store_file_changed_through_an_old_link_is_restored_by_the_harvest(tmp
     first = sorted(rows)[0]
     store_file = Path(rows[first].file)
     store_file.write_bytes(store_file.read_bytes() + b"edited")
-    harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests")
+    harvest.harvest_class(cfg, "pose", tmp_path / "images", tmp_path / "manifests" / "pose.tsv")
     assert sha(store_file) == first

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 from . import cli, fileio, sources, store
@@ -68,6 +68,24 @@ def ingest_folder(
     return rows, skipped
 
 
+@dataclass(frozen=True)
+class ResumeFiles:
+    """A class's resume state. Outside Snakemake's DAG on purpose: it must outlive a
+    failed harvest (Snakemake deletes a failed job's outputs) and the paging log
+    exists only while a paging is unfinished (docs/DESIGN.md)."""
+
+    fetched: Path
+    paging: Path
+    paging_log: Path
+
+    @classmethod
+    def beside(cls, manifest: Path) -> ResumeFiles:
+        stem = Path(manifest).with_suffix("")
+        return cls(
+            *(Path(f"{stem}.{name}") for name in ("fetched.tsv", "paging.json", "paging.log"))
+        )
+
+
 def cap(rows: Iterable[store.ManifestRow], limit: int | None) -> list[store.ManifestRow]:
     rows = list(rows)
     return rows if limit is None else rows[:limit]
@@ -77,18 +95,26 @@ def harvest_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
     store_root: Path,
-    manifests: Path,
+    manifest: Path,
     demo_dir: Path | None = None,
+    skipped_path: Path | None = None,
+    resume: ResumeFiles | None = None,
 ) -> dict:
+    """Harvest a class into the store and its manifest; the skipped images' table and
+    the Tumblr resume state go beside the manifest unless named."""
+    manifest = Path(manifest)
+    skipped_path = skipped_path or manifest.with_suffix(".skipped.tsv")
+    resume = resume or ResumeFiles.beside(manifest)
     cls = cfg.get_class(class_name)
     image_store = store.ImageStore(store_root)
-    fileio.clean_leftovers(store_root, manifests, logger=log)
+    folders = {manifest.parent, skipped_path.parent, *(p.parent for p in astuple(resume))}
+    fileio.clean_leftovers(store_root, *sorted(folders), logger=log)
     rows: list[store.ManifestRow] = []
     skipped: list[tuple[str, str, str, str]] = []
     if cls.tumblr:
         from .tumblr_harvest import TumblrHarvest
 
-        found, lost = TumblrHarvest(cls, cfg.tumblr, image_store, manifests).run()
+        found, lost = TumblrHarvest(cls, cfg.tumblr, image_store, resume).run()
         rows += found
         skipped += lost
     for folder in sources.image_folders(cls):
@@ -125,8 +151,8 @@ def harvest_class(
     rows = [replace(r, file=os.path.relpath(r.file)) if os.path.isabs(r.file) else r for r in rows]
     rows, unstorable = store.storable(rows)
     skipped += unstorable
-    store.write_manifest(manifests / f"{class_name}.tsv", rows)
-    store.write_skipped(manifests / f"{class_name}.skipped.tsv", skipped)
+    store.write_manifest(manifest, rows)
+    store.write_skipped(skipped_path, skipped)
     return {"class": class_name, "images": len({r.sha256 for r in rows}), "skipped": len(skipped)}
 
 
@@ -141,16 +167,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", type=Path, required=True, help="the content-addressed image store"
     )
+    parser.add_argument("--manifest", type=Path, required=True, help="the class's manifest (TSV)")
     parser.add_argument(
-        "--manifests",
-        type=Path,
-        required=True,
-        help="folder of the manifests: CLASS.tsv, CLASS.skipped.tsv and the resume state",
+        "--skipped", type=Path, help="the skipped images' table (default: MANIFEST.skipped.tsv)"
     )
+    resume = parser.add_argument_group(
+        "Tumblr resume state",
+        "kept when a harvest fails, read by the next one (default: beside the manifest)",
+    )
+    resume.add_argument("--fetched", type=Path, help="every URL fetched or skipped")
+    resume.add_argument("--paging", type=Path, help="each query's last complete paging")
+    resume.add_argument("--paging-log", type=Path, help="the paging in progress")
     parser.add_argument("--demo-dir", type=Path, help="the class's demo folder, if any")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
-    result = harvest_class(cfg, args.class_name, args.store, args.manifests, args.demo_dir)
+    default = ResumeFiles.beside(args.manifest)
+    resume_files = ResumeFiles(
+        args.fetched or default.fetched,
+        args.paging or default.paging,
+        args.paging_log or default.paging_log,
+    )
+    result = harvest_class(
+        cfg, args.class_name, args.store, args.manifest, args.demo_dir, args.skipped, resume_files
+    )
     log.info(
         "%s: %d images in the manifest, %d skipped",
         result["class"],

@@ -1,6 +1,7 @@
 """One class's Tumblr images: page its queries, fetch what the store lacks, list them.
 
-Three files beside the manifest make a harvest resumable and cheap to repeat:
+Three files make a harvest resumable and cheap to repeat (`harvest.ResumeFiles`: the
+harvest rule names them; a command without them keeps them beside the manifest):
 - `{class}.fetched.tsv`: every URL fetched (sha256, size) or skipped (reason),
   flushed as the harvest goes, so no image is fetched twice;
 - `{class}.paging.json`: per query (keyed by what its posts depend on), the
@@ -23,9 +24,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import cli, fileio, store, tumblr
 from . import config as tt_config
+
+if TYPE_CHECKING:
+    from .harvest import ResumeFiles
 
 log = logging.getLogger("tumbletrain.harvest")
 
@@ -270,19 +275,15 @@ class TumblrHarvest:
         cls: tt_config.ClassConfig,
         cfg: tt_config.TumblrConfig,
         image_store: store.ImageStore,
-        manifests: Path,
+        resume: ResumeFiles,
         api: tumblr.TumblrAPI | None = None,
     ):
-        self.cls, self.cfg, self.store = cls, cfg, image_store
-        manifests = Path(manifests)
-        self.fetched_path = manifests / f"{cls.name}.fetched.tsv"
-        self.paging_path = manifests / f"{cls.name}.paging.json"
-        self.log_path = manifests / f"{cls.name}.paging.log"
+        self.cls, self.cfg, self.store, self.resume = cls, cfg, image_store, resume
         self.api = api or tumblr.TumblrAPI(cfg, tumblr.credentials_from_env())
         self.downloader = tumblr.Downloader(cfg)
-        self.fetched = read_fetched(self.fetched_path)
-        saved = read_paging(self.paging_path)
-        self.partial, done = read_paging_log(self.log_path)
+        self.fetched = read_fetched(self.resume.fetched)
+        saved = read_paging(self.resume.paging)
+        self.partial, done = read_paging_log(self.resume.paging_log)
         # Queries the interrupted run this one resumes paged to their end, full paging or not.
         self.paged_before = {key: saved[key] for key in done if key in saved}
         self.complete = {} if cfg.full_paging else saved
@@ -304,7 +305,7 @@ class TumblrHarvest:
                 self.finish()
             finally:
                 self.save()
-        self.log_path.unlink(missing_ok=True)  # every paging is complete
+        self.resume.paging_log.unlink(missing_ok=True)  # every paging is complete
         return self.rows(), self.skipped
 
     def page(self, query: tt_config.TumblrQuery) -> None:
@@ -331,7 +332,7 @@ class TumblrHarvest:
         log.info("%s: %d pages, %d images", tumblr.describe(query), paging.pages, len(paging.refs))
         # Only now is this query's paging complete: the next run may stop at its newest.
         self.complete[key] = paging.state()
-        fileio.write_json(self.paging_path, {"version": PAGING_VERSION, "queries": self.complete})
+        fileio.write_json(self.resume.paging, {"version": PAGING_VERSION, "queries": self.complete})
         self.append_log({"query": key, "done": True})
 
     def select(self) -> None:
@@ -362,7 +363,7 @@ class TumblrHarvest:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         self.record_finished()
-        write_fetched(self.fetched_path, self.fetched)
+        write_fetched(self.resume.fetched, self.fetched)
         log.info("%s: %d Tumblr API calls made", self.cls.name, self.api.calls)
 
     def rows(self) -> list[store.ManifestRow]:
@@ -395,8 +396,8 @@ class TumblrHarvest:
 
     def append_log(self, entry: dict) -> None:
         # Appended, not rewritten: a page costs its own refs, however long the paging.
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as handle:
+        self.resume.paging_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.resume.paging_log, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def take(self, ref: tumblr.ImageRef) -> None:
@@ -463,7 +464,7 @@ class TumblrHarvest:
         }
         self.successes += 1
         if self.successes % FLUSH_EVERY == 0:
-            write_fetched(self.fetched_path, self.fetched)
+            write_fetched(self.resume.fetched, self.fetched)
 
     def record_finished(self) -> None:
         while True:

@@ -60,7 +60,7 @@ def main() -> dict:
             ):
                 fake.clear()
                 start = time.perf_counter()
-                harvest.harvest_class(run_cfg, "c", root / "images", root / "manifests")
+                harvest.harvest_class(run_cfg, "c", root / "images", root / "manifests" / "c.tsv")
                 seconds = time.perf_counter() - start
                 images = len(fake.media_requests())
                 runs.append(

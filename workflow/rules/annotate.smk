@@ -13,9 +13,13 @@ rule signatures:
     resources:
         mem_mb=1000,
         runtime=60,
+    params:
+        # Kept between runs (a re-run computes only new images'): not an output,
+        # which Snakemake would delete before the job.
+        cache="resources/cache/signatures/{cls}.tsv",
     shell:
         "python -m tumbletrain.neardup --manifest {input} --output {output}"
-        " --cache resources/cache/signatures/{wildcards.cls}.tsv 2> {log}"
+        " --cache {params.cache} 2> {log}"
 
 
 rule annotations:

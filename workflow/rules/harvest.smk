@@ -39,12 +39,17 @@ rule harvest:
         cfg=lambda w: stage_json("harvest", w.cls),
         demo=lambda w, input: f"--demo-dir {input.demo}" if input.demo else "",
         store=IMAGE_STORE,
-        # The resume state lives beside the manifest (kept when a harvest fails).
-        manifests=output_folder("manifest"),
+        # The Tumblr resume state: not outputs, so that a failed harvest keeps
+        # them (Snakemake deletes a failed job's outputs) and the next resumes.
+        fetched="resources/manifests/{cls}.fetched.tsv",
+        paging="resources/manifests/{cls}.paging.json",
+        paging_log="resources/manifests/{cls}.paging.log",
         images=image_state,
     shell:
         "python -m tumbletrain.harvest --config-json {params.cfg} --class {wildcards.cls}"
-        " --store {params.store} --manifests {params.manifests} {params.demo} 2> {log}"
+        " --store {params.store} --manifest {output.manifest} --skipped {output.skipped}"
+        " --fetched {params.fetched} --paging {params.paging}"
+        " --paging-log {params.paging_log} {params.demo} 2> {log}"
 
 
 rule label:
