@@ -6,6 +6,7 @@ tracebacks are kept for bugs, not for bad input.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -28,6 +29,16 @@ def setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def parser(module: str, description: str) -> argparse.ArgumentParser:
+    """A command's parser, named as the command is run: `python -m tumbletrain.<module>`."""
+    return argparse.ArgumentParser(prog=f"python -m tumbletrain.{module}", description=description)
+
+
+def subcommands(command: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """A command's subcommands (`records write`, `model train`): one is required."""
+    return command.add_subparsers(dest="command", required=True)
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -623,9 +623,7 @@ def stage_json(raw: dict, stage: str, class_name: str | None = None) -> str:
 
 def command_parser(module: str, description: str) -> argparse.ArgumentParser:
     """A stage command's parser: `python -m tumbletrain.<module>` and the config arguments."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m tumbletrain.{module}", description=description
-    )
+    parser = cli.parser(module, description)
     add_config_arguments(parser)
     return parser
 
@@ -726,9 +724,7 @@ def reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.config", description="The configuration's reference."
-    )
+    parser = cli.parser("config", "The configuration's reference.")
     parser.add_argument("what", choices=["reference"], help="reference: config/README.md")
     parser.parse_args(argv)
     # On the command's own stdout even when its stderr goes to a log (cli.route_output).

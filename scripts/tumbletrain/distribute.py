@@ -392,11 +392,10 @@ def make_strategy(train: tt_config.TrainConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.distribute",
-        description="Start several training workers as the SLURM tasks of one job.",
+    parser = cli.parser(
+        "distribute", "Start several training workers as the SLURM tasks of one job."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = cli.subcommands(parser)
     p = sub.add_parser("launch", help="run `srun ... python -m tumbletrain.model train ...`")
     p.add_argument("--model-dir", type=Path, required=True, help="the chief's model_dir")
     p.add_argument("srun", nargs=argparse.REMAINDER, help="-- srun [options] command ...")

@@ -5,7 +5,6 @@ Predicting is `python -m tumbletrain.predict`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -90,12 +89,12 @@ def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.model",
-        description="Train, evaluate, export and apply the detector (Model Garden RetinaNet "
+    parser = cli.parser(
+        "model",
+        "Train, evaluate, export and apply the detector (Model Garden RetinaNet "
         "with a MobileNet backbone).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = cli.subcommands(parser)
 
     p = sub.add_parser("checkpoint", help="download, verify and extract model.checkpoint")
     tt_config.add_config_arguments(p)

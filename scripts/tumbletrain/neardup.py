@@ -18,7 +18,6 @@ each of them.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import logging
@@ -346,9 +345,8 @@ def place(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.neardup",
-        description="Compute the perceptual signatures of one class's images (cached by sha256).",
+    parser = cli.parser(
+        "neardup", "Compute the perceptual signatures of one class's images (cached by sha256)."
     )
     parser.add_argument("--manifest", type=Path, required=True, help="the class's manifest TSV")
     parser.add_argument("--output", type=Path, required=True, help="the signature table to write")

@@ -15,7 +15,6 @@ a fraction of a second.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
@@ -260,11 +259,8 @@ def label_map_csv(classes: Sequence[tt_config.ClassConfig]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tumbletrain.records",
-        description="Write per-class, per-split TFRecords and the label map.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = cli.parser("records", "Write per-class, per-split TFRecords and the label map.")
+    sub = cli.subcommands(parser)
     write = sub.add_parser("write", help="one list -> one record file (or shards)")
     tt_config.add_config_arguments(write)
     write.add_argument("--list", type=Path, required=True, help="the annotations stage's list")
