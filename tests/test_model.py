@@ -236,12 +236,38 @@ def test_a_new_training_starts_where_warm_start_and_the_previous_run_allow(tmp_p
     assert plan({"warm_start_steps": 5}).steps == 5
     reordered = plan(label_map=[[1, "square"], [2, "circle"]])
     assert reordered.modules == ("backbone", "decoder", "head")
+    # A fresh classifier layer gets half the steps by default; a set number wins.
+    assert reordered.steps == 20
+    assert plan({"warm_start_steps": 5}, label_map=[[1, "square"]]).steps == 5
     checkpoint = training.Start("checkpoint", "base/ckpt-1", ("backbone", "decoder", "head"), 40)
     assert plan(architecture={"input_size": [256, 256, 3]}) == checkpoint
     assert plan(finished=False) == checkpoint
     assert plan({"warm_start": "checkpoint"}) == checkpoint
     assert plan({"warm_start": "none"}) == training.Start("none", None, (), 40)
     assert cfg.train.warm_start == "previous"
+
+
+def test_history_keeps_the_newest_keep_runs_trainings(tmp_path):
+    """Each new training archives the last into history/NNNN; the oldest beyond keep_runs go."""
+    from tumbletrain import training
+
+    def history():
+        return sorted(p.name for p in (tmp_path / training.HISTORY).iterdir())
+
+    for number in range(1, 5):
+        (tmp_path / "run.json").write_text(json.dumps({"training": number}))
+        (tmp_path / f"ckpt-{number}.index").write_bytes(b"")
+        training.archive(tmp_path)
+        training.prune_history(tmp_path, keep=2)
+        assert history() == [f"{n:04d}" for n in range(max(1, number - 1), number + 1)]
+        assert [p.name for p in tmp_path.iterdir()] == [training.HISTORY]
+    assert sorted(p.name for p in (tmp_path / "history/0003").iterdir()) == [
+        "ckpt-3.index",
+        "run.json",
+    ]
+    assert json.loads((tmp_path / "history/0004/run.json").read_text()) == {"training": 4}
+    training.prune_history(tmp_path, keep=0)
+    assert history() == []
 
 
 def test_input_size_must_fit_the_levels():
@@ -503,17 +529,19 @@ def test_retraining_follows_the_data(learned, tmp_path):
 
     three = ("circle", "square", "triangle")
     make_records(base, learn_raw(three), draw=False)
-    # A new classifier layer for every class: it needs more than the default quarter
-    # (at 125 steps circle's AP50 was 0.49, square's 0.61, triangle's 0.64).
-    raw = learn_raw(three, warm_start_steps=LEARN_STEPS // 2)
+    # A new classifier layer for every class: by default half the steps, not a quarter
+    # (at a quarter, 125 steps, circle's AP50 was 0.49, square's 0.61, triangle's 0.64).
+    # keep_runs is not in the fingerprint: only the newest earlier training is kept.
+    raw = learn_raw(three, keep_runs=1)
     result = model_cli(base, raw, *train_args("learn", classes=three))
     assert "the classifier layer starts fresh" in result.stderr, result.stderr[-3000:]
     third = read_json(run_dir / "final.json")
     assert third["step"] == LEARN_STEPS // 2
     assert third["start"]["modules"] == ["backbone", "decoder", "head"]
     assert yaml.safe_load((base / third["params"]).read_text())["task"]["model"]["num_classes"] == 4
-    # train.keep_runs: 2 earlier trainings are kept.
-    assert sorted(p.name for p in (run_dir / "history").iterdir()) == ["0001", "0002"]
+    # Three trainings, two of them archived, one kept: the one this run started from.
+    assert sorted(p.name for p in (run_dir / "history").iterdir()) == ["0002"]
+    assert read_json(run_dir / "history/0002/run.json")["fingerprint"] == second["fingerprint"]
     metrics = evaluate_cli(base, raw, "learn", three)
     assert metrics["AP50_per_class"]["circle"] >= 0.5, metrics
     assert metrics["AP50_per_class"]["square"] >= 0.5, metrics
