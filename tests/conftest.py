@@ -98,6 +98,30 @@ TINY_CONFIG = {
 }
 
 
+@pytest.fixture
+def flush_log(monkeypatch) -> list[str]:
+    """What reaches the disk, in order: `fsync <file>` per file, `sync <folder>` per batch."""
+    events: list[str] = []
+    from tumbletrain import fileio
+
+    fsync, sync_folders = os.fsync, fileio.sync_folders
+
+    def logged_fsync(fd):
+        # A temporary file, .{name}.{host}-{pid}.{token}.tmp, renamed to {name} after it.
+        temporary = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        events.append("fsync " + ".".join(temporary[1:].split(".")[:-3]))
+        fsync(fd)
+
+    def logged_sync(folders):
+        folders = list(folders)
+        events.extend(f"sync {folder}" for folder in folders)
+        sync_folders(folders)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(fileio, "sync_folders", logged_sync)
+    return events
+
+
 def snakemake_command(project: Path, *args: str) -> list[str]:
     return ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(project), "--cores", "2", *args]
 

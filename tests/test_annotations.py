@@ -505,6 +505,22 @@ def test_whole_image_boxes_are_made_under_results(tmp_path):
         assert (obj.xmin, obj.ymin, obj.xmax, obj.ymax) == (0, 0, item.width, item.height)
 
 
+def test_whole_image_xml_is_flushed_once_and_unchanged_files_are_not_rewritten(tmp_path, flush_log):
+    """One flush of the folder, not an fsync per generated file; a re-run writes nothing."""
+    rows = [
+        store.ManifestRow(
+            f"{i}abc", str(jpeg(tmp_path / f"{i}.jpg")), "folder", width=64, height=48
+        )
+        for i in range(3)
+    ]
+    whole = tmp_path / "whole_image"
+    written = annotations.whole_image_xml(rows, "pose", whole)
+    assert flush_log == [f"sync {whole}"] and len(written) == 3
+    flush_log.clear()
+    assert annotations.whole_image_xml(rows, "pose", whole) == written
+    assert flush_log == []
+
+
 def test_whole_image_boxes_of_exif_rotated_images_are_upright(tmp_path):
     """The store's manifest sizes are the shown (upright) ones, so the box fits the image."""
     image_store = store.ImageStore(tmp_path / "resources" / "images")

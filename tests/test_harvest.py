@@ -681,6 +681,30 @@ def test_folders_are_ingested_with_the_same_store(tmp_path):
     assert (folder / "notes.jpg").read_bytes() == b"not an image", "inputs are never changed"
 
 
+def test_a_folder_harvest_flushes_the_store_once_before_the_manifest(tmp_path, flush_log):
+    """Not one fsync per image (8 s for 2,500 here): the stored images reach the disk
+    in one flush of the store, before the manifest that names them."""
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.jpg").write_bytes(image_bytes(i))
+    events = flush_log
+    run_harvest(tmp_path, {"classes": {"pose": {"folders": [str(folder)]}}})
+    assert events == [
+        f"sync {tmp_path / 'images'}",
+        "fsync pose.tsv",
+        "fsync pose.skipped.tsv",
+    ]
+    assert len(manifest(tmp_path)) == 5
+
+
+def test_sync_folders_flushes_and_names_a_folder_it_cannot_open(tmp_path):
+    (tmp_path / "a").write_bytes(b"x")
+    fileio.sync_folders([tmp_path, tmp_path])  # one file system: flushed once
+    with pytest.raises(OSError):
+        fileio.sync_folders([tmp_path / "gone"])
+
+
 def test_a_bmp_in_a_folder_is_seen_by_every_stage(tmp_path):
     """One set of image suffixes (store.IMAGE_SUFFIXES): a .bmp (LabelImg opens them) is
     harvested, found by the annotations scan and predicted on; a .tiff by none of them."""

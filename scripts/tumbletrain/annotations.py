@@ -565,8 +565,10 @@ def resolve_duplicates(outcomes: list[Outcome]) -> None:
 
 
 def whole_image_xml(manifest: list[store.ManifestRow], class_name: str, outdir: Path) -> list[str]:
-    """One box covering each image, written as LabelImg XML into `outdir`."""
+    """One box covering each image, written as LabelImg XML into `outdir` (flushed
+    to disk once, at the end, not once per file)."""
     written = []
+    changed = False
     for row in manifest:
         width, height = row.width, row.height
         xml_path = outdir / f"{row.sha256}.xml"
@@ -578,8 +580,11 @@ def whole_image_xml(manifest: list[store.ManifestRow], class_name: str, outdir: 
             objects=[vocxml.VocObject(class_name, 0, 0, width, height)],
         )
         if not xml_path.exists() or xml_path.read_bytes() != data:
-            fileio.write_bytes(xml_path, data)
+            fileio.write_bytes(xml_path, data, sync=False)
+            changed = True
         written.append(str(xml_path))
+    if changed:
+        fileio.sync_folders([outdir])
     return written
 
 

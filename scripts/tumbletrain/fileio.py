@@ -4,6 +4,13 @@ A file is written under a temporary name in its final directory (so the rename
 stays on one file system) and renamed into place only once it is complete and
 flushed, so a killed run never leaves a half-written output for a later run to
 trust.
+
+Flushed means on disk (fsync), so that a power loss cannot leave an output
+empty under its final name either. A job that writes thousands of small files
+(the images a folder harvest stores, the whole-image XML of a class) writes
+them with `sync=False` and then calls `sync_folders` once, before it writes
+the table that names them: one flush of the file system instead of one per
+file (a class of 2,500 images: 8 s of fsync, 1 s of syncfs here).
 """
 
 from __future__ import annotations
@@ -236,19 +243,30 @@ def atomic_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Pat
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside `path` and rename it into place on success."""
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", sync: bool = True, **kwargs: Any
+) -> Iterator[IO]:
+    """Open a temporary file beside `path` and rename it into place on success.
+
+    `sync=False`: not flushed to disk here; the caller calls `sync_folders` later.
+    """
     if "b" not in mode:
         kwargs.setdefault("encoding", "utf-8")
         kwargs.setdefault("newline", "")
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+    created: list[int] = []
+
+    def create(tmp: Path) -> None:  # kept open: no second open of each file
+        created.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+
+    with _atomic(path, ".tmp", create), open(created[0], mode, **kwargs) as handle:
         yield handle
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
+def write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> None:
+    with atomic_open(path, "wb", sync=sync) as handle:
         handle.write(data)
 
 
@@ -264,6 +282,32 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def sync_folders(folders: Iterable[str | os.PathLike]) -> None:
+    """Flush to disk what was written under the folders: the files written with
+    `sync=False` and their names. One `syncfs` per file system on Linux (all of
+    that file system's writes, not only ours), a `sync` of every file system
+    elsewhere. Raises OSError when the kernel reports a write error.
+    """
+    import ctypes  # only the jobs that write many files pay its import
+
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):  # no syncfs(2): not Linux
+        os.sync()
+        return
+    flushed: set[int] = set()
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            device = os.fstat(fd).st_dev
+            if device not in flushed and syncfs(fd) != 0:
+                number = ctypes.get_errno()
+                raise OSError(number, f"flushing {folder} to disk: {os.strerror(number)}")
+            flushed.add(device)
+        finally:
+            os.close(fd)
 
 
 class TableError(UserError, ValueError):

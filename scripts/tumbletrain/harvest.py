@@ -37,7 +37,11 @@ def ingest_folder(
     allowed: Iterable[Path] = (),
 ) -> tuple[list[store.ManifestRow], list[tuple[str, str, str, str]]]:
     """Store a folder's images. A file is read only if it is a regular file of at most
-    `max_bytes` that resolves (symlinks followed) inside `folder` or one of `allowed`."""
+    `max_bytes` that resolves (symlinks followed) inside `folder` or one of `allowed`.
+
+    The store is flushed to disk once, at the end, not once per image: before
+    the manifest names any of them.
+    """
     rows, skipped = [], []
     roots = fileio.real_roots([folder, *allowed])
     for path in iter_folder_images(folder):
@@ -50,7 +54,7 @@ def ingest_folder(
                     "image_outside_sources",
                     f"links to {os.path.realpath(path)}, outside the class's folders",
                 )
-            checked, stored = image_store.put(fileio.read_regular(path, max_bytes))
+            checked, stored = image_store.put(fileio.read_regular(path, max_bytes), sync=False)
         except (store.RejectedImage, fileio.FileProblem) as rejected:
             skipped.append((str(path), source, rejected.reason, str(rejected)))
             continue
@@ -65,6 +69,7 @@ def ingest_folder(
                 bytes=checked.bytes,
             )
         )
+    image_store.sync()
     return rows, skipped
 
 
