@@ -162,7 +162,6 @@ def build_index(
         by_name,
         folder_images,
         fileio.real_roots(sources),
-        frozenset(os.path.realpath(p) for p in by_path),
     )
     # index.real_path resolves each folder once (realpath per file was most of the index's time).
     known = frozenset(map(index.real_path, by_path))
