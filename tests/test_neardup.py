@@ -84,6 +84,13 @@ def test_a_near_pair_needs_the_colours_to_agree():
     assert not near(base, recoloured)
     assert near(base, neardup.Signature(0, 0, bytes([100] * 12 + [0] * 36)))  # a band
     assert near(base, neardup.Signature(2**64 - 1, 2**64 - 1, bytes([2] * 48)))  # smooth
+    # Colours alike but hashes apart: near only when one image is smooth (its
+    # hash bits are noise); a picture with structure is judged by its hashes.
+    squares = bytes(itertools.chain.from_iterable([v] * 3 for v in [0, 200] * 8))
+    textured = neardup.Signature(0, 0, squares)
+    shifted = bytes(v + 2 for v in squares)
+    assert not near(textured, neardup.Signature(2**64 - 1, 2**64 - 1, shifted))
+    assert near(textured, neardup.Signature(0, 0, shifted))
 
 
 def split_config(**extra) -> config.SplitConfig:

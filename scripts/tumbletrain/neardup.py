@@ -6,9 +6,9 @@ verification alike, and the verification AP then measures memory. Every image
 gets a signature (a DCT hash and a gradient hash of its luminance, and a 4x4
 colour layout, all of the upright image); two images are near-duplicates when
 either hash is within `split.near_duplicate_distance` bits and most of their
-colour layouts agree (the hashes see only luminance), or when their colour
-layouts agree everywhere (see `near_pairs`). Connected near-duplicates form a group, and a
-group goes to one split as a whole.
+colour layouts agree (the hashes see only luminance), or when either is smooth
+and their colour layouts agree everywhere (see `SignatureIndex`). Connected
+near-duplicates form a group, and a group goes to one split as a whole.
 
 The signatures of a class's images are computed once per image by the
 `signatures` rule and cached by sha256; every class's annotations job reads all
@@ -113,55 +113,75 @@ def class_signatures(
     manifest: Sequence[store.ManifestRow], cache: dict[str, Member]
 ) -> list[Member]:
     """One member per image of the manifest; signatures come from the cache when known."""
-    members, failed = {}, 0
     rows = {row.sha256: row for row in manifest}
-    for sha, row in cli.progress(sorted(rows.items()), "signatures", len(rows), "images", log):
-        timestamp = post_time(row.timestamp)
-        known = cache.get(sha)
-        if known is not None:
-            members[sha] = Member(sha, timestamp, known.signature)
-            continue
+    members = {
+        sha: Member(sha, post_time(row.timestamp), cache[sha].signature)
+        for sha, row in rows.items()
+        if sha in cache
+    }
+    new = sorted(set(rows) - set(members))
+    failed = 0
+    for sha in cli.progress(new, "signatures", len(new), "images", log):
+        row = rows[sha]
         try:
-            members[sha] = Member(sha, timestamp, signature_of(row.file))
+            members[sha] = Member(sha, post_time(row.timestamp), signature_of(row.file))
         except (OSError, ValueError) as error:
             failed += 1
             log.warning("no signature for %s (%s): %s", sha, row.file, error)
     if failed:
         log.warning("%d images have no signature and are split by their content alone", failed)
-    return list(members.values())
+    return [members[sha] for sha in sorted(members)]
 
 
-# Hashes are searched by 8-bit bands (see SignatureIndex._hash_pairs).
-BAND_BITS = 8
-BAND_MASK = np.uint64((1 << BAND_BITS) - 1)
-# Rows searched at once for colour neighbours (each expands into 27 cells).
-QUERY_ROWS = 512
+# Hashes are searched by locality-sensitive keys: KEY_BITS of the 64 bits, drawn
+# at random (fixed seed) for each of KEY_TABLES tables per hash. A pair d bits
+# apart shares a key in some table with probability 1 - (1 - C(64-d, K)/C(64, K))^L:
+# 0.84 at 12 bits, 0.99 at 9, 1.00 at 6; a row meets about N * L / 2^K others
+# (150 at 50,000 images, against 1,560 for the eight 8-bit bands of before).
+KEY_BITS = 14
+KEY_TABLES = 48
+KEY_MASKS = np.array(
+    [
+        sum(1 << int(bit) for bit in np.random.default_rng(table).permutation(64)[:KEY_BITS])
+        for table in range(KEY_TABLES)
+    ],
+    dtype=np.uint64,
+)
+# Masked values are scattered into 2^KEY_BITS buckets by a multiplicative hash
+# (Knuth's golden ratio constant); colliding values only add candidates.
+KEY_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+KEY_SHIFT = np.uint64(64 - KEY_BITS)
+# Rows searched at once.
+QUERY_ROWS = 8192
+# A colour layout whose luminance varies less than this (standard deviation of
+# its 16 cells, 0-255) has too little structure for stable hash bits: only such
+# images are searched by colour alone. Every copy in tests/neardup_corpus.py that
+# only the colour clause finds is a gradient of at most 6.0; distinct random
+# pictures (the benchmark's) are above it 99% of the time.
+SMOOTH_LUMA = 10.0
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 class Buckets:
     """Rows by an integer key below `size`, looked up for many queries at once."""
 
     def __init__(self, keys: np.ndarray, size: int):
-        self.order = np.argsort(keys, kind="stable")
-        self.count = np.bincount(keys, minlength=size)
-        self.first = np.cumsum(self.count) - self.count
+        self.order = np.argsort(keys, kind="stable").astype(np.int32)
+        self.count = np.bincount(keys, minlength=size).astype(np.int32)
+        self.first = (np.cumsum(self.count) - self.count).astype(np.int32)
 
     def lookup(self, queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query, row) for every row whose key equals the query's key."""
-        low, count = self.first[keys], self.count[keys]
-        hit = count > 0
-        low, count = low[hit], count[hit]
-        offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-        return np.repeat(queries[hit], count), self.order[np.repeat(low, count) + offsets]
+        count = self.count[keys]
+        # Each query's run of rows, laid end to end: position in the run + run start.
+        start = np.repeat(self.first[keys] - (np.cumsum(count) - count), count)
+        start += np.arange(len(start), dtype=np.int32)
+        return np.repeat(queries, count), self.order[start]
 
 
-def _bands(values: np.ndarray) -> list[Buckets]:
-    return [
-        Buckets(
-            ((values >> np.uint64(BAND_BITS * band)) & BAND_MASK).astype(np.int64), 1 << BAND_BITS
-        )
-        for band in range(64 // BAND_BITS)
-    ]
+def _keys(values: np.ndarray, table: int) -> np.ndarray:
+    # 16-bit keys: numpy sorts them by radix, 6x faster than int64 here.
+    return (((values & KEY_MASKS[table]) * KEY_MULTIPLIER) >> KEY_SHIFT).astype(np.uint16)
 
 
 def _concatenate(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -192,27 +212,40 @@ class SignatureIndex:
 
     Near: a luminance hash within `distance` bits and half the colour layout
     within COLOUR_MEDIAN (a watermark band or a crop changes only part of it),
-    or the whole colour layout within COLOUR_MEAN (smooth images, gradients and
-    skies, whose hash bits are noise).
+    or, when either image is smooth (see SMOOTH_LUMA), the whole colour layout
+    within COLOUR_MEAN (gradients and skies, whose hash bits are noise).
     """
 
     def __init__(self, signatures: Sequence[Signature], distance: int):
         self.distance = distance
-        self.phash = np.array([s.phash for s in signatures], dtype=np.uint64)
-        self.dhash = np.array([s.dhash for s in signatures], dtype=np.uint64)
-        self.phash_bands = _bands(self.phash)
-        self.dhash_bands = _bands(self.dhash)
+        self.hashes = [
+            np.array([s.phash for s in signatures], dtype=np.uint64),
+            np.array([s.dhash for s in signatures], dtype=np.uint64),
+        ]
+        self.tables = [
+            [Buckets(_keys(values, table), 1 << KEY_BITS) for table in range(KEY_TABLES)]
+            for values in self.hashes
+        ]
         colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
         self.colour = colour.reshape(len(signatures), COLOUR_BYTES).astype(np.int16)
-        self.means = self.colour.reshape(len(signatures), COLOUR_CELLS, 3).mean(axis=1)
+        cells = self.colour.reshape(len(signatures), COLOUR_CELLS, 3)
+        self.smooth = (cells @ LUMA).std(axis=1) < SMOOTH_LUMA
+        self.means = cells.mean(axis=1)
         self.cell = np.floor(self.means / COLOUR_MEAN).astype(np.int64) + REACH + 1
         self.cells = Buckets(self._key(self.cell), CELL_SIDE**3)
+        # Every colour-only pair has a smooth row: searching from the smooth rows
+        # finds them all, both ways, once.
+        first, other = self._colour_search(np.flatnonzero(self.smooth))
+        self.colour_links = (
+            Buckets(np.concatenate([first, other]), len(signatures)),
+            np.concatenate([other, first]),
+        )
 
     @staticmethod
     def _key(cell: np.ndarray) -> np.ndarray:
         return (cell[..., 0] * CELL_SIDE + cell[..., 1]) * CELL_SIDE + cell[..., 2]
 
-    def _colour_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _colour_search(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = self._key(self.cell[rows, None, :] + NEIGHBOUR_CELLS[None, :, :]).ravel()
         first, other = self.cells.lookup(np.repeat(rows, len(NEIGHBOUR_CELLS)), keys)
         # The cells hold more than the bound itself, a ball: test it on 3 numbers first.
@@ -221,20 +254,23 @@ class SignatureIndex:
         close = np.abs(self.colour[first] - self.colour[other]).mean(axis=1) <= COLOUR_MEAN
         return first[close], other[close]
 
+    def _colour_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        links, other = self.colour_links
+        first, at = links.lookup(rows, rows)
+        return first, other[at]
+
     def _hash_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows whose phash or dhash is within `distance` bits and most colours agree.
 
-        Candidates share one 8-bit band of a hash (locality-sensitive hashing:
-        a pair 12 bits apart shares a band about 4 times in 5 per hash, a pair
-        6 bits apart 99 times in 100); each candidate is then checked exactly.
-        Comparing every pair instead cost 32 s at 50,000 images.
+        Candidates share a key in one table (see KEY_BITS); each is then checked
+        exactly. Comparing every pair instead cost 32 s at 50,000 images.
         """
         found = []
-        for values, bands in ((self.phash, self.phash_bands), (self.dhash, self.dhash_bands)):
-            for band, buckets in enumerate(bands):
-                keys = ((values[rows] >> np.uint64(BAND_BITS * band)) & BAND_MASK).astype(np.int64)
-                first, other = buckets.lookup(rows, keys)
+        for values, tables in zip(self.hashes, self.tables, strict=True):
+            for table, buckets in enumerate(tables):
+                first, other = buckets.lookup(rows, _keys(values[rows], table))
                 close = np.bitwise_count(values[first] ^ values[other]) <= self.distance
+                close &= first != other
                 found.append((first[close], other[close]))
         first, other = _concatenate(found)
         close = np.median(np.abs(self.colour[first] - self.colour[other]), axis=1) <= COLOUR_MEDIAN
@@ -243,7 +279,7 @@ class SignatureIndex:
     def neighbours(self, rows: Sequence[int]) -> set[tuple[int, int]]:
         """Pairs (row, other) for every near-duplicate of each of `rows`."""
         pairs: set[tuple[int, int]] = set()
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int32)
         for start in range(0, len(rows), QUERY_ROWS):
             chunk = rows[start : start + QUERY_ROWS]
             found = [self._hash_pairs(chunk), self._colour_pairs(chunk)]
@@ -293,9 +329,13 @@ def components(index: SignatureIndex, size: int, start: Iterable[int]) -> list[l
 
 def split_of(sha256: str, split: tt_config.SplitConfig) -> str:
     """A stable split from the content hash: adding images never moves another."""
-    digest = hashlib.sha256(f"{split.salt}:{sha256}".encode()).digest()
+    return _content_split(sha256, split.salt, split.verification_percent)
+
+
+def _content_split(sha256: str, salt: str, verification_percent: float) -> str:
+    digest = hashlib.sha256(f"{salt}:{sha256}".encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64 * 100
-    return "verification" if bucket < split.verification_percent else "training"
+    return "verification" if bucket < verification_percent else "training"
 
 
 @dataclass(frozen=True)
@@ -330,17 +370,18 @@ def place(
     alike: dict[Signature, list[Member]] = {}
     for member in sorted(unique.values(), key=lambda m: m.sha256):
         alike.setdefault(member.signature, []).append(member)
-    points = sorted(alike, key=lambda s: alike[s][0].sha256)
-    row_of = {m.sha256: row for row, s in enumerate(points) for m in alike[s]}
+    points = sorted(alike.values(), key=lambda same: same[0].sha256)
+    row_of = {m.sha256: row for row, same in enumerate(points) for m in same}
     start = {row_of[sha] for sha in (unique if wanted is None else wanted) if sha in row_of}
+    index = SignatureIndex([same[0].signature for same in points], distance)
+    salt, percent = split.salt, split.verification_percent  # read once: 50,000 groups
     placements = {}
-    index = SignatureIndex(points, distance)
     for component in components(index, len(points), start):
-        group = [m for row in component for m in alike[points[row]]]
+        group = [m for row in component for m in points[row]]
         anchor = min(group, key=anchor_key)
-        where = split_of(anchor.sha256, split)
+        placed = Placement(_content_split(anchor.sha256, salt, percent), anchor.sha256, len(group))
         for member in group:
-            placements[member.sha256] = Placement(where, anchor.sha256, len(group))
+            placements[member.sha256] = placed
     return placements
 
 
@@ -359,10 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache.is_file():
         cache = {m.sha256: m for m in read_members(args.cache)}
     members = class_signatures(store.read_manifest(args.manifest), cache)
-    cached = {m.sha256: m for m in members} | cache
-    write_members(args.cache, cached.values())
+    computed = [m for m in members if m.sha256 not in cache]
+    if computed or not args.cache.is_file():
+        write_members(args.cache, [*cache.values(), *computed])
     write_members(args.output, members)
-    log.info("%d signatures (%d computed)", len(members), len(set(cached) - set(cache)))
+    log.info("%d signatures (%d computed)", len(members), len(computed))
     return 0
 
 

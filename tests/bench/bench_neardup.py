@@ -2,7 +2,8 @@
 
 Cost: signatures (cold: every image decoded; warm: from the cache) and the
 annotations command with grouping, against the same command without it, on
-distinct images. Target: warm grouping adds at most 20% at 50,000 images.
+distinct images. Target: warm grouping adds at most 20% at 50,000 images, in
+CPU time (wall time is printed too; on the shared machine it is noise).
 
 Leak: the demo's pictures plus re-encoded and half-size copies of 40% of them,
 trained twice with the same budget: split by content hash (copies straddle the
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from common import REPO, report, scaled, target, timed
+from common import REPO, report, scaled, target, timed_cpu
 from PIL import Image
 from tumbletrain import annotations, config, demo, lists, neardup, store, vocxml
 
@@ -78,26 +79,25 @@ def cost() -> list[dict]:
         with tempfile.TemporaryDirectory(dir=os.environ.get("TT_BENCH_TMP")) as tmp:
             root = Path(tmp)
             manifest = distinct_corpus(root, size)
-            table, cache = root / "sig.tsv", root / "cache" / "sig.tsv"
-            cold_s, _ = timed(lambda m=manifest, t=table, c=cache: signatures(m, t, c))
-            warm_s, _ = timed(lambda m=manifest, t=table, c=cache: signatures(m, t, c), repeat=2)
-            plain_s, _ = timed(lambda r=root, m=manifest: validate(r, m, [], False), repeat=2)
-            grouped_s, summary = timed(
-                lambda r=root, m=manifest, t=table: validate(r, m, [t], True), repeat=2
+            # As in the workflow, the tables sit in folders of their own.
+            table, cache = root / "signatures" / "pose.tsv", root / "cache" / "pose.tsv"
+            cold = timed_cpu(lambda m=manifest, t=table, c=cache: signatures(m, t, c))
+            warm = timed_cpu(lambda m=manifest, t=table, c=cache: signatures(m, t, c), repeat=3)
+            plain = timed_cpu(lambda r=root, m=manifest: validate(r, m, [], False), repeat=3)
+            grouped = timed_cpu(
+                lambda r=root, m=manifest, t=table: validate(r, m, [t], True), repeat=3
             )
-            added = (warm_s + grouped_s - plain_s) / plain_s
-            rows.append(
-                {
-                    "files": size,
-                    "validation_s": plain_s,
-                    "signatures_cold_s": cold_s,
-                    "signatures_warm_s": warm_s,
-                    "validation_grouped_s": grouped_s,
-                    "groups": summary["near_duplicates"]["groups"],
-                    "added_warm": added,
-                    "added_cold": (cold_s + grouped_s - plain_s) / plain_s,
+            row = {"files": size, "groups": grouped[2]["near_duplicates"]["groups"]}
+            for clock, at in (("wall", 0), ("cpu", 1)):
+                row |= {
+                    f"validation_{clock}_s": plain[at],
+                    f"signatures_cold_{clock}_s": cold[at],
+                    f"signatures_warm_{clock}_s": warm[at],
+                    f"validation_grouped_{clock}_s": grouped[at],
+                    f"added_warm_{clock}": (warm[at] + grouped[at] - plain[at]) / plain[at],
+                    f"added_cold_{clock}": (cold[at] + grouped[at] - plain[at]) / plain[at],
                 }
-            )
+            rows.append(row)
     return rows
 
 
@@ -193,8 +193,8 @@ def main() -> dict:
     rows = cost()
     targets = [
         target(
-            f"grouping (cached signatures) added to validation, {row['files']} files",
-            row["added_warm"],
+            f"grouping (cached signatures) added to validation's CPU time, {row['files']} files",
+            row["added_warm_cpu"],
             at_most=TARGET_ADDED,
         )
         for row in rows
