@@ -191,14 +191,26 @@ def leak() -> list[dict]:
 
 def main() -> dict:
     rows = cost()
-    targets = [
-        target(
-            f"grouping (cached signatures) added to validation's CPU time, {row['files']} files",
-            row["added_warm_cpu"],
-            at_most=TARGET_ADDED,
-        )
-        for row in rows
-    ]
+    targets = []
+    for row in rows:
+        grouping = (row["validation_grouped_cpu_s"] - row["validation_cpu_s"]) / row[
+            "validation_cpu_s"
+        ]
+        targets += [
+            # An edited XML re-runs the annotations job only.
+            target(
+                f"grouping added to validation's CPU time, {row['files']} files",
+                grouping,
+                at_most=TARGET_ADDED,
+            ),
+            # New images re-run the signatures job too (and the harvest).
+            target(
+                f"signatures job (cached) + grouping added to validation's CPU time, "
+                f"{row['files']} files",
+                row["added_warm_cpu"],
+                at_most=TARGET_ADDED,
+            ),
+        ]
     extra = {}
     if os.environ.get("TT_BENCH_LEAK", "1") != "0":
         extra["leak"] = leak()
