@@ -312,3 +312,35 @@ def test_a_group_split_by_the_users_folders_is_kept_and_reported(tmp_path):
     assert summary["per_split"] == {"training": 1, "verification": 1}
     near = summary["near_duplicates"]
     assert near["groups"] == 1 and len(near["user_split_straddles"]) == 1
+
+
+def test_an_image_whose_split_changed_since_the_last_run_is_reported(tmp_path, caplog):
+    write_class(tmp_path / "pose", "pose", dict(enumerate(corpus_.noise_originals(12, seed=5))))
+    memory = tmp_path / "cache" / "splits" / "pose.tsv"
+
+    def run(salt: str) -> tuple[dict, dict[str, str]]:
+        raw = {
+            "classes": {"pose": {"annotations_dir": str(tmp_path / "pose")}},
+            "split": {"verification_percent": 50, "salt": salt},
+        }
+        out = tmp_path / "out" / salt
+        summary = annotations.validate_class(
+            config.parse(raw), "pose", None, out, split_memory=memory
+        )
+        splits = {
+            row["image"]: split
+            for split in config.SPLITS
+            for row in fileio.read_tsv(out / f"{split}.tsv")
+        }
+        return summary["moved_since_last_run"], splits
+
+    first, before = run("a")
+    assert first["images"] == [] and set(fileio.read_tsv(memory)[0]) == {"sha256", "split"}
+    assert run("a")[0]["images"] == []
+    caplog.clear()
+    # Other split settings move about half of the images: each one is reported.
+    moved, after = run("b")
+    changed = {image for image in before if after[image] != before[image]}
+    assert changed and {m["image"] for m in moved["images"]} == changed
+    assert sum(moved["to"].values()) == len(changed)
+    assert f"{len(changed)} images changed split since the last run" in caplog.text

@@ -774,6 +774,45 @@ def assign_owners(
     return kept, given, [n for n, _ in sharing if n != class_name]
 
 
+def split_changes(kept: list[Outcome], memory: Path | None) -> dict:
+    """The images whose split differs from the last run's, reported; then this run's remembered.
+
+    Splits are stable by design: what moves an image is a new image linking its
+    near-duplicate group to an older group in the other split, or changed split
+    settings. `memory` (sha256 -> split) is kept between runs beside the caches.
+    """
+    if memory is None:
+        return {}
+    before: dict[str, str] = {}
+    if memory.is_file():
+        try:
+            before = {row["sha256"]: row["split"] for row in fileio.read_tsv(memory)}
+        except (fileio.TableError, KeyError) as error:
+            log.warning(
+                "%s is unreadable (%s): split changes are not reported this run", memory, error
+            )
+    moved = sorted(
+        (o.item.image, before[o.item.sha256], o.split)
+        for o in kept
+        if before.get(o.item.sha256, o.split) != o.split
+    )
+    if moved:
+        shown = ", ".join(f"{image} ({old} -> {new})" for image, old, new in moved[:10])
+        log.warning(
+            "%d images changed split since the last run (a new near-duplicate linked their "
+            "group to an older one in the other split, or the split settings changed): %s%s",
+            len(moved),
+            shown,
+            " ..." if len(moved) > 10 else "",
+        )
+    memory.parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_tsv(memory, ("sha256", "split"), sorted({(o.item.sha256, o.split) for o in kept}))
+    return {
+        "to": {name: sum(new == name for _, _, new in moved) for name in tt_config.SPLITS},
+        "images": [{"image": image, "from": old, "to": new} for image, old, new in moved[:20]],
+    }
+
+
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
@@ -783,6 +822,7 @@ def validate_class(
     store_root: Path | None = None,
     processes: int = 1,
     signatures: Sequence[Path] | None = None,
+    split_memory: Path | None = None,
 ) -> dict:
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
@@ -839,6 +879,8 @@ def validate_class(
             "rule": sources.OWNER_RULE,
             "listed_by_other_classes": dict(sorted(Counter(o.owner for o in given).items())),
         }
+    if split_memory is not None:
+        summary["moved_since_last_run"] = split_changes(kept, split_memory)
     fileio.write_tsv(outdir / "rejected.tsv", lists.REJECTED_COLUMNS, rejected_rows)
     fileio.write_json(outdir / "summary.json", summary)
     return summary
@@ -921,12 +963,18 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="every class's signature table (the signatures stage's): near-duplicate groups",
     )
+    parser.add_argument(
+        "--split-memory",
+        type=Path,
+        help="each image's split as of the last run (read and updated): changes are reported",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
     if args.whole_image_dir:
         # The rule declares it: it exists after the job, empty for a labelled class.
         args.whole_image_dir.mkdir(parents=True, exist_ok=True)
-    fileio.clean_leftovers(args.outdir, args.whole_image_dir, logger=log)
+    memory_dir = args.split_memory.parent if args.split_memory else None
+    fileio.clean_leftovers(args.outdir, args.whole_image_dir, memory_dir, logger=log)
     summary = validate_class(
         cfg,
         args.class_name,
@@ -936,6 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         args.store,
         args.processes,
         args.signatures,
+        args.split_memory,
     )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",

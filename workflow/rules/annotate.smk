@@ -50,8 +50,11 @@ rule annotations:
         outdir=output_folder("summary"),
         store=IMAGE_STORE,
         files=annotation_state,
+        # Each image's split as of the last run, to report the ones that moved:
+        # kept between runs like the signature cache.
+        splits="resources/cache/splits/{cls}.tsv",
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --outdir {params.outdir} --store {params.store}"
         " --whole-image-dir {output.whole_image} --processes {threads}"
-        " --signatures {input.signatures} 2> {log}"
+        " --signatures {input.signatures} --split-memory {params.splits} 2> {log}"
