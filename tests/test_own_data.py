@@ -366,6 +366,8 @@ def test_the_predict_rule_reruns_when_its_images_change(tmp_path, tool_env):
         done.parent.mkdir(parents=True)
         done.write_text("")
         time.sleep(1.1)
+    for folder in ("images", "prelabels"):  # the predict rule's other outputs
+        (detections.parent / folder).mkdir()
     target = [str(detections.relative_to(tmp_path)), "--allowed-rules", "predict"]
     assert dry_run_predict(tmp_path, tool_env, target) is None
     image(tmp_path / "new" / "deeper" / "b.png")

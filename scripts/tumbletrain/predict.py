@@ -157,6 +157,9 @@ def predict_images(
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    # Both folders even when no image is predicted: they are the predict rule's outputs.
+    for folder in ("images", "prelabels"):
+        (outdir / folder).mkdir(parents=True, exist_ok=True)
     rows = []
     done = 0
     stems = output_stems([relative for _, relative in images])

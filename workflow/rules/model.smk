@@ -100,7 +100,10 @@ rule export:
         final="results/train/{run}/final.json",
         records=training_records(),
     output:
-        "results/export/{run}/export.json",
+        summary="results/export/{run}/export.json",
+        saved_model=directory("results/export/{run}/saved_model"),
+        tflite_float="results/export/{run}/model_float.tflite",
+        tflite_int8="results/export/{run}/model_int8.tflite",
     log:
         "logs/export/{run}.log",
     benchmark:
@@ -125,7 +128,9 @@ rule predict:
         export="results/export/{run}/export.json",
         images=predict_inputs(),
     output:
-        "results/predict/{run}/detections.csv",
+        detections="results/predict/{run}/detections.csv",
+        images=directory("results/predict/{run}/images"),
+        prelabels=directory("results/predict/{run}/prelabels"),
     log:
         "logs/predict/{run}.log",
     benchmark:
