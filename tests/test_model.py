@@ -717,6 +717,25 @@ def trained_params(base: Path) -> tuple:
     return params, str(base / final["checkpoint"])
 
 
+def test_tflite_post_processing_writes_one_entry_per_class(tmp_path):
+    """TFLite_Detection_PostProcess strides its outputs by max_classes_per_detection but
+    writes one entry per class: with fewer classes the first num_detections entries
+    hold unwritten memory (CI read scores of -0.5 and 1.4 from the int8 model)."""
+    for classes in ({"pose": {}}, {f"c{i}": {} for i in range(7)}):
+        cfg = config.parse({"classes": classes})
+        built = experiment.build_experiment(
+            cfg.model, cfg.train, 1, experiment.DataSplit(("x",), 10), None
+        )
+        # As export gets it: the training run's params.yaml, loaded again.
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(built.as_dict()))
+        params = experiment.load_params(tmp_path / "params.yaml", ["x"], 1)
+        post = export.tflite_params(params, "x").task.model.detection_generator
+        assert post.nms_version == "tflite"
+        assert post.tflite_post_processing.max_classes_per_detection == min(
+            5, params.task.model.num_classes
+        )
+
+
 @pytest.mark.slow
 def test_export_signatures_and_tflite_run(exported):
     import tensorflow as tf

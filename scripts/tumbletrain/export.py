@@ -41,10 +41,24 @@ def export_saved_model(params, checkpoint: str, export_dir: Path) -> Path:
 
 def tflite_params(params, calibration_files: str):
     tflite = copy.deepcopy(params)
+    post = params.task.model.detection_generator.tflite_post_processing
     tflite.override(
         {
             "task": {
-                "model": {"detection_generator": {"nms_version": "tflite"}},
+                "model": {
+                    "detection_generator": {
+                        "nms_version": "tflite",
+                        # TFLite_Detection_PostProcess lays out max_classes_per_detection
+                        # entries per box but writes one per class: with fewer classes
+                        # (the Model Garden's default is 5) the first num_detections
+                        # entries hold unwritten memory (scores of -0.5 or 1.4 were read).
+                        "tflite_post_processing": {
+                            "max_classes_per_detection": min(
+                                post.max_classes_per_detection, params.task.model.num_classes
+                            )
+                        },
+                    }
+                },
                 "train_data": {"input_path": calibration_files, "global_batch_size": 1},
             }
         },
