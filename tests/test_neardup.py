@@ -29,8 +29,8 @@ def signature(image: Image.Image) -> neardup.Signature:
 def originals() -> dict[str, list[Image.Image]]:
     return {
         "demo": corpus_.demo_originals(12),
-        "noise": corpus_.noise_originals(60),
-        "gradient": corpus_.gradient_originals(60),
+        "noise": corpus_.noise_originals(120),
+        "gradient": corpus_.gradient_originals(120),
     }
 
 

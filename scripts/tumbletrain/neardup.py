@@ -37,7 +37,8 @@ SIGNATURE_COLUMNS = ("sha256", "timestamp", "phash", "dhash", "colour")
 # Colour layouts compared channel by channel (0-255). Chosen on the constructed
 # variants of tests/neardup_corpus.py (figures in BENCHMARKS.md): every half-size,
 # JPEG-40, 5%-cropped and 10%-watermarked copy of demo, noise and real photos
-# matches, and 2 of 7,140 pairs of distinct gradients do.
+# matches, and 2 of 7,140 pairs of distinct gradients do (the 4x4 layout cannot
+# tell apart two smooth gradients of nearly the same colours).
 COLOUR_MEDIAN = 8.0
 COLOUR_CELLS = 16  # a 4x4 layout
 COLOUR_BYTES = COLOUR_CELLS * 3
