@@ -19,6 +19,7 @@ import bench_neardup  # noqa: E402
 import bench_records  # noqa: E402
 import bench_training  # noqa: E402
 import bench_validation  # noqa: E402
+import bench_warm_start  # noqa: E402
 from common import target_line  # noqa: E402
 
 BENCHMARKS = {
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "dag": bench_dag,
     "neardup": bench_neardup,
     "training": bench_training,
+    "warm_start": bench_warm_start,
 }
 
 if __name__ == "__main__":
