@@ -219,7 +219,7 @@ def test_workers_on_a_node_share_its_gpus_evenly():
 TASK_1_DIES = (
     'if [ "$SLURM_PROCID" = 1 ]; then mkdir -p "$TUMBLETRAIN_WORKER_SCRATCH/tumbletrain-worker-1"'
     ' && echo "scratch $TUMBLETRAIN_WORKER_SCRATCH" >&2 && kill -9 $$; fi;'
-    ' echo "chief line" >&2; sleep 60'
+    ' echo "chief line" >&2; echo "chief progress"; sleep 60'
 )
 
 
@@ -238,6 +238,7 @@ def test_a_dead_task_ends_the_step_with_one_error_line(tmp_path, tool_env):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert "chief line" in lines, "task 0's lines pass unlabelled"
+    assert result.stdout.splitlines() == ["chief progress"], "the terminal's, unlabelled"
     assert [x for x in lines if x.startswith("ERROR:")] == [lines[-1]]
     assert "a training worker failed (task 1 on " in lines[-1], lines[-1]
     assert "no checkpoint was written yet" in lines[-1]

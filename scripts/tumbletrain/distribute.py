@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from . import cli
@@ -133,16 +134,24 @@ def launch(command: list[str], model_dir: Path) -> None:
 
 
 def run_tasks(command: list[str], env: dict[str, str]) -> tuple[int, list[str], list[str]]:
-    """Run srun and relabel its lines: its exit code, the tasks' ERROR lines, the failed tasks."""
+    """Run srun and relabel its lines: its exit code, the tasks' ERROR lines, the failed tasks.
+
+    The tasks' stdout holds only the lines they mean for the terminal
+    (cli.route_output): those go on to this job's terminal without srun's label.
+    """
     errors: list[str] = []
     failed: list[str] = []
     try:
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env
+        )
     except FileNotFoundError:
         raise cli.UserError(
             f"{command[0]} not found: several training workers run as SLURM tasks; "
             "submit the train rule with --workflow-profile config/profiles/slurm"
         ) from None
+    terminal = threading.Thread(target=tell_unlabelled, args=(process.stdout,))
+    terminal.start()
     for line in process.stderr:
         line = line.rstrip("\n")
         label = LABEL.match(line)
@@ -156,7 +165,14 @@ def run_tasks(command: list[str], env: dict[str, str]) -> tuple[int, list[str], 
             node, tasks, how = TASK_FAILED.match(line).groups()
             failed.append(f"task {tasks} on {node}: {how}")
         print(line, file=sys.stderr, flush=True)
+    terminal.join()
     return process.wait(), errors, failed
+
+
+def tell_unlabelled(stream) -> None:
+    for line in stream:
+        label = LABEL.match(line.rstrip("\n"))
+        cli.tell(label[2] if label else line.rstrip("\n"))
 
 
 def in_slurm_job() -> bool:
