@@ -184,3 +184,27 @@ def test_every_path_that_is_no_output_is_named_on_its_rules_command_line(workflo
         ]
         held = [t for t in named if row.pattern().fullmatch(t) or holds(t, row.files)]
         assert held, f"DESIGN.md's {row.files} ({row.rules}) is on no command line of its rule"
+
+
+# Written by Snakemake itself (`snakemake --report`), not by a job.
+SNAKEMAKE_REPORTS = ("results/report.html", "results/data_report.html")
+
+
+@pytest.mark.slow
+def test_every_file_a_run_writes_is_an_output_or_a_row_that_is_not(tiny_run, tool_env):
+    """What the jobs of a whole run left behind: each file is a declared output (or lies
+    in one) or a row of DESIGN.md's table marked not an output. Nothing else."""
+    project, _ = tiny_run
+    declared = [o.rstrip("/") for o, _ in summary(project, tool_env, "all", "data_report")]
+    state = [row.pattern() for row in table() if row.state]
+    unexplained = []
+    for top in ("results", "resources", "data"):
+        for path in sorted((project / top).rglob("*")) if (project / top).is_dir() else []:
+            name = path.relative_to(project).as_posix()
+            if path.is_dir() or name in SNAKEMAKE_REPORTS:
+                continue
+            if not any(name == o or name.startswith(o + "/") for o in declared) and not any(
+                p.fullmatch(name) for p in state
+            ):
+                unexplained.append(name)
+    assert not unexplained, unexplained
