@@ -563,6 +563,26 @@ def test_a_class_with_nothing_usable_says_what_to_do(tmp_path):
         )
 
 
+def test_each_output_goes_where_its_argument_says(tmp_path):
+    """The rule passes every file it declares: renamed ones are written as named, the
+    others (by hand) into --outdir under their usual names, and neither is an error."""
+    root = tmp_path / "data" / "pose"
+    for i in range(4):
+        image = jpeg(root / f"p{i}.jpg")
+        (root / f"p{i}.xml").write_bytes(voc(image.name, str(image)))
+    argv = ["--config-json", json.dumps({"classes": {"pose": {"annotations_dir": str(root)}}})]
+    argv += ["--class", "pose"]
+    renamed = {"training": tmp_path / "a/train.tsv", "summary": tmp_path / "b/counts.json"}
+    with pytest.raises(cli.UserError, match="give --verification, --rejected, or --outdir"):
+        annotations.main([*argv, "--training", str(renamed["training"]), "--summary", "x"])
+    flags = [f"--{name}={path}" for name, path in renamed.items()]
+    assert annotations.main([*argv, *flags, "--outdir", str(tmp_path / "rest")]) == 0
+    assert json.loads(renamed["summary"].read_text())["kept"] == 4
+    assert renamed["training"].is_file()
+    rest = sorted(p.name for p in (tmp_path / "rest").iterdir())
+    assert rest == ["rejected.tsv", "verification.tsv"]
+
+
 @given(
     st.floats(-50, 300, allow_nan=False),
     st.floats(-50, 300, allow_nan=False),

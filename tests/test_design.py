@@ -103,19 +103,29 @@ def summary(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
     return [(row[0], row[2]) for row in (line.split("\t") for line in lines[1:] if "\t" in line)]
 
 
-def commands(project: Path, env: dict, *targets: str) -> list[tuple[str, str]]:
-    """(rule, shell command) of every job the targets need: a forced dry run."""
-    found, rule = [], None
+@dataclass(frozen=True)
+class Job:
+    rule: str
+    outputs: tuple[str, ...]
+    command: str
+
+
+def commands(project: Path, env: dict, *targets: str) -> list[Job]:
+    """The rule, declared outputs and shell command of every job the targets need: a
+    forced dry run."""
+    found, rule, outputs = [], None, ()
     for line in snakemake_stdout(project, env, "-n", "-p", "-F", *targets).splitlines():
         if match := re.match(r"(?:local)?rule (\w+):", line):
-            rule = match.group(1)
+            rule, outputs = match.group(1), ()
+        elif match := re.match(r"\s+output: (.*)", line):
+            outputs = tuple(match.group(1).split(", "))
         elif line.startswith("Shell command: "):
-            found.append((rule, line.removeprefix("Shell command: ")))
+            found.append(Job(rule, outputs, line.removeprefix("Shell command: ")))
     return found
 
 
 @pytest.fixture(scope="module")
-def workflow(tmp_path_factory, tool_env) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def workflow(tmp_path_factory, tool_env) -> tuple[list[tuple[str, str]], list[Job]]:
     """The outputs of every rule and the commands of its jobs, from the demo (sharded, with
     predict) and the Tumblr example."""
     outputs, shells = [], []
@@ -178,12 +188,33 @@ def test_every_path_that_is_no_output_is_named_on_its_rules_command_line(workflo
             continue
         named = [
             token.rstrip("/")
-            for rule, command in shells
-            if rule in row.rules
-            for token in shlex.split(command)
+            for job in shells
+            if job.rule in row.rules
+            for token in shlex.split(job.command)
         ]
         held = [t for t in named if row.pattern().fullmatch(t) or holds(t, row.files)]
         assert held, f"DESIGN.md's {row.files} ({row.rules}) is on no command line of its rule"
+
+
+def test_every_output_is_named_on_its_jobs_command_line(workflow):
+    """The command writes what the rule declares: each output reaches it as an argument
+    (a file, or a directory output as the folder), so renaming one in a rule moves it."""
+    _, jobs = workflow
+    assert {"annotations", "evaluate", "export", "predict", "checkpoint_download"} <= {
+        job.rule for job in jobs
+    }
+    unnamed = [
+        f"{job.rule}: {output}"
+        for job in jobs
+        if job.rule not in PASSES_A_FOLDER
+        for output in job.outputs
+        if output not in {token.rstrip("/") for token in shlex.split(job.command)}
+    ]
+    assert not unnamed, unnamed
+
+
+# Rules whose command is given the folder of their outputs and names the files itself.
+PASSES_A_FOLDER = {"evaluate", "export", "predict", "checkpoint_download", "label"}
 
 
 # Written by Snakemake itself (`snakemake --report`), not by a job.

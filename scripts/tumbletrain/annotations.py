@@ -813,21 +813,34 @@ def split_changes(kept: list[Outcome], memory: Path | None) -> dict:
     }
 
 
+# The files a class's validation writes, by their usual names (`--outdir` by hand).
+OUTPUTS = {
+    **{split: f"{split}.tsv" for split in tt_config.SPLITS},
+    "rejected": "rejected.tsv",
+    "summary": "summary.json",
+}
+
+
 def validate_class(
     cfg: tt_config.WorkflowConfig,
     class_name: str,
     manifest_path: Path | None,
-    outdir: Path,
+    outputs: dict[str, Path] | Path,
     whole_image_dir: Path | None = None,
     store_root: Path | None = None,
     processes: int = 1,
     signatures: Sequence[Path] | None = None,
     split_memory: Path | None = None,
 ) -> dict:
+    """Validate a class's annotations; `outputs` holds the paths of `OUTPUTS` (a folder:
+    their usual names in it), and `whole_image_dir` defaults to whole_image/ beside the
+    summary."""
+    if not isinstance(outputs, dict):
+        outputs = {name: Path(outputs) / file for name, file in OUTPUTS.items()}
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
     if cls.annotation == "whole_image":
-        whole_dir = whole_image_dir or outdir / "whole_image"
+        whole_dir = whole_image_dir or outputs["summary"].parent / "whole_image"
         folders = [whole_dir]
         found = [(xml, whole_dir) for xml in whole_image_xml(manifest, class_name, whole_dir)]
         folder_images: list[str] = []
@@ -868,9 +881,7 @@ def validate_class(
             "harvest it first or set `annotations_dir` for the class"
         )
     for split in tt_config.SPLITS:
-        lists.write_list(
-            outdir / f"{split}.tsv", [o.item for o in outcomes if o.kept and o.split == split]
-        )
+        lists.write_list(outputs[split], [o.item for o in outcomes if o.kept and o.split == split])
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:
@@ -881,8 +892,8 @@ def validate_class(
         }
     if split_memory is not None:
         summary["moved_since_last_run"] = split_changes(kept, split_memory)
-    fileio.write_tsv(outdir / "rejected.tsv", lists.REJECTED_COLUMNS, rejected_rows)
-    fileio.write_json(outdir / "summary.json", summary)
+    fileio.write_tsv(outputs["rejected"], lists.REJECTED_COLUMNS, rejected_rows)
+    fileio.write_json(outputs["summary"], summary)
     return summary
 
 
@@ -934,16 +945,12 @@ def main(argv: list[str] | None = None) -> int:
         "annotations", "Validate and repair one class's LabelImg XML into per-split lists."
     )
     parser.add_argument("--manifest", type=Path, help="the harvest's manifest of the class")
-    parser.add_argument(
-        "--outdir",
-        type=Path,
-        required=True,
-        help="where the lists go: {training,verification,rejected}.tsv and summary.json",
-    )
+    cli.add_outputs(parser, **OUTPUTS)
     parser.add_argument(
         "--whole-image-dir",
         type=Path,
-        help="where whole_image XML is generated (made even if empty; default OUTDIR/whole_image)",
+        help="where whole_image XML is generated (made even if empty; "
+        "default: whole_image/ beside the summary)",
     )
     parser.add_argument(
         "--store",
@@ -970,16 +977,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
+    outputs = cli.outputs(args)
     if args.whole_image_dir:
         # The rule declares it: it exists after the job, empty for a labelled class.
         args.whole_image_dir.mkdir(parents=True, exist_ok=True)
     memory_dir = args.split_memory.parent if args.split_memory else None
-    fileio.clean_leftovers(args.outdir, args.whole_image_dir, memory_dir, logger=log)
+    folders = sorted({path.parent for path in outputs.values()})
+    fileio.clean_leftovers(*folders, args.whole_image_dir, memory_dir, logger=log)
     summary = validate_class(
         cfg,
         args.class_name,
         args.manifest,
-        args.outdir,
+        outputs,
         args.whole_image_dir,
         args.store,
         args.processes,
@@ -1003,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.UserError(
             f"class {args.class_name!r} has no usable annotations "
             f"({summary['xml_files']} XML files{why}); "
-            f"label its images with LabelImg (see {args.outdir / 'rejected.tsv'}) "
+            f"label its images with LabelImg (see {outputs['rejected']}) "
             "or set `annotation: whole_image` for the class"
         )
     return 0

@@ -41,6 +41,30 @@ def subcommands(command: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return command.add_subparsers(dest="command", required=True)
 
 
+def add_outputs(parser: argparse.ArgumentParser, **files: str) -> None:
+    """One argument per file (or folder) the command writes, `--NAME PATH`, which its rule
+    passes; and `--outdir DIR` for running it by hand: those not given go into DIR under
+    their usual names (the `files` values)."""
+    for name, file in files.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=Path, help=f"default: OUTDIR/{file}")
+    parser.add_argument(
+        "--outdir",
+        type=Path,
+        help="the folder of the outputs not given: " + ", ".join(files.values()),
+    )
+    parser.set_defaults(output_files=files)
+
+
+def outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The paths of `add_outputs`: each as given, or in --outdir under its usual name."""
+    files = args.output_files
+    missing = ["--" + name.replace("_", "-") for name in files if getattr(args, name) is None]
+    if missing and args.outdir is None:
+        raise UserError(f"give {', '.join(missing)}, or --outdir for the ones not given")
+    return {name: getattr(args, name) or args.outdir / file for name, file in files.items()}
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a stage's main(); a UserError becomes one clear last line and exit 1."""
     setup_logging()

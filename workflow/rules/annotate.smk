@@ -47,7 +47,6 @@ rule annotations:
         runtime=60,
     params:
         cfg=lambda w: stage_json("annotations", w.cls),
-        outdir=output_folder("summary"),
         store=IMAGE_STORE,
         files=annotation_state,
         # Each image's split as of the last run, to report the ones that moved:
@@ -55,6 +54,8 @@ rule annotations:
         splits="resources/cache/splits/{cls}.tsv",
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
-        " --manifest {input.manifest} --outdir {params.outdir} --store {params.store}"
-        " --whole-image-dir {output.whole_image} --processes {threads}"
+        " --manifest {input.manifest} --training {output.training}"
+        " --verification {output.verification} --rejected {output.rejected}"
+        " --summary {output.summary} --whole-image-dir {output.whole_image}"
+        " --store {params.store} --processes {threads}"
         " --signatures {input.signatures} --split-memory {params.splits} 2> {log}"
