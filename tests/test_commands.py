@@ -79,3 +79,20 @@ def test_the_config_reference_goes_to_stdout_with_stderr_in_a_log(tmp_path, tool
             timeout=120,
         )
     assert result.returncode == 0 and result.stdout == config.reference()
+
+
+@pytest.mark.parametrize(
+    ("argv", "label"),
+    [
+        (["evaluate", "--final", "results/train/tiny/final.json", "--metrics", "m.json"], "tiny"),
+        (["--config-json", "{}", "--class", "circle", "--summary", "s.json"], "circle"),
+        (["--model", "results/export/tiny", "new/"], "tiny"),
+        (["checkpoint", "--output-dir", "resources/checkpoints/ssd"], "ssd"),
+    ],
+)
+def test_a_jobs_terminal_lines_name_its_class_or_run(argv, label, monkeypatch):
+    """Outputs are passed file by file: the job is still named by its class or run."""
+    from tumbletrain import cli
+
+    monkeypatch.setattr(sys, "argv", ["/x/model.py"])
+    assert cli.job_label(argv).split()[-1] == label

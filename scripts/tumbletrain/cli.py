@@ -97,10 +97,12 @@ _terminal: TextIO | None = None
 _job = ""
 
 
-# The first of these a command has names its job: a class, a run, or the file
-# or folder it writes (named after its class or run by the rule).
+# The first of these a command has names its job: a class, a run, the file or
+# folder it writes (named after its class or run by the rule), or the run whose
+# final.json (in the run's folder) it reads.
 JOB_NAMES = ("--class", "--run")
-JOB_PATHS = ("--output", "--outdir", "--model-dir")
+JOB_PATHS = ("--output", "--outdir", "--model-dir", "--model", "--output-dir")
+JOB_FOLDERS = ("--final",)
 
 
 def job_label(argv: list[str]) -> str:
@@ -108,10 +110,13 @@ def job_label(argv: list[str]) -> str:
     words = [Path(sys.argv[0]).stem]  # the stage's module, run with -m
     if argv and not argv[0].startswith("-"):
         words.append(argv[0])  # a subcommand
-    for flag in (*JOB_NAMES, *JOB_PATHS):
+    for flag in (*JOB_NAMES, *JOB_PATHS, *JOB_FOLDERS):
         if flag in argv[:-1]:
             value = argv[argv.index(flag) + 1]
-            words.append(value if flag in JOB_NAMES else Path(value).stem)
+            if flag in JOB_NAMES:
+                words.append(value)
+            else:
+                words.append(Path(value).parent.name if flag in JOB_FOLDERS else Path(value).stem)
             break
     return " ".join(words)
 

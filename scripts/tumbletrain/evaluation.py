@@ -211,10 +211,12 @@ def evaluate(
     files: Sequence[str],
     images: int,
     names: dict[int, str],
-    outdir: Path,
+    outputs: dict[str, Path],
     min_score: float,
     grid_images: int,
 ) -> dict:
+    """COCO metrics of the checkpoint on the verification records, written to the paths of
+    `model.EVALUATE_OUTPUTS` in `outputs`."""
     params = load_params(params_yaml, files, images)
     results, losses, collected = run_evaluation(copy.deepcopy(params), checkpoint)
     metrics = {
@@ -229,14 +231,14 @@ def evaluate(
     metrics["AP_per_class"] = {name: mean_precision(c) for name, c in sorted(curves.items())}
     metrics["AP50_per_class"] = {name: mean_precision(c[0]) for name, c in sorted(curves.items())}
     fileio.write_csv(
-        outdir / "detections.csv",
+        outputs["detections"],
         DETECTION_COLUMNS,
         (
             [sid, names.get(c, c), f"{s:.4f}", f"{x0:.1f}", f"{y0:.1f}", f"{x1:.1f}", f"{y1:.1f}"]
             for sid, c, s, x0, y0, x1, y1 in sorted(collected.detections)
         ),
     )
-    plots.plot_pr_curves(curves, outdir / "pr_curves.png")
-    detection_grid(collected, files, names, min_score, grid_images, outdir / "detections.png")
-    fileio.write_json(outdir / "metrics.json", metrics)
+    plots.plot_pr_curves(curves, outputs["pr_curves"])
+    detection_grid(collected, files, names, min_score, grid_images, outputs["grid"])
+    fileio.write_json(outputs["metrics"], metrics)
     return metrics

@@ -18,6 +18,13 @@ CHECKPOINT = tt_config.stage("checkpoint_download", "model.checkpoint", classes=
 TRAIN = tt_config.stage("train", "model", "train", classes="names")
 EVALUATE = tt_config.stage("evaluate", "evaluate", classes="names")
 EXPORT = tt_config.stage("export", classes="none")
+# The files each command writes, by their usual names (`--outdir` by hand).
+EVALUATE_OUTPUTS = {
+    "metrics": "metrics.json",
+    "detections": "detections.csv",
+    "pr_curves": "pr_curves.png",
+    "grid": "detections.png",
+}
 
 
 def class_names(cfg: tt_config.WorkflowConfig) -> dict[int, str]:
@@ -70,7 +77,7 @@ def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
         split.files,
         split.images,
         class_names(cfg),
-        args.outdir,
+        args.outputs,
         cfg.evaluate.min_score,
         cfg.evaluate.grid_images,
     )
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True, help="the train command's final.json")
     p.add_argument("--verification-stats", type=Path, nargs="+", required=True)
-    p.add_argument("--outdir", type=Path, required=True)
+    cli.add_outputs(p, **EVALUATE_OUTPUTS)
     p.set_defaults(run=cmd_evaluate, stage=EVALUATE)
 
     p = sub.add_parser("export", help="SavedModel and TFLite (float, int8)")
@@ -140,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, args.stage)
+    args.outputs = cli.outputs(args) if "output_files" in args else {}
     fileio.clean_leftovers(
-        *(getattr(args, key, None) for key in ("outdir", "model_dir", "output_dir")), logger=log
+        *sorted({path.parent for path in args.outputs.values()}),
+        *(getattr(args, key, None) for key in ("outdir", "model_dir", "output_dir")),
+        logger=log,
     )
     args.run(cfg, args)
     return 0

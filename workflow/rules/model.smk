@@ -88,11 +88,11 @@ rule evaluate:
         runtime=120,
     params:
         cfg=stage_json("evaluate"),
-        outdir=output_folder("metrics"),
     shell:
         "python -m tumbletrain.model evaluate --config-json {params.cfg} --final {input.final}"
-        " --verification-stats {input.verification} --outdir {params.outdir}"
-        " 2> {log}"
+        " --verification-stats {input.verification} --metrics {output.metrics}"
+        " --detections {output.detections} --pr-curves {output.pr_curves}"
+        " --grid {output.grid} 2> {log}"
 
 
 rule export:
