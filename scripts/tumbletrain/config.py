@@ -180,6 +180,7 @@ class TrainConfig(_Strict):
     warm_start_steps: int | None
     keep_runs: int
     select: str
+    feature_cache: bool
 
 
 @dataclass(frozen=True)

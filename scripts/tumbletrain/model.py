@@ -57,7 +57,7 @@ def cmd_train(cfg: tt_config.WorkflowConfig, args) -> None:
         validation=training.data_split(args.validation_stats) if args.validation_stats else None,
         init_checkpoint=init,
     )
-    result = training.train(cfg, inputs, args.model_dir, args.final)
+    result = training.train(cfg, inputs, args.model_dir, args.final, args.feature_cache)
     if result:  # a worker other than the chief has nothing to report
         log.info("trained to step %d: %s", result["step"], result["checkpoint"])
 
@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--final", type=Path, required=True)
+    p.add_argument(
+        "--feature-cache",
+        type=Path,
+        help="where train.feature_cache keeps the frozen backbone's outputs (shared by runs)",
+    )
     p.set_defaults(run=cmd_train, stage=TRAIN)
 
     p = sub.add_parser("evaluate", help="COCO metrics, curves and a detection grid")

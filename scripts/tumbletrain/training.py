@@ -92,6 +92,9 @@ def fingerprint(cfg: tt_config.WorkflowConfig, inputs: TrainInputs, mixed: bool)
         "train": {
             **{key: getattr(cfg.train, key) for key in FINGERPRINT_TRAIN_KEYS},
             "mixed_precision": mixed,
+            # Training on cached features drops the scale jitter: another run.
+            # Only when on, so that the runs made before the option keep their fingerprint.
+            **({"feature_cache": True} if cfg.train.feature_cache else {}),
         },
     }
     text = json.dumps(parts, sort_keys=True)
@@ -292,6 +295,24 @@ class TrainingProgress:
         self.bar.close()
 
 
+def check_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None) -> None:
+    """train.feature_cache needs a frozen backbone, one worker and a folder for the cache."""
+    if not cfg.train.feature_cache:
+        return
+    if not cfg.model.effective_freeze_backbone:
+        raise cli.UserError(
+            "train.feature_cache caches the frozen backbone's outputs: set "
+            "model.freeze_backbone: true, or train.feature_cache: false"
+        )
+    if cfg.train.nodes * cfg.train.workers > 1:
+        raise cli.UserError(
+            "train.feature_cache trains on one worker; set train.nodes and train.workers to 1 "
+            "or train.feature_cache: false"
+        )
+    if feature_cache is None:
+        raise cli.UserError("train.feature_cache is on but no --feature-cache folder was given")
+
+
 def restore_start(start: Start, model) -> None:
     """The trainer's initialisation of a new run (it is not called when resuming)."""
     if start.checkpoint and start.modules:
@@ -419,6 +440,7 @@ def train(
     inputs: TrainInputs,
     model_dir: Path,
     final_json: Path,
+    feature_cache: Path | None = None,
 ) -> dict:
     import tensorflow as tf
     from official.core import task_factory, train_utils
@@ -427,6 +449,7 @@ def train(
         raise cli.UserError(
             "there are no training images; check each class's summary.json of the annotations stage"
         )
+    check_feature_cache(cfg, feature_cache)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
     # Before any other op: several workers must join their cluster at start-up.
@@ -483,6 +506,11 @@ def train(
     # The trainer calls task.initialize for a new run only; ours restores the
     # planned modules (the Model Garden's stops at backbone and decoder).
     task.initialize = functools.partial(restore_start, start)
+    if cfg.train.feature_cache:
+        from . import features
+
+        backbone = "backbone" in start.modules and start.checkpoint
+        features.attach(task, params, feature_cache, resuming or backbone or None)
     mode = "train_and_eval" if inputs.validation and inputs.validation.images else "train"
     progress = TrainingProgress(
         checkpoint_step(resuming), start.steps, params.trainer.steps_per_loop

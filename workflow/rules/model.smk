@@ -55,7 +55,7 @@ rule train:
         "{params.launch}python -m tumbletrain.model train --config-json {params.cfg}"
         " --training-stats {input.training} --validation-stats {input.validation}"
         " {params.checkpoint} --model-dir {params.model_dir}"
-        " --final {output} 2> {log}"
+        " --feature-cache resources/cache/features --final {output} 2> {log}"
 
 
 rule evaluate:
