@@ -35,10 +35,11 @@ def demo_config() -> config.WorkflowConfig:
     return config.parse(raw)
 
 
-def demo_records(cfg: config.WorkflowConfig, root: Path) -> experiment.DataSplit:
-    """Demo images -> lists -> training records, in-process, as the workflow writes them."""
+def demo_splits(cfg: config.WorkflowConfig, root: Path) -> dict[str, experiment.DataSplit]:
+    """Demo images -> lists -> records of each split, in-process, as the workflow writes them."""
     ids = {c.name: c.label_id for c in cfg.classes}
-    files, images = [], 0
+    files = {split: [] for split in config.SPLITS}
+    images = dict.fromkeys(config.SPLITS, 0)
     cwd = os.getcwd()
     # The config names the demo folders relative to the project directory.
     os.chdir(root)
@@ -46,14 +47,20 @@ def demo_records(cfg: config.WorkflowConfig, root: Path) -> experiment.DataSplit
         for cls in cfg.classes:
             demo.write_demo(cls.name, cls.demo.images, cfg.demo, Path(cls.annotations_dir))
             annotations.validate_class(cfg, cls.name, None, Path("lists", cls.name))
-            items = lists.read_list(Path("lists", cls.name, "training.tsv"))
-            output = root / "records" / f"{cls.name}_training.tfrecord"
-            stats = records.write_records(items, output, ids)
-            files += [str(output.parent / name) for name in stats["files"]]
-            images += stats["images"]
+            for split in config.SPLITS:
+                items = lists.read_list(Path("lists", cls.name, f"{split}.tsv"))
+                output = root / "records" / f"{cls.name}_{split}.tfrecord"
+                stats = records.write_records(items, output, ids)
+                output.with_suffix(".json").write_text(json.dumps(stats))
+                files[split] += [str(output.parent / name) for name in stats["files"]]
+                images[split] += stats["images"]
     finally:
         os.chdir(cwd)
-    return experiment.DataSplit(tuple(files), images)
+    return {split: experiment.DataSplit(tuple(files[split]), images[split]) for split in files}
+
+
+def demo_records(cfg: config.WorkflowConfig, root: Path) -> experiment.DataSplit:
+    return demo_splits(cfg, root)["training"]
 
 
 class Trainer:

@@ -14,6 +14,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import bench_dag  # noqa: E402
+import bench_finetune  # noqa: E402
+import bench_finetune_run  # noqa: E402
 import bench_harvest  # noqa: E402
 import bench_neardup  # noqa: E402
 import bench_records  # noqa: E402
@@ -30,6 +32,9 @@ BENCHMARKS = {
     "neardup": bench_neardup,
     "training": bench_training,
     "warm_start": bench_warm_start,
+    "finetune": bench_finetune,
+    # config/tumblr.example.yaml's 5,000 steps twice: about an hour here at full scale.
+    "finetune_run": bench_finetune_run,
 }
 
 if __name__ == "__main__":
