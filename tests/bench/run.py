@@ -2,7 +2,7 @@
 
 At the end, every target with its figure, met or MISSED.
 
-Training goes last and alone: it shares the cores with nothing of ours.
+The trainings go last and alone: they share the cores with nothing of ours.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import bench_records  # noqa: E402
 import bench_training  # noqa: E402
 import bench_validation  # noqa: E402
 import bench_warm_start  # noqa: E402
+import bench_workers  # noqa: E402
 from common import target_line  # noqa: E402
 
 BENCHMARKS = {
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "neardup": bench_neardup,
     "training": bench_training,
     "warm_start": bench_warm_start,
+    "workers": bench_workers,
     "finetune": bench_finetune,
     # config/tumblr.example.yaml's 5,000 steps twice: about an hour here at full scale.
     "finetune_run": bench_finetune_run,
