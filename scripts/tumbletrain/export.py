@@ -20,6 +20,15 @@ from . import cli, fileio
 log = logging.getLogger("tumbletrain.export")
 
 SIGNATURES = {"image_tensor": "serving_default", "image_bytes": "serve_image_bytes"}
+# What an export writes, by its usual name (`--outdir` by hand; export.json names the
+# TFLite models by theirs).
+OUTPUTS = {
+    "summary": "export.json",
+    "saved_model": "saved_model",
+    "tflite_float": "model_float.tflite",
+    "tflite_int8": "model_int8.tflite",
+}
+QUANTISATION = {"tflite_float": None, "tflite_int8": "int8"}
 
 
 def export_saved_model(params, checkpoint: str, export_dir: Path) -> Path:
@@ -67,13 +76,16 @@ def tflite_params(params, calibration_files: str):
     return tflite
 
 
-def export_tflite(params, checkpoint: str, outdir: Path, calibration_steps: int) -> dict[str, Path]:
-    """Float and int8 TFLite models; int8 is calibrated on the training images."""
+def export_tflite(
+    params, checkpoint: str, outputs: dict[str, Path], calibration_steps: int
+) -> dict[str, Path]:
+    """Float and int8 TFLite models (at `outputs`' paths of `QUANTISATION`'s keys, by
+    their usual names); int8 is calibrated on the training images."""
     from official.vision.serving import export_saved_model_lib, export_tflite_lib
 
     tflite = tflite_params(params, params.task.train_data.input_path)
     size = tflite.task.model.input_size[:2]
-    work = outdir / ".tflite_saved_model"
+    work = outputs["tflite_float"].parent / ".tflite_saved_model"
     shutil.rmtree(work, ignore_errors=True)
     export_saved_model_lib.export_inference_graph(
         input_type="tflite",
@@ -84,15 +96,15 @@ def export_tflite(params, checkpoint: str, outdir: Path, calibration_steps: int)
         export_dir=str(work),
     )
     written = {}
-    for name, quant in (("model_float.tflite", None), ("model_int8.tflite", "int8")):
+    for key, quant in QUANTISATION.items():
         data = export_tflite_lib.convert_tflite_model(
             saved_model_dir=str(work),
             quant_type=quant,
             params=copy.deepcopy(tflite),
             calibration_steps=calibration_steps,
         )
-        fileio.write_bytes(outdir / name, data)
-        written[name] = outdir / name
+        fileio.write_bytes(outputs[key], data)
+        written[OUTPUTS[key]] = outputs[key]
     shutil.rmtree(work, ignore_errors=True)
     return written
 
@@ -186,14 +198,20 @@ def tflite_agreement(params, checkpoint: str, tflite: dict[str, Path], images: l
 
 
 def export(
-    params, checkpoint: str, outdir: Path, calibration_steps: int = 100, check_images: int = 4
+    params,
+    checkpoint: str,
+    outputs: dict[str, Path],
+    calibration_steps: int = 100,
+    check_images: int = 4,
 ) -> dict:
-    outdir.mkdir(parents=True, exist_ok=True)
+    """The SavedModel, the TFLite models and export.json at `outputs`' paths (`OUTPUTS`)."""
+    for path in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
     # Minutes of conversion in three calls: a line after each says where it is.
     with cli.Progress("export", 3, "parts", log, every_s=0) as progress:
-        saved_model = export_saved_model(params, checkpoint, outdir / "saved_model")
+        saved_model = export_saved_model(params, checkpoint, outputs["saved_model"])
         progress.update(done="SavedModel")
-        tflite = export_tflite(params, checkpoint, outdir, calibration_steps)
+        tflite = export_tflite(params, checkpoint, outputs, calibration_steps)
         progress.update(done="TFLite float and int8")
         images = first_record_images(params.task.train_data.input_path, check_images)
         agreement = tflite_agreement(params, checkpoint, tflite, images)
@@ -212,5 +230,5 @@ def export(
         "classes (0 is the background); scores; count",
         "tflite_agreement_with_checkpoint": agreement,
     }
-    fileio.write_json(outdir / "export.json", summary)
+    fileio.write_json(outputs["summary"], summary)
     return summary

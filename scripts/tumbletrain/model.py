@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import cli, fileio
 from . import config as tt_config
+from .export import OUTPUTS as EXPORT_OUTPUTS
 
 log = logging.getLogger("tumbletrain.model")
 # The config each command reads; its rule passes exactly this.
@@ -91,7 +92,7 @@ def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
 
     final = read_final(args.final)
     params = experiment.load_params(Path(final["params"]), [], 1)
-    summary = export.export(params, final["checkpoint"], args.outdir, args.calibration_steps)
+    summary = export.export(params, final["checkpoint"], args.outputs, args.calibration_steps)
     log.info("exported %s and %s", summary["saved_model"], ", ".join(summary["tflite"]))
 
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="SavedModel and TFLite (float, int8)")
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True)
-    p.add_argument("--outdir", type=Path, required=True)
+    cli.add_outputs(p, **EXPORT_OUTPUTS)
     p.add_argument("--calibration-steps", type=int, default=100)
     p.set_defaults(run=cmd_export, stage=EXPORT)
 

@@ -117,10 +117,10 @@ rule export:
         runtime=60,
     params:
         cfg=stage_json("export"),
-        outdir=output_folder(),
     shell:
         "python -m tumbletrain.model export --config-json {params.cfg} --final {input.final}"
-        " --outdir {params.outdir} 2> {log}"
+        " --summary {output.summary} --saved-model {output.saved_model}"
+        " --tflite-float {output.tflite_float} --tflite-int8 {output.tflite_int8} 2> {log}"
 
 
 rule predict:
