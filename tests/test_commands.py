@@ -86,7 +86,7 @@ def test_the_config_reference_goes_to_stdout_with_stderr_in_a_log(tmp_path, tool
     [
         (["evaluate", "--final", "results/train/tiny/final.json", "--metrics", "m.json"], "tiny"),
         (["--config-json", "{}", "--class", "circle", "--summary", "s.json"], "circle"),
-        (["--model", "results/export/tiny", "new/"], "tiny"),
+        (["--model", "x/saved_model", "--detections", "results/predict/tiny/d.csv"], "tiny"),
         (["checkpoint", "--output-dir", "resources/checkpoints/ssd"], "ssd"),
     ],
 )

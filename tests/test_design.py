@@ -214,7 +214,7 @@ def test_every_output_is_named_on_its_jobs_command_line(workflow):
 
 
 # Rules whose command is given the folder of their outputs and names the files itself.
-PASSES_A_FOLDER = {"predict", "checkpoint_download", "label"}
+PASSES_A_FOLDER = {"checkpoint_download", "label"}
 
 
 # Written by Snakemake itself (`snakemake --report`), not by a job.

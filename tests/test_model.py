@@ -850,6 +850,7 @@ def test_predict_writes_labelimg_prelabels(exported):
         exported,
         raw,
         "--model=results/export/tiny",
+        "--outdir=results/predict/tiny",
         "data/square",
         str(one),
         module="tumbletrain.predict",

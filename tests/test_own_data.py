@@ -348,8 +348,13 @@ def test_predict_takes_files_and_folders(tmp_path):
         predict.collect_images([folder, image(tmp_path / "other" / "a.jpg")])
     with pytest.raises(cli.UserError, match="missing.jpg does not exist"):
         predict.collect_images([tmp_path / "missing.jpg"])
-    with pytest.raises(cli.UserError, match="holds no SavedModel"):
+    # Where the outputs go is the caller's to say: no default under some workflow layout.
+    with pytest.raises(
+        cli.UserError, match="give --detections, --images, --prelabels, or --outdir"
+    ):
         predict.main(["--model", str(tmp_path), str(folder)])
+    with pytest.raises(cli.UserError, match="holds no SavedModel"):
+        predict.main(["--model", str(tmp_path), "--outdir", str(tmp_path / "out"), str(folder)])
 
 
 def test_the_predict_rule_reruns_when_its_images_change(tmp_path, tool_env):
@@ -365,6 +370,8 @@ def test_the_predict_rule_reruns_when_its_images_change(tmp_path, tool_env):
     for done in (export, detections):
         done.parent.mkdir(parents=True)
         done.write_text("")
+        if done == export:  # the predict rule's other input
+            (export.parent / "saved_model").mkdir()
         time.sleep(1.1)
     for folder in ("images", "prelabels"):  # the predict rule's other outputs
         (detections.parent / folder).mkdir()

@@ -836,7 +836,7 @@ def validate_class(
     their usual names in it), and `whole_image_dir` defaults to whole_image/ beside the
     summary."""
     if not isinstance(outputs, dict):
-        outputs = {name: Path(outputs) / file for name, file in OUTPUTS.items()}
+        outputs = cli.in_folder(OUTPUTS, outputs)
     cls = cfg.get_class(class_name)
     manifest = read_manifest(manifest_path)
     if cls.annotation == "whole_image":

@@ -65,6 +65,11 @@ def outputs(args: argparse.Namespace) -> dict[str, Path]:
     return {name: getattr(args, name) or args.outdir / file for name, file in files.items()}
 
 
+def in_folder(files: dict[str, str], folder: Path) -> dict[str, Path]:
+    """The paths of `add_outputs` with every file in `folder` under its usual name."""
+    return {name: Path(folder) / file for name, file in files.items()}
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a stage's main(); a UserError becomes one clear last line and exit 1."""
     setup_logging()
@@ -101,8 +106,8 @@ _job = ""
 # folder it writes (named after its class or run by the rule), or the run whose
 # final.json (in the run's folder) it reads.
 JOB_NAMES = ("--class", "--run")
-JOB_PATHS = ("--output", "--outdir", "--model-dir", "--model", "--output-dir")
-JOB_FOLDERS = ("--final",)
+JOB_PATHS = ("--output", "--outdir", "--model-dir", "--output-dir")
+JOB_FOLDERS = ("--final", "--detections")
 
 
 def job_label(argv: list[str]) -> str:

@@ -26,6 +26,9 @@ from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.predict")
 CONFIG = tt_config.stage("predict", "predict", classes="names")
+# What predicting writes, by its usual name (`--outdir`): the detections, and folders of
+# drawn images and of LabelImg pre-labels.
+OUTPUTS = {"detections": "detections.csv", "images": "images", "prelabels": "prelabels"}
 Skipped = list[tuple[Path, fileio.FileProblem]]
 
 
@@ -142,24 +145,27 @@ def draw(pixels: np.ndarray, detections: list[Detection]) -> Image.Image:
 def predict_folder(
     saved_model: Path, folder: Path, outdir: Path, names: dict[int, str], min_score: float
 ) -> dict:
-    return predict_images(saved_model, *collect_images([folder]), outdir, names, min_score)
+    """A folder's images, with the outputs in `outdir` under their usual names."""
+    outputs = cli.in_folder(OUTPUTS, outdir)
+    return predict_images(saved_model, *collect_images([folder]), outputs, names, min_score)
 
 
 def predict_images(
     saved_model: Path,
     images: list[tuple[Path, Path]],
     skipped: Skipped,
-    outdir: Path,
+    outputs: dict[str, Path],
     names: dict[int, str],
     min_score: float,
 ) -> dict:
-    """Detections, a drawn image and a pre-label for each (image, name) of `collect_images`."""
+    """Detections, a drawn image and a pre-label for each (image, name) of `collect_images`,
+    at `outputs`' paths of `OUTPUTS`."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     # Both folders even when no image is predicted: they are the predict rule's outputs.
     for folder in ("images", "prelabels"):
-        (outdir / folder).mkdir(parents=True, exist_ok=True)
+        outputs[folder].mkdir(parents=True, exist_ok=True)
     rows = []
     done = 0
     stems = output_stems([relative for _, relative in images])
@@ -202,13 +208,13 @@ def predict_images(
                 for d in detections
             ],
         )
-        fileio.write_bytes(outdir / "prelabels" / stem.parent / f"{stem.name}.xml", xml)
+        fileio.write_bytes(outputs["prelabels"] / stem.parent / f"{stem.name}.xml", xml)
         with fileio.atomic_path(
-            outdir / "images" / stem.parent / f"{stem.name}.jpg", suffix=".jpg"
+            outputs["images"] / stem.parent / f"{stem.name}.jpg", suffix=".jpg"
         ) as tmp:
             draw(pixels, detections).save(tmp, "JPEG", quality=90)
     fileio.write_csv(
-        outdir / "detections.csv", ("image", "class", "score", "xmin", "ymin", "xmax", "ymax"), rows
+        outputs["detections"], ("image", "class", "score", "xmin", "ymin", "xmax", "ymax"), rows
     )
     reasons = Counter(problem.reason for _, problem in skipped)
     return {"images": done, "detections": len(rows), "skipped": dict(sorted(reasons.items()))}
@@ -237,28 +243,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "paths", type=Path, nargs="*", help="image files and folders (default: predict.input)"
     )
-    parser.add_argument(
-        "--outdir", type=Path, help="default: predict/RUN beside the export rule's folders"
-    )
+    cli.add_outputs(parser, **OUTPUTS)
     parser.add_argument("--min-score", type=float, help="default: predict.min_score")
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
+    outputs = cli.outputs(args)
     paths = args.paths or ([Path(cfg.predict.input).expanduser()] if cfg.predict.input else [])
     if not paths:
         raise cli.UserError("name image files or folders to predict, or set predict.input")
     saved_model = saved_model_of(args.model)
     images, skipped = collect_images(paths)
-    export_dir = saved_model.resolve().parent  # the export rule's folder of the run
-    outdir = args.outdir or export_dir.parent.parent / "predict" / export_dir.name
     min_score = cfg.predict.min_score if args.min_score is None else args.min_score
     names = {c.label_id: c.name for c in cfg.classes}
-    result = predict_images(saved_model, images, skipped, outdir, names, min_score)
+    result = predict_images(saved_model, images, skipped, outputs, names, min_score)
     log.info(
         "%d detections on %d images (skipped: %s); LabelImg pre-labels in %s",
         result["detections"],
         result["images"],
         result["skipped"] or "none",
-        outdir / "prelabels",
+        outputs["prelabels"],
     )
     return 0
 

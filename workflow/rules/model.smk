@@ -126,6 +126,7 @@ rule export:
 rule predict:
     input:
         export="results/export/{run}/export.json",
+        saved_model="results/export/{run}/saved_model",
         images=predict_inputs(),
     output:
         detections="results/predict/{run}/detections.csv",
@@ -143,8 +144,7 @@ rule predict:
         runtime=60,
     params:
         cfg=stage_json("predict"),
-        model=lambda w, input: Path(input.export).parent,
-        outdir=output_folder(),
     shell:
-        "python -m tumbletrain.predict --config-json {params.cfg}"
-        " --model {params.model} --outdir {params.outdir} 2> {log}"
+        "python -m tumbletrain.predict --config-json {params.cfg} --model {input.saved_model}"
+        " --detections {output.detections} --images {output.images}"
+        " --prelabels {output.prelabels} 2> {log}"
