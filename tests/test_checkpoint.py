@@ -270,9 +270,12 @@ def test_a_redirect_to_a_file_url_is_refused(tmp_path, server):
         fetch(tmp_path, source(f"{base}/ckpt.tar.gz"))
 
 
+@pytest.mark.parametrize("output", [None, "elsewhere/ready.json"])
 def test_the_command_removes_a_killed_extraction_and_extracts_again(
-    tmp_path, tool_env, dead_writer
+    tmp_path, tool_env, dead_writer, output
 ):
+    """... and writes checkpoint.json where --output says (the rule's output), by default
+    beside the extracted checkpoint."""
     archive = tmp_path / "ckpt.tar.gz"
     archive.write_bytes(CKPT)
     out = tmp_path / "out"
@@ -282,14 +285,18 @@ def test_the_command_removes_a_killed_extraction_and_extracts_again(
     raw = {"classes": {"cat": {}}, "model": {"checkpoint": {"url": f"file://{archive}"}}}
     result = subprocess.run(
         [sys.executable, "-m", "tumbletrain.model", "checkpoint", "--output-dir", str(out)]
-        + ["--config-json", json.dumps(raw)],
+        + ["--config-json", json.dumps(raw)]
+        + (["--output", str(tmp_path / output)] if output else []),
         env=tool_env,
         timeout=300,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json", "extracted"]
+    info = json.loads((tmp_path / (output or "out/checkpoint.json")).read_text())
+    assert Path(info["prefix"]).is_relative_to(out / "extracted")
+    written = ["extracted"] if output else ["checkpoint.json", "extracted"]
+    assert sorted(p.name for p in out.iterdir()) == written
 
 
 def test_offline_is_one_line_with_the_offline_options(tmp_path, tool_env):

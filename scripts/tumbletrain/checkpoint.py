@@ -263,8 +263,12 @@ def find_prefix(root: Path) -> str:
     return latest or str(indexes[-1].with_suffix(""))
 
 
-def fetch_checkpoint(source: tt_config.CheckpointSource, root: Path) -> dict:
-    """Download, verify and extract; writes `checkpoint.json` beside the files last."""
+def fetch_checkpoint(
+    source: tt_config.CheckpointSource, root: Path, output: Path | None = None
+) -> dict:
+    """Download into `root`, verify and extract there; writes `output` (default
+    `root/checkpoint.json`) last."""
+    output = output or root / "checkpoint.json"
     root.mkdir(parents=True, exist_ok=True)
     local = local_path(source.url)
     if local is not None:
@@ -283,7 +287,7 @@ def fetch_checkpoint(source: tt_config.CheckpointSource, root: Path) -> dict:
         log.info("using the checkpoint folder %s as it is (not verified by a hash)", archive)
         info = {"url": source.url, "sha256": None, "sha256_verified": False}
         info["prefix"] = find_prefix(archive)
-        fileio.write_json(root / "checkpoint.json", info)
+        fileio.write_json(output, info)
         return info
     seen = sha256_of(archive)
     if source.sha256 and seen != source.sha256:
@@ -303,5 +307,5 @@ def fetch_checkpoint(source: tt_config.CheckpointSource, root: Path) -> dict:
         "sha256_verified": bool(source.sha256),
         "prefix": find_prefix(extracted),
     }
-    fileio.write_json(root / "checkpoint.json", info)
+    fileio.write_json(output, info)
     return info

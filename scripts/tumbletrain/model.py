@@ -43,7 +43,7 @@ def cmd_checkpoint(cfg: tt_config.WorkflowConfig, args) -> None:
 
     if cfg.model.checkpoint is None:
         raise cli.UserError("model.checkpoint is null: there is nothing to download")
-    info = fetch_checkpoint(cfg.model.checkpoint, args.output_dir)
+    info = fetch_checkpoint(cfg.model.checkpoint, args.output_dir, args.output)
     log.info("checkpoint ready: %s (sha256 %s)", info["prefix"], info["sha256"])
 
 
@@ -106,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("checkpoint", help="download, verify and extract model.checkpoint")
     tt_config.add_config_arguments(p)
-    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="where the archive is downloaded and extracted (kept: a re-run resumes)",
+    )
+    p.add_argument(
+        "--output", type=Path, help="checkpoint.json, written last (default: in OUTPUT_DIR)"
+    )
     p.set_defaults(run=cmd_checkpoint, stage=CHECKPOINT)
 
     p = sub.add_parser("train", help="train from the records (resumes from the last checkpoint)")

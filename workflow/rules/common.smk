@@ -58,8 +58,9 @@ def stage_json(stage, cls=None):
 
 
 def output_folder(key=0):
-    """A param: the folder of one of the rule's outputs, where the command writes
-    it and its companions (a renamed output moves them along)."""
+    """A param: the folder of one of the rule's outputs, for what the command keeps
+    there undeclared (a run's model directory, the checkpoint's download, the LabelImg
+    folder the hand-off file marks): a renamed output moves it along."""
 
     def folder(wildcards, output):
         return Path(output[key]).parent

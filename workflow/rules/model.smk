@@ -13,10 +13,12 @@ rule checkpoint_download:
         runtime=60,
     params:
         cfg=stage_json("checkpoint_download"),
+        # The download and the extracted checkpoint: not outputs, so that a stopped
+        # download resumes.
         folder=output_folder(),
     shell:
         "python -m tumbletrain.model checkpoint --config-json {params.cfg}"
-        " --output-dir {params.folder} 2> {log}"
+        " --output {output} --output-dir {params.folder} 2> {log}"
 
 
 rule train:
