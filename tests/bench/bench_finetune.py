@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_training import Trainer, demo_config, demo_records, real_size
+from bench_training import Trainer, demo_records, real_size, threaded_demo_config
 from common import report, scaled, target
 from tumbletrain import features
 
@@ -137,11 +137,8 @@ def pipeline_ratio(trainer: Trainer, steps: int, repeat: int) -> tuple[float, fl
 
 
 def main() -> dict:
-    import tensorflow as tf
 
-    cfg = demo_config()
-    tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
-    tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
+    cfg = threaded_demo_config()
     steps = scaled(20)
     repeat = 3
     rows, figures = [], {}

@@ -35,6 +35,16 @@ def demo_config() -> config.WorkflowConfig:
     return config.parse(raw)
 
 
+def threaded_demo_config() -> config.WorkflowConfig:
+    """The demo's config, with TensorFlow's threads set as the train command sets them."""
+    import tensorflow as tf
+
+    cfg = demo_config()
+    tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
+    return cfg
+
+
 def demo_splits(cfg: config.WorkflowConfig, root: Path) -> dict[str, experiment.DataSplit]:
     """Demo images -> lists -> records of each split, in-process, as the workflow writes them."""
     ids = {c.name: c.label_id for c in cfg.classes}
@@ -139,11 +149,8 @@ def row(name: str, trainer: Trainer, feed: str, rate: float) -> dict:
 
 
 def main() -> dict:
-    import tensorflow as tf
 
-    cfg = demo_config()
-    tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
-    tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
+    cfg = threaded_demo_config()
     steps = scaled(40)
     repeat = 3
     with tempfile.TemporaryDirectory(dir=os.environ.get("TT_BENCH_TMP")) as tmp:
