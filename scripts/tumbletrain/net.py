@@ -202,10 +202,8 @@ class Net:
         self._lock = threading.Lock()
         retry = PolicyRetry(
             total=None,
-            connect=policy.retries,
-            read=policy.retries,
-            status=policy.retries,
-            other=policy.retries,
+            # One budget for every kind of failure a request can meet.
+            **dict.fromkeys(("connect", "read", "status", "other"), policy.retries),
             redirect=False,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=("GET", "HEAD"),
