@@ -189,6 +189,23 @@ SLURM_ARGS = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tiny run's users last but the SLURM trainings of their own; otherwise file order.
+
+    The tiny run starts with the session (tiny_run_started) and mostly waits:
+    its first user, early in file order (test_config), used to block on it for
+    four minutes with nothing else running. The SLURM tests with projects of
+    their own go after it, so their jobs do not queue behind its jobs.
+    """
+
+    def phase(item: pytest.Item) -> int:
+        if "tiny_run" in item.fixturenames:
+            return 1
+        return 2 if item.get_closest_marker("slurm") else 0
+
+    items.sort(key=phase)  # stable: file order within each phase
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_run_started(request, tmp_path_factory, tool_env):
     """Starts the tiny run in the background as soon as the session starts, if a test needs it.
