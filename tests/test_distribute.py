@@ -139,14 +139,26 @@ def test_workers_without_a_cluster_is_a_clear_error(monkeypatch):
         make_strategy(train_config(workers=2))
 
 
+def dead_proxy() -> dict[str, str]:
+    """A web proxy as clusters set one for the way out, here one that nothing answers
+    (the port of a socket just closed): gRPC would send the workers' traffic to it."""
+    url = f"http://127.0.0.1:{free_port()}"
+    return {"http_proxy": url, "https_proxy": url, "grpc_proxy": url, "no_proxy": ""}
+
+
 @pytest.mark.slow
-def test_two_workers_on_localhost_reduce_together(tmp_path):
+@pytest.mark.parametrize("proxy", [False, True], ids=["direct", "behind_a_web_proxy"])
+def test_two_workers_on_localhost_reduce_together(proxy):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    proxy_env = dead_proxy() if proxy else {}
     processes = []
     for index in range(2):
         env = {
             **os.environ,
+            **proxy_env,
+            # Without the bypass the workers never join: fail in a minute, not five.
+            "TUMBLETRAIN_WORKER_STARTUP_TIMEOUT_S": "60",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "WORKER_VALUE": str(index + 1),
             "TF_CONFIG": json.dumps(
@@ -294,6 +306,19 @@ def test_a_worker_restores_the_chiefs_checkpoint_and_never_deletes_it(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)) == saved
     assert tf.io.gfile.glob(saved + ".*"), "the worker deleted the chief's checkpoint"
     assert str(scratch).startswith(tempfile.gettempdir())
+
+
+def test_the_workers_bypass_the_proxy_and_the_users_no_proxy_stays(monkeypatch):
+    from tumbletrain.distribute import GRPC_NO_PROXY, NO_PROXY, bypass_proxy
+
+    monkeypatch.delenv(GRPC_NO_PROXY, raising=False)
+    monkeypatch.setenv(NO_PROXY, "localhost,.example.org")
+    bypass_proxy({"worker": ["node01:8888", "node02:8888", "localhost:8889"]})
+    assert os.environ[GRPC_NO_PROXY] == "localhost,.example.org,node01,node02"
+    assert os.environ[NO_PROXY] == "localhost,.example.org", "the harvest's own setting"
+    monkeypatch.setenv(GRPC_NO_PROXY, "grpc.example.org")
+    bypass_proxy({"chief": ["10.0.0.1:2222"], "worker": ["10.0.0.2:2222"]})
+    assert os.environ[GRPC_NO_PROXY] == "grpc.example.org,10.0.0.1,10.0.0.2"
 
 
 def test_a_global_batch_that_does_not_split_among_replicas_is_a_clear_error():

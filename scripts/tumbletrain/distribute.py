@@ -47,6 +47,10 @@ STARTUP_TIMEOUT_S = float(os.environ.get("TUMBLETRAIN_WORKER_STARTUP_TIMEOUT_S",
 # whose own clean-up never runs, leaves nothing behind on the launcher's node.
 SCRATCH_ROOT_ENV = "TUMBLETRAIN_WORKER_SCRATCH"
 
+# gRPC reads these names in lower case only.
+GRPC_NO_PROXY = "no_grpc_proxy"
+NO_PROXY = "no_proxy"
+
 
 def worker_count(train: tt_config.TrainConfig) -> int:
     return train.nodes * train.workers
@@ -257,6 +261,23 @@ def startup_watchdog(task: int, workers: int, timeout_s: float) -> subprocess.Po
     )
 
 
+def bypass_proxy(cluster: dict) -> None:
+    """Let the workers reach one another directly, whatever web proxy the environment sets.
+
+    gRPC, which carries the workers' traffic, honours `grpc_proxy`, `https_proxy`
+    and `http_proxy` (grpc/grpc's doc/environment_variables.md), which clusters
+    often set for their way out to the web: the workers would then call one
+    another through that proxy, which cannot reach them, and never join.
+    `no_grpc_proxy` is read by gRPC alone and, when set, instead of `no_proxy`:
+    the user's `no_proxy` entries are carried into it, and other programs'
+    proxy settings stay as they were.
+    """
+    hosts = {address.rsplit(":", 1)[0] for tasks in cluster.values() for address in tasks}
+    current = os.environ.get(GRPC_NO_PROXY, os.environ.get(NO_PROXY, ""))
+    entries = [entry for entry in current.split(",") if entry.strip()]
+    os.environ[GRPC_NO_PROXY] = ",".join(entries + sorted(hosts - set(entries)))
+
+
 def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TIMEOUT_S):
     """MultiWorkerMirroredStrategy over every worker, or an ERROR if one does not join in time.
 
@@ -271,6 +292,7 @@ def multi_worker_strategy(gpus: int, workers: int, timeout_s: float = STARTUP_TI
     resolver = cluster_resolver(gpus, workers)
     spec = resolver.cluster_spec()  # SLURM's resolver knows its task only after this
     task = resolver.task_id
+    bypass_proxy(spec.as_dict())
     watchdog = startup_watchdog(task, workers, timeout_s)
     if gpus:
         options = tf.distribute.experimental.CommunicationOptions(
