@@ -62,7 +62,8 @@ def outputs(args: argparse.Namespace) -> dict[str, Path]:
     missing = ["--" + name.replace("_", "-") for name in files if getattr(args, name) is None]
     if missing and args.outdir is None:
         raise UserError(f"give {', '.join(missing)}, or --outdir for the ones not given")
-    return {name: getattr(args, name) or args.outdir / file for name, file in files.items()}
+    usual = in_folder(files, args.outdir) if missing else {}
+    return {name: getattr(args, name) or usual[name] for name in files}
 
 
 def in_folder(files: dict[str, str], folder: Path) -> dict[str, Path]:
