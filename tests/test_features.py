@@ -17,9 +17,9 @@ SQUARE = {"min_side": 128, "max_side": 128}
 
 
 def cached_raw(**train) -> dict:
+    """A frozen backbone: train.feature_cache's default (auto) then uses the cache."""
     raw = learn_raw(**train)
     raw["model"]["freeze_backbone"] = True
-    raw["train"]["feature_cache"] = True
     return raw
 
 
@@ -109,16 +109,34 @@ def test_cached_features_are_the_backbones_forward(square_records, tmp_path, cap
     assert features.backbone_digest(other.backbone, 128) != digest
 
 
-def test_feature_cache_needs_a_frozen_backbone_and_one_worker():
-    raw = cached_raw()
-    raw["model"]["freeze_backbone"] = False
-    with pytest.raises(cli.UserError, match="model.freeze_backbone: true"):
-        training.check_feature_cache(config.parse(raw), Path("cache"))
-    raw = cached_raw(workers=2)
-    with pytest.raises(cli.UserError, match="one worker"):
-        training.check_feature_cache(config.parse(raw), Path("cache"))
-    with pytest.raises(cli.UserError, match="--feature-cache"):
-        training.check_feature_cache(config.parse(cached_raw()), None)
+def test_feature_cache_auto_uses_it_where_it_can_and_true_insists(caplog):
+    def use(raw, folder=Path("cache")):
+        return training.use_feature_cache(config.parse(raw), folder)
+
+    assert config.parse(cached_raw()).train.feature_cache == "auto"
+    with caplog.at_level(logging.INFO, logger="tumbletrain.training"):
+        assert use(cached_raw()) is True
+    assert "train.feature_cache auto: on" in caplog.text
+    trained = cached_raw()
+    trained["model"]["freeze_backbone"] = False
+    cases = [
+        (trained, Path("cache"), "the backbone trains", "model.freeze_backbone: true"),
+        (cached_raw(workers=2), Path("cache"), "several workers train", "one worker"),
+        (cached_raw(), None, "no --feature-cache folder", "no --feature-cache folder was given"),
+    ]
+    for raw, folder, why, fix in cases:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tumbletrain.training"):
+            assert use(raw, folder) is False, why
+        assert f"train.feature_cache auto: off ({why})" in caplog.text
+        raw["train"]["feature_cache"] = True
+        with pytest.raises(cli.UserError, match=re.escape(fix)):
+            use(raw, folder)
+        raw["train"]["feature_cache"] = False
+        assert use(raw, folder) is False
+    off = cached_raw()
+    off["train"]["feature_cache"] = False
+    assert use(off) is False
 
 
 PRETRAIN_STEPS = 300
@@ -143,6 +161,7 @@ def test_training_on_cached_features_learns(tmp_path):
     raw["model"]["init_modules"] = ["backbone"]
     extra = ["--checkpoint-json", "checkpoint.json", "--feature-cache", "features"]
     result = model_cli(tmp_path, raw, *train_args("learn", extra))
+    assert "train.feature_cache auto: on" in result.stderr, result.stderr[-3000:]
     assert re.search(r"0 images read from it, \d+ computed", result.stderr), result.stderr[-3000:]
     final = json.loads((tmp_path / "results/train/learn/final.json").read_text())
     assert final["step"] == CACHED_STEPS and final["freeze_backbone"] is True
@@ -156,10 +175,8 @@ def test_the_feature_cache_is_part_of_the_fingerprint_only_when_on(square_record
     base, raw = square_records
     split = training.data_split(sorted(base.glob("results/records/*_training.json")))
     inputs = training.TrainInputs(split, None, None)
-    on = training.fingerprint(config.parse(raw), inputs, False)
-    raw_off = json.loads(json.dumps(raw))
-    raw_off["train"]["feature_cache"] = False
-    off = training.fingerprint(config.parse(raw_off), inputs, False)
+    on = training.fingerprint(config.parse(raw), inputs, False, cached=True)
+    off = training.fingerprint(config.parse(raw), inputs, False, cached=False)
     assert on["fingerprint"] != off["fingerprint"]
     # Runs made before the option keep their fingerprint (no new key when off).
     assert "feature_cache" not in off["parts"]["train"]

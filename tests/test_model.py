@@ -189,7 +189,7 @@ def test_the_fingerprint_follows_records_classes_and_model_config(tiny_records, 
     from tumbletrain import training
 
     def fingerprint(raw, base=tiny_records):
-        return training.fingerprint(config.parse(raw), tiny_inputs(base), False)
+        return training.fingerprint(config.parse(raw), tiny_inputs(base), False, cached=False)
 
     first = fingerprint(tiny_raw())
     assert fingerprint(tiny_raw()) == first

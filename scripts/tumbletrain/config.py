@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import yaml
@@ -180,7 +180,7 @@ class TrainConfig(_Strict):
     warm_start_steps: int | None
     keep_runs: int
     select: str
-    feature_cache: bool
+    feature_cache: bool | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -686,7 +686,8 @@ def _rows(prefix: str, spec: dict):
 
 def _kind(spec: dict) -> str:
     if "enum" in spec:
-        return " \\| ".join(f"`{v}`" for v in spec["enum"])
+        # YAML's spelling: true, not Python's True.
+        return " \\| ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in spec["enum"])
     if "$ref" in spec:
         return "object"
     kinds = spec.get("type", "any")

@@ -82,7 +82,9 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def fingerprint(cfg: tt_config.WorkflowConfig, inputs: TrainInputs, mixed: bool) -> dict:
+def fingerprint(
+    cfg: tt_config.WorkflowConfig, inputs: TrainInputs, mixed: bool, cached: bool
+) -> dict:
     """What defines a run, and its sha256: records' content, label map, model-shaping config."""
     splits = [split for split in (inputs.training, inputs.validation) if split]
     parts = {
@@ -94,7 +96,7 @@ def fingerprint(cfg: tt_config.WorkflowConfig, inputs: TrainInputs, mixed: bool)
             "mixed_precision": mixed,
             # Training on cached features drops the scale jitter: another run.
             # Only when on, so that the runs made before the option keep their fingerprint.
-            **({"feature_cache": True} if cfg.train.feature_cache else {}),
+            **({"feature_cache": True} if cached else {}),
         },
     }
     text = json.dumps(parts, sort_keys=True)
@@ -295,22 +297,38 @@ class TrainingProgress:
         self.bar.close()
 
 
-def check_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None) -> None:
-    """train.feature_cache needs a frozen backbone, one worker and a folder for the cache."""
-    if not cfg.train.feature_cache:
-        return
-    if not cfg.model.effective_freeze_backbone:
-        raise cli.UserError(
-            "train.feature_cache caches the frozen backbone's outputs: set "
-            "model.freeze_backbone: true, or train.feature_cache: false"
-        )
-    if cfg.train.nodes * cfg.train.workers > 1:
-        raise cli.UserError(
-            "train.feature_cache trains on one worker; set train.nodes and train.workers to 1 "
-            "or train.feature_cache: false"
-        )
-    if feature_cache is None:
-        raise cli.UserError("train.feature_cache is on but no --feature-cache folder was given")
+def use_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None) -> bool:
+    """Whether this run trains on cached backbone outputs (train.feature_cache).
+
+    `auto` uses the cache whenever it can: a frozen backbone, one worker and a
+    folder to keep it in. `true` asks for it and is an error where it cannot be.
+    """
+    wanted = cfg.train.feature_cache
+    # (met, why auto leaves it off, what an explicit true must change)
+    needs = [
+        (
+            cfg.model.effective_freeze_backbone,
+            "the backbone trains",
+            "caches the frozen backbone's outputs: set model.freeze_backbone: true",
+        ),
+        (
+            cfg.train.nodes * cfg.train.workers == 1,
+            "several workers train",
+            "trains on one worker; set train.nodes and train.workers to 1",
+        ),
+        (
+            feature_cache is not None,
+            "no --feature-cache folder",
+            "is on but no --feature-cache folder was given",
+        ),
+    ]
+    unmet = [(why, fix) for met, why, fix in needs if not met]
+    if wanted is True and unmet:
+        raise cli.UserError(f"train.feature_cache {unmet[0][1]}, or train.feature_cache: false")
+    used = wanted is not False and not unmet
+    if wanted == "auto":
+        log.info("train.feature_cache auto: %s", f"off ({unmet[0][0]})" if unmet else "on")
+    return used
 
 
 def restore_start(start: Start, model) -> None:
@@ -449,7 +467,7 @@ def train(
         raise cli.UserError(
             "there are no training images; check each class's summary.json of the annotations stage"
         )
-    check_feature_cache(cfg, feature_cache)
+    cached = use_feature_cache(cfg, feature_cache)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
     # Before any other op: several workers must join their cluster at start-up.
@@ -468,7 +486,7 @@ def train(
             init_modules=start.modules if start else None,
         )
 
-    current = fingerprint(cfg, inputs, mixed)
+    current = fingerprint(cfg, inputs, mixed, cached)
     model_dir.mkdir(parents=True, exist_ok=True)
     # The chief archives a finished run first; the other workers then plan from what it left.
     state, start, resuming = distribute.chief_first(
@@ -506,7 +524,7 @@ def train(
     # The trainer calls task.initialize for a new run only; ours restores the
     # planned modules (the Model Garden's stops at backbone and decoder).
     task.initialize = functools.partial(restore_start, start)
-    if cfg.train.feature_cache:
+    if cached:
         from . import features
 
         backbone = "backbone" in start.modules and start.checkpoint
