@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import REPO, cpu_seconds, distinct_jpegs, report, scaled, target
+from common import HAS_NEARDUP, REPO, cpu_seconds, distinct_jpegs, report, scaled, target
 from PIL import Image
 
 CLASSES = 20
@@ -86,7 +86,8 @@ def project(root: Path, per_class: int) -> list[str]:
     raw: dict = {"classes": classes}
     # Near-duplicate signatures and grouping are timed on their own in
     # bench_neardup (cold and cached); here the rest of the data path.
-    raw["split"] = {"group_near_duplicates": False}
+    if HAS_NEARDUP:
+        raw["split"] = {"group_near_duplicates": False}
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
     return ["results/label_map.csv"] + [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
 import os
@@ -12,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import distinct_jpegs, profile, report, scaled, target, timed, timed_cpu
+from common import HAS_NEARDUP, distinct_jpegs, profile, report, scaled, target, timed, timed_cpu
 from lxml import etree
 from PIL import Image
 from tumbletrain import annotations, config, store, vocxml
@@ -66,7 +65,6 @@ def bare_minimum(folder: Path) -> int:
 # The same benchmark runs on older code for the "before" figures (PYTHONPATH at
 # an older checkout): options it lacks are left out.
 VALIDATE_OPTIONS = inspect.signature(annotations.validate_class).parameters
-HAS_NEARDUP = importlib.util.find_spec("tumbletrain.neardup") is not None
 
 
 def signatures(root: Path, manifest: Path) -> Path | None:
@@ -106,7 +104,7 @@ def raw_config(root: Path) -> dict:
 def command(root: Path, manifest: Path, grouping: bool = True) -> None:
     """The annotations command as the rule runs it (threads: 2), start-up included."""
     raw = raw_config(root)
-    if not grouping:
+    if not grouping and HAS_NEARDUP:
         raw["split"] = {"group_near_duplicates": False}
     subprocess.run(
         [

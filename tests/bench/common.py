@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -19,6 +20,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 RESULTS = REPO / "results" / "bench"
+# The benchmarks also run on older code for "before" figures (PYTHONPATH at an
+# older checkout): near-duplicate grouping, and its switch, came with issue #20.
+HAS_NEARDUP = importlib.util.find_spec("tumbletrain.neardup") is not None
 # TT_BENCH_SCALE=0.1 runs every benchmark at a tenth of its size.
 SCALE = float(os.environ.get("TT_BENCH_SCALE", "1"))
 
