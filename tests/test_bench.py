@@ -26,3 +26,16 @@ def test_each_benchmark_imports_alone(module):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_make_bench_runs_every_benchmark():
+    """run.py imports a benchmark by its name in its list: a new file left out would never run."""
+    listed = subprocess.run(
+        [sys.executable, "-c", "import run; print(' '.join(run.BENCHMARKS))"],
+        cwd=BENCH,
+        env={**os.environ, "PYTHONPATH": str(BENCH.parents[1] / "scripts")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(listed) == sorted(p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py"))
