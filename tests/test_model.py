@@ -207,6 +207,11 @@ def test_the_fingerprint_follows_records_classes_and_model_config(tiny_records, 
     changed = fingerprint(tiny_raw(), copy)
     assert changed["fingerprint"] != first["fingerprint"]
     assert training.changes(first, changed) == "records changed: square_verification.tfrecord"
+    # As read back from run.json: only what changed is named.
+    stored = json.loads(json.dumps(first))
+    assert training.changes(stored, fingerprint(tiny_raw(train={"steps": 7}))) == (
+        "train config changed"
+    )
 
 
 def test_a_new_training_starts_where_warm_start_and_the_previous_run_allow(tmp_path):

@@ -100,7 +100,9 @@ def fingerprint(
         },
     }
     text = json.dumps(parts, sort_keys=True)
-    return {"fingerprint": hashlib.sha256(text.encode()).hexdigest(), "parts": parts}
+    # The parts as run.json stores them (lists, not the config's tuples), so that
+    # `changes` compares a stored fingerprint with a new one like for like.
+    return {"fingerprint": hashlib.sha256(text.encode()).hexdigest(), "parts": json.loads(text)}
 
 
 def changes(old: dict, new: dict) -> str:
