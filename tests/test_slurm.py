@@ -97,6 +97,15 @@ def scontrol_job(job_id: str) -> str:
     ).stdout
 
 
+def queued_from(folder: Path) -> list[str]:
+    """The ids of the jobs SLURM still holds that were submitted from `folder`."""
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--format=%i %Z"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = (line.split(maxsplit=1) for line in listed.splitlines())
+    return [job for job, workdir in rows if Path(workdir) == folder]
+
+
 def slurm_project(local_data_run, tmp_path, **train) -> Path:
     """A copy of the project whose data stages ran, with other training settings."""
     project = tmp_path / "project"
@@ -266,6 +275,11 @@ def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(
             subprocess.run(["scancel", job_id], check=False)
         run.kill()  # Snakemake would wait for the job's status before it stops
         run.wait(timeout=60)
+        # A job the plugin submitted beside the one seen would stay queued for
+        # good on this one-node cluster (two were left by full runs).
+        leftover = queued_from(project)
+        if leftover:
+            subprocess.run(["scancel", *leftover], check=False)
     assert call and job_id
     for flag in ("--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--gpus-per-node=4"):
         assert flag in call[1].split(), call[1]
