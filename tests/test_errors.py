@@ -227,3 +227,19 @@ def test_a_failing_job_shows_its_error_without_a_profile(tmp_path, tool_env):
         "ERROR: class 'cat' has no image source with images (folders: data/cat): "
         "put images in its folders or give it `tumblr:` queries or `demo:` in the config"
     )
+
+
+def test_a_feature_cache_it_cannot_use_is_refused_before_any_job(tmp_path, tool_env):
+    """Several workers run under srun, which may queue for long before the command could say it."""
+    from conftest import TINY_CONFIG, snakemake, write_project
+
+    raw = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "feature_cache": True, "workers": 2}}
+    raw["model"] = {**TINY_CONFIG["model"], "freeze_backbone": True}
+    write_project(tmp_path, raw)
+    result = snakemake(tmp_path, tool_env, "-n", timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ERROR: train.feature_cache trains on one worker; set train.nodes and train.workers to 1, "
+        "or train.feature_cache: false"
+    ), result.stderr[-2000:]
+    assert not (tmp_path / "results").exists()

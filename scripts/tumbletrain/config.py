@@ -211,6 +211,22 @@ class WorkflowConfig(_Strict):
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
+    def feature_cache_unmet(self) -> list[tuple[str, str]]:
+        """What stops train.feature_cache: (why `auto` leaves it off, what `true` must change)."""
+        needs = [
+            (
+                self.model.effective_freeze_backbone,
+                "the backbone trains",
+                "caches the frozen backbone's outputs: set model.freeze_backbone: true",
+            ),
+            (
+                self.train.nodes * self.train.workers == 1,
+                "several workers train",
+                "trains on one worker; set train.nodes and train.workers to 1",
+            ),
+        ]
+        return [(why, fix) for met, why, fix in needs if not met]
+
     def get_class(self, name: str) -> ClassConfig:
         for cls in self.classes:
             if cls.name == name:
@@ -412,7 +428,7 @@ def build(data: dict) -> WorkflowConfig:
         )
     model = data["model"]
     checkpoint = model.get("checkpoint")
-    return WorkflowConfig(
+    cfg = WorkflowConfig(
         classes=tuple(classes),
         demo=_build(DemoConfig, data["demo"]),
         tumblr=_build(TumblrConfig, data["tumblr"]),
@@ -430,6 +446,11 @@ def build(data: dict) -> WorkflowConfig:
         evaluate=_build(EvaluateConfig, data["evaluate"]),
         predict=_build(PredictConfig, data["predict"]),
     )
+    # Before any job starts: a multi-worker job could otherwise wait in the queue to say it.
+    unmet = cfg.feature_cache_unmet() if cfg.train.feature_cache is True else []
+    if unmet:
+        raise ConfigError(f"train.feature_cache {unmet[0][1]}, or train.feature_cache: false")
+    return cfg
 
 
 def parse(raw: dict, files: tuple[Path, ...] = ()) -> WorkflowConfig:

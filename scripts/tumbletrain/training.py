@@ -303,33 +303,18 @@ def use_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None)
     """Whether this run trains on cached backbone outputs (train.feature_cache).
 
     `auto` uses the cache whenever it can: a frozen backbone, one worker and a
-    folder to keep it in. `true` asks for it and is an error where it cannot be.
+    folder to keep it in. `true` asks for it: the config refuses it without the
+    first two (`WorkflowConfig.feature_cache_unmet`), and here without a folder.
     """
     wanted = cfg.train.feature_cache
-    # (met, why auto leaves it off, what an explicit true must change)
-    needs = [
-        (
-            cfg.model.effective_freeze_backbone,
-            "the backbone trains",
-            "caches the frozen backbone's outputs: set model.freeze_backbone: true",
-        ),
-        (
-            cfg.train.nodes * cfg.train.workers == 1,
-            "several workers train",
-            "trains on one worker; set train.nodes and train.workers to 1",
-        ),
-        (
-            feature_cache is not None,
-            "no --feature-cache folder",
-            "is on but no --feature-cache folder was given",
-        ),
-    ]
-    unmet = [(why, fix) for met, why, fix in needs if not met]
-    if wanted is True and unmet:
-        raise cli.UserError(f"train.feature_cache {unmet[0][1]}, or train.feature_cache: false")
+    unmet = [why for why, _ in cfg.feature_cache_unmet()]
+    if feature_cache is None:
+        if wanted is True:
+            raise cli.UserError("train.feature_cache is on but no --feature-cache folder was given")
+        unmet.append("no --feature-cache folder")
     used = wanted is not False and not unmet
     if wanted == "auto":
-        log.info("train.feature_cache auto: %s", f"off ({unmet[0][0]})" if unmet else "on")
+        log.info("train.feature_cache auto: %s", f"off ({unmet[0]})" if unmet else "on")
     return used
 
 
