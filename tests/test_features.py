@@ -68,6 +68,9 @@ def test_cached_features_are_the_backbones_forward(square_records, tmp_path, cap
         cached, labels = features.compute(params.task, data, split.files, model.backbone, store)
     assert f"0 images read from it, {split.images} computed" in caplog.text
     assert all(len(v) == 2 * split.images for v in cached.values())
+    # The memory cap's figure, from the config and the backbone's shapes alone.
+    arrays = [*cached.values(), *tf.nest.flatten(labels)]
+    assert features.held_bytes(params.task.model, split.images) == sum(a.nbytes for a in arrays)
     assert len(list(tmp_path.rglob("*.npz"))) == split.images
 
     images, mg_labels = unaugmented_batch(task, params, split.images)
@@ -110,19 +113,29 @@ def test_cached_features_are_the_backbones_forward(square_records, tmp_path, cap
 
 
 def test_feature_cache_auto_uses_it_where_it_can_and_true_insists(caplog):
+    held = 1.5e9  # bytes the cache would hold; the default cap is 2 GB
+
     def use(raw, folder=Path("cache")):
-        return training.use_feature_cache(config.parse(raw), folder)
+        return training.use_feature_cache(config.parse(raw), folder, lambda: held)
 
     assert config.parse(cached_raw()).train.feature_cache == "auto"
     with caplog.at_level(logging.INFO, logger="tumbletrain.training"):
         assert use(cached_raw()) is True
-    assert "train.feature_cache auto: on" in caplog.text
+    assert "train.feature_cache auto: on (1.50 GB in memory)" in caplog.text
     trained = cached_raw()
     trained["model"]["freeze_backbone"] = False
+    capped = cached_raw()
+    capped["train"]["feature_cache_max_gb"] = 1
     cases = [
         (trained, Path("cache"), "the backbone trains", "model.freeze_backbone: true"),
         (cached_raw(workers=2), Path("cache"), "several workers train", "one worker"),
         (cached_raw(), None, "no --feature-cache folder", "no --feature-cache folder was given"),
+        (
+            capped,
+            Path("cache"),
+            "its 1.5 GB would pass train.feature_cache_max_gb, 1",
+            "would hold 1.5 GB in memory, above train.feature_cache_max_gb (1)",
+        ),
     ]
     for raw, folder, why, fix in cases:
         caplog.clear()
@@ -130,8 +143,9 @@ def test_feature_cache_auto_uses_it_where_it_can_and_true_insists(caplog):
             assert use(raw, folder) is False, why
         assert f"train.feature_cache auto: off ({why})" in caplog.text
         raw["train"]["feature_cache"] = True
-        # The config refuses what it can see, before any job; a missing folder, the command.
-        with pytest.raises(cli.UserError if folder is None else config.ConfigError) as error:
+        # The config refuses what it can see, before any job; the rest, the command.
+        refused_by_config = why in ("the backbone trains", "several workers train")
+        with pytest.raises(config.ConfigError if refused_by_config else cli.UserError) as error:
             use(raw, folder)
         assert fix in str(error.value)
         raw["train"]["feature_cache"] = False

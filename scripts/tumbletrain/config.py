@@ -181,6 +181,7 @@ class TrainConfig(_Strict):
     keep_runs: int
     select: str
     feature_cache: bool | Literal["auto"]
+    feature_cache_max_gb: float
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,39 @@ def decoder_levels(backbone, min_level: int) -> set[str]:
     return {level for level in backbone.output_specs if int(level) >= min_level}
 
 
+def held_bytes(model_config, images: int) -> int:
+    """The bytes `compute` returns for `images` images, and training then holds in memory.
+
+    Per image and flip: the levels the FPN reads, in the store's dtype, and the
+    loss labels of every anchor (a class target, four box targets, two
+    weights). Computed from the config and the backbone's
+    output shapes (a backbone is built, no image is read).
+    """
+    import tf_keras
+    from official.vision.modeling import backbones
+
+    backbone = backbones.factory.build_backbone(
+        input_specs=tf_keras.layers.InputSpec(shape=[None, *model_config.input_size]),
+        backbone_config=model_config.backbone,
+        norm_activation_config=model_config.norm_activation,
+    )
+    levels = decoder_levels(backbone, model_config.min_level)
+    feature = sum(int(np.prod(backbone.output_specs[level][1:])) for level in levels)
+    height, width = model_config.input_size[:2]
+    anchor = model_config.anchor
+    anchors = (
+        len(anchor.aspect_ratios)
+        * anchor.num_scales
+        * sum(
+            (height // 2**level) * (width // 2**level)
+            for level in range(model_config.min_level, model_config.max_level + 1)
+        )
+    )
+    # The parser's class targets are int64; box targets and both weights float32.
+    per_flip = feature * np.dtype(STORE_DTYPE).itemsize + anchors * (8 + 4 * 4 + 2 * 4)
+    return images * len(FLIPS) * per_flip
+
+
 def compute(task_config, data_config, files, backbone, store: Store, batch_size: int = 16):
     """Backbone outputs and loss labels of every (image, flip), from the store or computed.
 
@@ -191,8 +224,8 @@ def dataset(features: dict, labels: dict, batch_size: int, dtype: str, unused: d
     import tensorflow as tf
 
     count = len(next(iter(features.values())))
-    features = {k: tf.constant(v) for k, v in features.items()}
-    labels = tf.nest.map_structure(tf.constant, labels)
+    features = {k: tf.convert_to_tensor(v) for k, v in features.items()}
+    labels = tf.nest.map_structure(tf.convert_to_tensor, labels)
 
     def gather(indices):
         batch = {k: tf.cast(tf.gather(v, indices), dtype) for k, v in features.items()}
@@ -241,6 +274,8 @@ def attach(task, params, root: Path, backbone_checkpoint: str | None) -> None:
     a new run's initialisation then copies into the trained model, so that
     the features and the model's backbone are the same function.
     """
+    import tensorflow as tf
+
     from . import experiment
 
     built = task.build_model()
@@ -248,7 +283,10 @@ def attach(task, params, root: Path, backbone_checkpoint: str | None) -> None:
         experiment.restore_modules(built, backbone_checkpoint, ("backbone",))
     data = params.task.train_data
     store = Store(Path(root), backbone_digest(built.backbone, params.task.model.input_size[0]))
-    features, labels = compute(params.task, data, data.input_path.split(","), built.backbone, store)
+    arrays = compute(params.task, data, data.input_path.split(","), built.backbone, store)
+    # As tensors once, the arrays let go: training holds one copy, not two.
+    features, labels = tf.nest.map_structure(tf.convert_to_tensor, arrays)
+    del arrays
     weights = built.backbone.get_weights()
     unused = {k: v for k, v in built.backbone.output_specs.items() if k not in features}
     build_inputs, train_step, initialize = task.build_inputs, task.train_step, task.initialize

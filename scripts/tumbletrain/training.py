@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,12 +300,16 @@ class TrainingProgress:
         self.bar.close()
 
 
-def use_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None) -> bool:
+def use_feature_cache(
+    cfg: tt_config.WorkflowConfig, feature_cache: Path | None, held: Callable[[], int]
+) -> bool:
     """Whether this run trains on cached backbone outputs (train.feature_cache).
 
-    `auto` uses the cache whenever it can: a frozen backbone, one worker and a
-    folder to keep it in. `true` asks for it: the config refuses it without the
-    first two (`WorkflowConfig.feature_cache_unmet`), and here without a folder.
+    `auto` uses the cache whenever it can: a frozen backbone, one worker, a
+    folder to keep it in, and its arrays (`held()` bytes, computed only then)
+    within train.feature_cache_max_gb. `true` asks for it: the config refuses
+    it without the first two (`WorkflowConfig.feature_cache_unmet`), this
+    without a folder or above the cap.
     """
     wanted = cfg.train.feature_cache
     unmet = [why for why, _ in cfg.feature_cache_unmet()]
@@ -312,9 +317,23 @@ def use_feature_cache(cfg: tt_config.WorkflowConfig, feature_cache: Path | None)
         if wanted is True:
             raise cli.UserError("train.feature_cache is on but no --feature-cache folder was given")
         unmet.append("no --feature-cache folder")
+    gb = 0.0
+    if wanted is not False and not unmet:
+        gb, cap = held() / 1e9, cfg.train.feature_cache_max_gb
+        if gb > cap:
+            if wanted is True:
+                raise cli.UserError(
+                    f"train.feature_cache would hold {gb:.1f} GB in memory, above "
+                    f"train.feature_cache_max_gb ({cap:g}); raise it if the machine has the "
+                    "memory, or set train.feature_cache: false"
+                )
+            unmet.append(f"its {gb:.1f} GB would pass train.feature_cache_max_gb, {cap:g}")
     used = wanted is not False and not unmet
     if wanted == "auto":
-        log.info("train.feature_cache auto: %s", f"off ({unmet[0]})" if unmet else "on")
+        log.info(
+            "train.feature_cache auto: %s",
+            f"off ({unmet[0]})" if unmet else f"on ({gb:.2f} GB in memory)",
+        )
     return used
 
 
@@ -450,11 +469,12 @@ def train(
     import tensorflow as tf
     from official.core import task_factory, train_utils
 
+    from . import features
+
     if inputs.training.images == 0:
         raise cli.UserError(
             "there are no training images; check each class's summary.json of the annotations stage"
         )
-    cached = use_feature_cache(cfg, feature_cache)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.threads)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.threads)
     # Before any other op: several workers must join their cluster at start-up.
@@ -473,6 +493,11 @@ def train(
             init_modules=start.modules if start else None,
         )
 
+    images = inputs.training.images
+    model_config = experiment_for(cfg.train.steps).task.model
+    cached = use_feature_cache(
+        cfg, feature_cache, lambda: features.held_bytes(model_config, images)
+    )
     current = fingerprint(cfg, inputs, mixed, cached)
     model_dir.mkdir(parents=True, exist_ok=True)
     # The chief archives a finished run first; the other workers then plan from what it left.
@@ -512,8 +537,6 @@ def train(
     # planned modules (the Model Garden's stops at backbone and decoder).
     task.initialize = functools.partial(restore_start, start)
     if cached:
-        from . import features
-
         backbone = "backbone" in start.modules and start.checkpoint
         features.attach(task, params, feature_cache, resuming or backbone or None)
     mode = "train_and_eval" if inputs.validation and inputs.validation.images else "train"
