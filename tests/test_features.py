@@ -110,6 +110,10 @@ def test_cached_features_are_the_backbones_forward(square_records, tmp_path, cap
     # Other backbone weights: another digest, so another folder.
     _, _, other, _ = built(base, raw)
     assert features.backbone_digest(other.backbone, 128) != digest
+    # The same weights in a model built later (Keras numbers its names on): the same.
+    assert other.backbone.weights[0].name != model.backbone.weights[0].name
+    other.backbone.set_weights(model.backbone.get_weights())
+    assert features.backbone_digest(other.backbone, 128) == digest
 
 
 def test_feature_cache_auto_uses_it_where_it_can_and_true_insists(caplog):
@@ -121,7 +125,7 @@ def test_feature_cache_auto_uses_it_where_it_can_and_true_insists(caplog):
     assert config.parse(cached_raw()).train.feature_cache == "auto"
     with caplog.at_level(logging.INFO, logger="tumbletrain.training"):
         assert use(cached_raw()) is True
-    assert "train.feature_cache auto: on (1.50 GB in memory)" in caplog.text
+    assert "train.feature_cache auto: on (1.5 GB in memory)" in caplog.text
     trained = cached_raw()
     trained["model"]["freeze_backbone"] = False
     capped = cached_raw()

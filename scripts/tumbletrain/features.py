@@ -38,10 +38,15 @@ STORE_DTYPE = np.float16
 
 
 def backbone_digest(backbone, input_size: int) -> str:
-    """sha256 of the backbone's weights and the input size: what its outputs depend on."""
+    """sha256 of the backbone's weights and the input size: what its outputs depend on.
+
+    The weights in the order the architecture creates them, by shape and value:
+    not by name, since Keras numbers the names of every model a process builds
+    (a second model's `conv2d_53` is the first one's `conv2d`).
+    """
     digest = hashlib.sha256(f"input_size={input_size}".encode())
-    for variable in sorted(backbone.weights, key=lambda v: v.name):
-        digest.update(variable.name.encode())
+    for variable in backbone.weights:
+        digest.update(str(tuple(variable.shape)).encode())
         digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
     return digest.hexdigest()
 

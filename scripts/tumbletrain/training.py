@@ -323,16 +323,16 @@ def use_feature_cache(
         if gb > cap:
             if wanted is True:
                 raise cli.UserError(
-                    f"train.feature_cache would hold {gb:.1f} GB in memory, above "
+                    f"train.feature_cache would hold {gb:.3g} GB in memory, above "
                     f"train.feature_cache_max_gb ({cap:g}); raise it if the machine has the "
                     "memory, or set train.feature_cache: false"
                 )
-            unmet.append(f"its {gb:.1f} GB would pass train.feature_cache_max_gb, {cap:g}")
+            unmet.append(f"its {gb:.3g} GB would pass train.feature_cache_max_gb, {cap:g}")
     used = wanted is not False and not unmet
     if wanted == "auto":
         log.info(
             "train.feature_cache auto: %s",
-            f"off ({unmet[0]})" if unmet else f"on ({gb:.2f} GB in memory)",
+            f"off ({unmet[0]})" if unmet else f"on ({gb:.3g} GB in memory)",
         )
     return used
 
