@@ -144,8 +144,8 @@ def held_bytes(model_config, images: int) -> int:
 
     Per image and flip: the levels the FPN reads, in the store's dtype, and the
     loss labels of every anchor (a class target, four box targets, two
-    weights). Computed from the config and the backbone's
-    output shapes (a backbone is built, no image is read).
+    weights). From the config and the backbone's output shapes: a backbone is
+    built, no image is read.
     """
     import tf_keras
     from official.vision.modeling import backbones
