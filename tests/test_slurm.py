@@ -271,12 +271,11 @@ def test_the_plugin_submits_nodes_tasks_and_gpus_per_node(
                 shown = scontrol_job(job_id)
                 break
     finally:
-        if job_id:
-            subprocess.run(["scancel", job_id], check=False)
         run.kill()  # Snakemake would wait for the job's status before it stops
         run.wait(timeout=60)
-        # A job the plugin submitted beside the one seen would stay queued for
-        # good on this one-node cluster (two were left by full runs).
+        # Every job queued from the project, not only the one seen: one the plugin
+        # submitted beside it would stay queued for good on this one-node cluster
+        # (two were left by full runs).
         leftover = queued_from(project)
         if leftover:
             subprocess.run(["scancel", *leftover], check=False)

@@ -493,10 +493,11 @@ def train(
             init_modules=start.modules if start else None,
         )
 
-    images = inputs.training.images
-    model_config = experiment_for(cfg.train.steps).task.model
+    planned = experiment_for(cfg.train.steps)
     cached = use_feature_cache(
-        cfg, feature_cache, lambda: features.held_bytes(model_config, images)
+        cfg,
+        feature_cache,
+        lambda: features.held_bytes(planned.task.model, inputs.training.images),
     )
     current = fingerprint(cfg, inputs, mixed, cached)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -508,7 +509,7 @@ def train(
         inputs,
         model_dir,
         current,
-        architecture(experiment_for(cfg.train.steps)),
+        architecture(planned),
     )
     work_dir = distribute.worker_dir(strategy, model_dir)
     if resuming and checkpoint_step(resuming) >= start.steps and state["finished"]:
