@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-quick lint format bench rulegraph
+.PHONY: demo test test-quick lint format bench rulegraph label-deps
 
 # Reinstall only when the pins change.
 $(VENV)/.installed: pyproject.toml
@@ -49,3 +49,10 @@ bench: $(VENV)/.installed
 
 rulegraph: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --rulegraph mermaid-js
+
+# The system libraries LabelImg's window (Qt's xcb platform plugin) needs on
+# Debian/Ubuntu, as root; the list is tumbletrain.label.QT_PACKAGES. The GUI
+# tests also need Xvfb (tests/label_display.sh installs it).
+label-deps: $(VENV)/.installed
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $$($(BIN)/python -c 'from tumbletrain.label import QT_PACKAGES; print(*QT_PACKAGES)')

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 STAGES = ["demo", "harvest", "labelimg", "annotations", "records", "model", "predict", "report"]
-COMMANDS = [*STAGES, "neardup", "config", "distribute"]
+COMMANDS = [*STAGES, "neardup", "config", "distribute", "label"]
 
 
 @pytest.mark.parametrize("stage", COMMANDS)

@@ -174,13 +174,16 @@ def test_label_adds_no_file_to_a_folder_that_is_already_a_source(project, capsys
     added = sorted(set(p.name for p in folder.iterdir()) - set(before))
     assert added == [labelimg.MARKER, "predefined_classes.txt"]
     assert (folder / "predefined_classes.txt").read_text() == "cup\nball\n"
-    command = readme_block("To label more images", "bash")
-    assert command == "labelImg data/cup data/cup/predefined_classes.txt data/cup"
+    command = "python -m tumbletrain.label cup"
     assert capsys.readouterr().out == f"cup: {command}\n"
-    assert json.loads((folder / labelimg.MARKER).read_text())["labelimg"] == command
+    handoff = json.loads((folder / labelimg.MARKER).read_text())
+    assert handoff["labelimg"] == command
+    assert handoff["folders"] == [["data/cup", "data/cup"]]  # labelled in place
 
 
-def test_label_fills_the_folder_of_a_class_harvested_elsewhere(project):
+def test_label_opens_a_folders_class_in_place_and_copies_no_image(project):
+    """Its folders are annotation folders: LabelImg saves beside their images, where
+    the XML already there is (tests/test_label.py drives the window)."""
     source = project / "pictures"
     for i in range(3):
         image(source / f"p{i}.jpg")
@@ -190,7 +193,9 @@ def test_label_fills_the_folder_of_a_class_harvested_elsewhere(project):
     argv = ["--config-json", cfg_json, "--class", "cup"]
     argv += ["--manifest", "resources/manifests/cup.tsv", "--folder", "data/cup"]
     assert labelimg.main(argv) == 0
-    assert len(list((project / "data" / "cup").glob("*.jpg"))) == 3
+    assert not list((project / "data" / "cup").glob("*.jpg"))
+    handoff = json.loads((project / "data" / "cup" / labelimg.MARKER).read_text())
+    assert handoff["folders"] == [["pictures", "pictures"]]
 
 
 def readme_block(after: str, language: str) -> str:
@@ -231,8 +236,7 @@ def test_the_readme_recipe_for_one_folder_of_two_classes(tmp_path, tool_env):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in folder.iterdir()) == before
     for cls in CUP_AND_BALL:
-        command = f"labelImg data/kitchen data/{cls}/predefined_classes.txt data/kitchen"
-        assert f"{cls}: {command}\n" in result.stdout
+        assert f"{cls}: python -m tumbletrain.label {cls}\n" in result.stdout
         assert sorted(p.name for p in (tmp_path / "data" / cls).iterdir()) == [
             labelimg.MARKER,
             "predefined_classes.txt",

@@ -235,9 +235,15 @@ class WorkflowConfig(_Strict):
         raise ConfigError(f"class {name!r} is not configured; classes are {self.class_names}")
 
 
+# A class's LabelImg folder: the `label` rule's hand-off (class list, images
+# copied from the store) and, by default, its annotations_dir. The annotations
+# stage reads it whatever the annotations_dir (`sources.annotation_folders`).
+LABELLING_FOLDER = "data/{name}"
+
+
 def default_annotations_dir(name: str, spec: dict) -> str:
     """Where LabelImg XML lives: users label data/{class} (the workflow sets the demo's)."""
-    return f"data/{name}"
+    return LABELLING_FOLDER.format(name=name)
 
 
 def _build(cls, data: dict):

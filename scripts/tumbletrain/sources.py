@@ -1,7 +1,8 @@
 """Which folders a class reads, and which class owns a file that several classes read.
 
-A class's annotation files are looked for in its `annotations_dir` and in its
-`folders` (LabelImg saves beside the images). A labelimg class with no other
+A class's annotation files are looked for in its `annotations_dir`, in its
+`folders` (LabelImg saves beside the images) and in its LabelImg folder
+(`data/{class}`, where the `label` rule copies the store's images). A labelimg class with no other
 image source takes its images from its `annotations_dir` too: a LabelImg
 folder needs no second declaration.
 
@@ -38,11 +39,20 @@ def image_folders(cls: tt_config.ClassConfig) -> tuple[str, ...]:
     return (cls.annotations_dir,) if takes_images_from_annotations(cls) else cls.folders
 
 
+def labelling_folder(name: str) -> str:
+    """The class's LabelImg folder: its hand-off, and the images copied from the store."""
+    return tt_config.LABELLING_FOLDER.format(name=name)
+
+
 def annotation_folders(cls: tt_config.ClassConfig) -> tuple[str, ...]:
-    """The folders scanned for the class's annotation files, without repeats."""
+    """The folders scanned for the class's annotation files, without repeats.
+
+    The LabelImg folder is one of them whatever the annotations_dir: its images
+    (copies of store images) are what LabelImg names in the XML it saves.
+    """
     if cls.annotation != "labelimg":
         return ()
-    return tuple(dict.fromkeys((cls.annotations_dir, *cls.folders)))
+    return tuple(dict.fromkeys((cls.annotations_dir, *cls.folders, labelling_folder(cls.name))))
 
 
 def resolved_folders(cls: tt_config.ClassConfig) -> list[str]:
@@ -78,7 +88,7 @@ def sharing_specs(raw_classes: Mapping[str, dict], class_name: str) -> dict[str,
         if spec.get("annotation", "labelimg") != "labelimg":
             return []
         own = spec.get("annotations_dir") or tt_config.default_annotations_dir(name, spec)
-        return [resolved(f) for f in (own, *spec.get("folders", []))]
+        return [resolved(f) for f in (own, *spec.get("folders", []), labelling_folder(name))]
 
     mine = folders(class_name)
     shared = {}
