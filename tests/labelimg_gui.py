@@ -46,15 +46,20 @@ def on_widget(canvas, x: float, y: float) -> QPoint:
     return point.toPoint()
 
 
-def pick_class(name: str, picked: list) -> None:
+def pick_class(name: str, picked: list, window, screenshot: str | None) -> None:
     """Click `name` in LabelImg's label dialog, then OK (a person's two clicks)."""
     dialog = QApplication.activeModalWidget()
     if dialog is None:
-        QTimer.singleShot(STEP_MS, lambda: pick_class(name, picked))
+        QTimer.singleShot(STEP_MS, lambda: pick_class(name, picked, window, screenshot))
         return
     items = dialog.findChild(QListWidget)
     item = items.findItems(name, Qt.MatchExactly)[0]
     QTest.mouseClick(items.viewport(), Qt.LeftButton, pos=items.visualItemRect(item).center())
+    if screenshot:  # the screen where the window is: the dialog with the class list on it
+        QTest.qWait(STEP_MS)
+        area = window.frameGeometry()
+        screen = QApplication.primaryScreen()
+        screen.grabWindow(0, area.x(), area.y(), area.width(), area.height()).save(screenshot)
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok)
     picked.append(dialog.edit.text())
     QTest.mouseClick(ok, Qt.LeftButton)
@@ -64,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.unpatched:
         label.patch_labelimg = lambda: None
     app, window = label.window_from_arguments(args.launcher)
-    window.resize(1100, 760)
+    window.resize(1000, 700)
+    window.set_fit_window(True)  # the image as large as the window shows it
     # Keys go to the active window (a person clicks it first; Xvfb has no window manager).
     window.activateWindow()
     assert QTest.qWaitForWindowActive(window), "the LabelImg window never became active"
@@ -82,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
         result["picked"] = picked
         result["status"] = window.statusBar().currentMessage()
         result["dirty"] = window.dirty
-        if args.screenshot:
-            window.grab().save(str(args.screenshot))
         Path(args.result).write_text(json.dumps(result))
         window.dirty = False  # saved, or not asked to: close without LabelImg's question
         window.close()
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         QTest.mousePress(canvas, Qt.LeftButton, pos=on_widget(canvas, float(x0), float(y0)))
         QTest.mouseMove(canvas, on_widget(canvas, (float(x0) + float(x1)) / 2, float(y1)))
         QTest.mouseMove(canvas, on_widget(canvas, float(x1), float(y1)))
-        QTimer.singleShot(STEP_MS, lambda: pick_class(name, picked))
+        QTimer.singleShot(STEP_MS, lambda: pick_class(name, picked, window, args.screenshot))
         # The release opens the label dialog, which runs until OK.
         QTest.mouseRelease(canvas, Qt.LeftButton, pos=on_widget(canvas, float(x1), float(y1)))
         QTimer.singleShot(STEP_MS, save)
