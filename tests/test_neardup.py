@@ -8,10 +8,12 @@ import itertools
 import json
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
 import neardup_corpus as corpus_
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -344,3 +346,30 @@ def test_an_image_whose_split_changed_since_the_last_run_is_reported(tmp_path, c
     assert changed and {m["image"] for m in moved["images"]} == changed
     assert sum(moved["to"].values()) == len(changed)
     assert f"{len(changed)} images changed split since the last run" in caplog.text
+
+
+def test_flat_pictures_are_grouped_in_memory_bounded_per_image():
+    """Solid colours share both hashes: every pair was a candidate at once (issue #27).
+
+    1,200 of them were OOM-killed at 24 GB before; what is traced now stays below
+    200 MB (the signatures themselves are 0.3 MB).
+    """
+    rng = np.random.default_rng(5)
+    members = [
+        neardup.Member(
+            f"{i:064x}", float(i), neardup.Signature(1 << 63, 0, bytes(rgb.tolist() * 16))
+        )
+        for i, rgb in enumerate(rng.integers(0, 256, (2_000, 3)))
+    ]
+    cfg = config.parse({"classes": {"a": {"annotations_dir": "x"}}}).split
+    tracemalloc.start()
+    try:
+        placed = neardup.place(members, cfg, DISTANCE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MB"
+    # Two solid colours are near when most channel means agree within COLOUR_MEDIAN:
+    # random colours chain into one group, as before.
+    assert len(placed) == 2_000
+    assert len({p.group for p in placed.values()}) == 1
