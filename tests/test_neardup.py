@@ -6,6 +6,7 @@ import hashlib
 import io
 import itertools
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -373,3 +374,21 @@ def test_flat_pictures_are_grouped_in_memory_bounded_per_image():
     # random colours chain into one group, as before.
     assert len(placed) == 2_000
     assert len({p.group for p in placed.values()}) == 1
+
+
+def test_a_damaged_signature_cache_is_computed_again_and_a_table_named(tmp_path):
+    """A truncated row stopped the signatures and annotations jobs with a traceback."""
+    paths = {}
+    for i, image in enumerate(corpus_.noise_originals(2, seed=6)):
+        paths[str(i)] = tmp_path / f"{i}.png"
+        image.save(paths[str(i)])
+    manifest = write_manifest(tmp_path / "manifest.tsv", paths)
+    table = tmp_path / "sig" / "a.tsv"
+    first = signature_table(table, manifest).read_bytes()
+    cache = tmp_path / "sig" / "cache" / "a.tsv"
+    cache.write_bytes(cache.read_bytes()[:-40])  # the last row cut short
+    assert signature_table(table, manifest).read_bytes() == first
+    assert len(fileio.read_tsv(cache)) == 2, "the cache was written again, whole"
+    table.write_bytes(first[:-40])
+    with pytest.raises(fileio.TableError, match=f"{re.escape(str(table))} line 3 "):
+        neardup.read_members(table)

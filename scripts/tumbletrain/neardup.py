@@ -88,14 +88,21 @@ def signature_row(sha256: str, timestamp: float, signature: Signature) -> list[s
 
 
 def read_members(path: str | Path) -> list[Member]:
-    return [
-        Member(
-            row["sha256"],
-            float(row["timestamp"] or 0),
-            Signature(int(row["phash"], 16), int(row["dhash"], 16), bytes.fromhex(row["colour"])),
-        )
-        for row in fileio.read_tsv(path)
-    ]
+    """The members of a signature table; a damaged one is a fileio.TableError naming it."""
+    members = []
+    for number, row in enumerate(fileio.read_tsv(path), start=2):
+        try:
+            colour = bytes.fromhex(row["colour"])
+            if len(colour) != COLOUR_BYTES:
+                raise ValueError(f"{len(colour)} colour bytes, not {COLOUR_BYTES}")
+            signature = Signature(int(row["phash"], 16), int(row["dhash"], 16), colour)
+            members.append(Member(row["sha256"], float(row["timestamp"] or 0), signature))
+        except (KeyError, TypeError, ValueError) as error:
+            raise fileio.TableError(
+                f"{path} line {number} is not a signature row ({error}); delete the file "
+                "and re-run (the signatures rule computes it again)"
+            ) from None
+    return members
 
 
 def write_members(path: str | Path, members: Iterable[Member]) -> None:
@@ -488,10 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     fileio.clean_leftovers(*{args.output.parent, args.cache.parent}, logger=log)
     cache = {}
     if args.cache.is_file():
-        cache = {m.sha256: m for m in read_members(args.cache)}
+        try:
+            cache = {m.sha256: m for m in read_members(args.cache)}
+        except fileio.TableError as error:
+            log.warning("%s; the cache is computed again", error)
     members = class_signatures(store.read_manifest(args.manifest), cache)
     computed = [m for m in members if m.sha256 not in cache]
-    if computed or not args.cache.is_file():
+    if computed or not cache:
         write_members(args.cache, [*cache.values(), *computed])
     write_members(args.output, members)
     log.info("%d signatures (%d computed)", len(members), len(computed))
