@@ -452,6 +452,8 @@ def read_xml(xml_path: str | Path) -> etree._Element | str:
         return "doctype_forbidden"
     if root.tag != "annotation":
         return "not_voc"
+    if sum(1 for _ in root.iter("object")) > labelformats.MAX_BOXES:
+        return "too_many_boxes"
     return root
 
 
