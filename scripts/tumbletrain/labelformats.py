@@ -31,7 +31,7 @@ SUFFIXES = (".xml", ".txt", ".json")
 
 # More boxes than anyone draws on one picture in LabelImg: a file beyond it
 # (a 4 MB YOLO file holds 230,000 lines) is rejected before its boxes are built.
-MAX_BOXES = 5000
+MAX_BOXES = 10_000
 # Characters XML 1.0 cannot hold (lxml refuses them): a label with one names no class.
 NOT_XML_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
