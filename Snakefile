@@ -29,3 +29,7 @@ rule all:
 
 onsuccess:
     print_account()
+
+
+onerror:
+    print_killed(log)

@@ -426,6 +426,22 @@ def last_line(result) -> str:
             "ERROR: classes: class 'Cat' and class 'cat' are the same name after trimming and "
             "case folding; rename one or merge the two classes",
         ),
+        # `$` let a trailing newline through, into the rules' shell commands (issue #27).
+        (
+            'classes:\n  "cat\\n": {}\n',
+            [],
+            "ERROR: config/config.yaml, line 1: config key classes: 'cat\\n' does not match "
+            "'^[A-Za-z0-9][A-Za-z0-9_-]*\\\\Z'",
+        ),
+        # Nine levels of nine aliases: 387 million values once written as the stages' JSON.
+        (
+            "classes:\n  a: {demo: {images: 2}}\nmodel:\n  overrides:\n"
+            "    l0: &l0 [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"    l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)),
+            [],
+            "ERROR: config/config.yaml: the config expands to more than 100,000 values "
+            "(YAML aliases of aliases?); write the repeated parts out once",
+        ),
     ],
     ids=[
         "missing-file",
@@ -437,6 +453,8 @@ def last_line(result) -> str:
         "wrong-type",
         "missing-classes",
         "same-class-twice",
+        "class-name-with-newline",
+        "alias-bomb",
     ],
 )
 def test_a_config_mistake_is_one_line_before_anything_runs(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -243,3 +244,36 @@ def test_a_feature_cache_it_cannot_use_is_refused_before_any_job(tmp_path, tool_
         "or train.feature_cache: false"
     ), result.stderr[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_job_the_kernel_kills_says_so_in_its_log_and_on_the_terminal(tmp_path, tool_env):
+    """The OOM killer's SIGKILL left a log ending in a progress line (issue #27).
+
+    The harvest job kills itself with SIGKILL, as the OOM killer would, from a
+    sitecustomize module on its PYTHONPATH (Snakemake's own process is spared).
+    """
+    from conftest import snakemake, write_project
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "if 'tumbletrain.harvest' in sys.orig_argv:\n"
+        "    print('harvest cat: 0 images', file=sys.stderr, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {
+        **tool_env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), tool_env.get("PYTHONPATH")])),
+    }
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    image(tmp_path / "data" / "cat" / "a.jpg")
+    write_project(tmp_path, {"classes": {"cat": {"folders": ["data/cat"]}}})
+    result = snakemake(tmp_path, env, "resources/manifests/cat.tsv", timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = (
+        "ERROR: harvest cat was killed (signal 9, SIGKILL: out of memory?); "
+        "log: logs/harvest/cat.log"
+    )
+    assert (tmp_path / "logs" / "harvest" / "cat.log").read_text().splitlines()[-1] == line
+    assert line in result.stderr.splitlines()

@@ -200,3 +200,41 @@ def test_the_feature_cache_is_part_of_the_fingerprint_only_when_on(square_record
     assert on["fingerprint"] != off["fingerprint"]
     # Runs made before the option keep their fingerprint (no new key when off).
     assert "feature_cache" not in off["parts"]["train"]
+
+
+def test_a_damaged_cache_file_is_computed_again_and_leftovers_and_stale_folders_go(
+    tmp_path, dead_writer, caplog
+):
+    """A truncated .npz crashed training with a traceback naming no file; a killed
+    run's temporary files and old backbones' folders stayed for ever (issue #27)."""
+    import os
+    import time
+
+    store = features.Store(tmp_path, "ab" * 32)
+    sha = "cd" * 32
+    store.put(sha, {"3": np.ones((2, 4, 4, 8), np.float32)})
+    path = store.path(sha)
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="tumbletrain.features"):
+        assert store.get(sha) is None
+    assert str(path) in caplog.text and "damaged" in caplog.text
+    assert not path.exists(), "removed, so the next run computes it"
+    leftover = path.with_name(f".{sha}.npz.{dead_writer}.0a1b2c3d.tmp")
+    leftover.write_bytes(b"partial")
+    old, recent = tmp_path / ("ef" * 8), tmp_path / ("01" * 8)
+    for folder in (old, recent):
+        (folder / "00").mkdir(parents=True)
+    stale = time.time() - (features.STALE_DAYS + 1) * 86400
+    os.utime(old, (stale, stale))
+    mine = tmp_path / "notes"  # not a backbone's folder: never touched
+    mine.mkdir()
+    os.utime(mine, (stale, stale))
+    store.tidy()
+    assert not leftover.exists() and not old.exists()
+    assert recent.is_dir() and mine.is_dir() and store.folder.is_dir()
+
+
+def test_a_damaged_run_json_is_one_error_naming_it(tmp_path):
+    (tmp_path / training.RUN_JSON).write_text('{"fingerprint": "ab')
+    with pytest.raises(cli.UserError, match=re.escape(str(tmp_path / training.RUN_JSON))):
+        training.read_run(tmp_path)

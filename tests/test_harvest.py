@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import fake_tumblr as ft
+import hostile_files
 import pytest
 from fake_tumblr import FakeTumblr, bomb_png, image_bytes
 from tumbletrain import cli, config, fileio, harvest, net, store, tumblr
@@ -290,6 +291,11 @@ def add_faulty_posts(fake: FakeTumblr) -> dict[str, str]:
         "huge": ("too_large", image_bytes(99) + b"\0" * 3 * 1024 * 1024),
         "bomb": ("decompression_bomb", bomb_png()),
         "trunc": ("truncated", image_bytes(77, "JPEG", (300, 300))),
+        # Pillow's ValueError stopped the harvest at every re-run (issue #27).
+        "exif": (
+            "bad_orientation",
+            hostile_files.picture(3, "JPEG", hostile_files.TEXT_ORIENTATION),
+        ),
     }
     for key, (_, data) in bad.items():
         fake.media[photo_500(key)] = (data, "image/jpeg")

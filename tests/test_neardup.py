@@ -6,12 +6,15 @@ import hashlib
 import io
 import itertools
 import json
+import re
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
 import neardup_corpus as corpus_
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -344,3 +347,48 @@ def test_an_image_whose_split_changed_since_the_last_run_is_reported(tmp_path, c
     assert changed and {m["image"] for m in moved["images"]} == changed
     assert sum(moved["to"].values()) == len(changed)
     assert f"{len(changed)} images changed split since the last run" in caplog.text
+
+
+def test_flat_pictures_are_grouped_in_memory_bounded_per_image():
+    """Solid colours share both hashes: every pair was a candidate at once (issue #27).
+
+    1,200 of them were OOM-killed at 24 GB before; what is traced now stays below
+    200 MB (the signatures themselves are 0.3 MB).
+    """
+    rng = np.random.default_rng(5)
+    members = [
+        neardup.Member(
+            f"{i:064x}", float(i), neardup.Signature(1 << 63, 0, bytes(rgb.tolist() * 16))
+        )
+        for i, rgb in enumerate(rng.integers(0, 256, (2_000, 3)))
+    ]
+    cfg = config.parse({"classes": {"a": {"annotations_dir": "x"}}}).split
+    tracemalloc.start()
+    try:
+        placed = neardup.place(members, cfg, DISTANCE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MB"
+    # Two solid colours are near when most channel means agree within COLOUR_MEDIAN:
+    # random colours chain into one group, as before.
+    assert len(placed) == 2_000
+    assert len({p.group for p in placed.values()}) == 1
+
+
+def test_a_damaged_signature_cache_is_computed_again_and_a_table_named(tmp_path):
+    """A truncated row stopped the signatures and annotations jobs with a traceback."""
+    paths = {}
+    for i, image in enumerate(corpus_.noise_originals(2, seed=6)):
+        paths[str(i)] = tmp_path / f"{i}.png"
+        image.save(paths[str(i)])
+    manifest = write_manifest(tmp_path / "manifest.tsv", paths)
+    table = tmp_path / "sig" / "a.tsv"
+    first = signature_table(table, manifest).read_bytes()
+    cache = tmp_path / "sig" / "cache" / "a.tsv"
+    cache.write_bytes(cache.read_bytes()[:-40])  # the last row cut short
+    assert signature_table(table, manifest).read_bytes() == first
+    assert len(fileio.read_tsv(cache)) == 2, "the cache was written again, whole"
+    table.write_bytes(first[:-40])
+    with pytest.raises(fileio.TableError, match=f"{re.escape(str(table))} line 3 "):
+        neardup.read_members(table)

@@ -366,3 +366,36 @@ def test_5000_boxes_and_odd_text_go_from_xml_through_lists_into_records(tmp_path
     assert len(feature["image/object/bbox/xmin"].float_list.value) == 5000
     assert feature["image/object/view"].bytes_list.value[0] == pose.strip().encode()
     assert feature["image/filename"].bytes_list.value[0] == name.encode()
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_no_record(tmp_path):
+    """ENOSPC ended the job in an OSError traceback (issue #27). The disk: a 64 KiB
+    tmpfs in a mount namespace of its own (util-linux `unshare`, no privileges)."""
+    if subprocess.run(["unshare", "--mount", "--map-root-user", "true"]).returncode:
+        pytest.skip("no unprivileged mount namespace here to make a small disk in")
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(3):
+        path = tmp_path / f"noise{i}.png"
+        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(path)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        items.append(item(path, "png", sha, 200, 200))
+    lists.write_list(tmp_path / "list.tsv", items)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    command = [
+        sys.executable, "-m", "tumbletrain.records", "write", "--config-json",
+        json.dumps(CLASSES), "--list", str(tmp_path / "list.tsv"),
+        "--output", str(disk / "x.tfrecord"), "--stats", str(disk / "x.json"),
+    ]  # fmt: skip
+    script = f'mount -t tmpfs -o size=64k tmpfs {disk} && "$@"; echo "rc=$?"; ls -A {disk}'
+    result = subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "sh", "-c", script, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: no space left on the device writing the records of "), last
+    # After the exit status, `ls -A` of the disk: nothing, not even a temporary file.
+    assert result.stdout.splitlines()[-1] == "rc=1", result.stdout

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -50,6 +51,8 @@ REASONS = {
     "image_outside_sources": "the image the XML names resolves (after symbolic links) outside "
     "the annotations folder, the class's folders and the image store",
     "image_unreadable": "the image file cannot be read as an image",
+    "bad_orientation": "the image's EXIF orientation is not a number: which way is up "
+    "cannot be told",
     "size_mismatch": "<size> differs from the image in aspect ratio: the boxes were drawn "
     "on another image",
     "duplicate_annotation": "another XML file annotates the same image",
@@ -102,6 +105,7 @@ class ClassIndex:
     folder_images: list[str]  # images in the annotations folder
     sources: tuple[str, ...] = ()  # real paths of the folders images may come from
     known_files: frozenset[str] = frozenset()  # real paths of the manifest's local files
+    annotation_roots: tuple[str, ...] = ()  # real paths of the annotation folders
     real_dirs: dict[str, str] = field(default_factory=dict, compare=False)  # cache
 
     def real_path(self, path: str) -> str:
@@ -118,6 +122,10 @@ class ClassIndex:
         """Whether the file, symbolic links followed, lies inside the class's sources."""
         real = self.real_path(path)
         return real in self.known_files or fileio.inside(real, self.sources)
+
+    def holds_annotation(self, path: str) -> bool:
+        """Whether an annotation file, symbolic links followed, lies in the annotation folders."""
+        return fileio.inside(self.real_path(path), self.annotation_roots)
 
 
 def class_names_index(cfg: tt_config.WorkflowConfig) -> dict[str, str]:
@@ -140,8 +148,10 @@ def build_index(
     manifest: list[store.ManifestRow],
     folder_images: list[str],
     sources: Iterable[str | Path] = (),
+    annotation_folders: Iterable[str | Path] = (),
 ) -> ClassIndex:
-    """`sources`: the folders (besides the manifest's own files) an image may come from."""
+    """`sources`: the folders (besides the manifest's own files) an image may come from;
+    `annotation_folders`: those the annotation files (and classes.txt) must lie in."""
     by_path: dict[str, str] = {}
     store_of: dict[str, str] = {}
     by_name: dict[str, list[str]] = {}
@@ -162,6 +172,7 @@ def build_index(
         by_name,
         folder_images,
         fileio.real_roots(sources),
+        annotation_roots=fileio.real_roots(annotation_folders),
     )
     # index.real_path resolves each folder once (realpath per file was most of the index's time).
     known = frozenset(map(index.real_path, by_path))
@@ -176,10 +187,15 @@ def image_sources(
     return [*roots, *(Path(f).expanduser() for f in cls.folders), *store]
 
 
-def scan(root: Path) -> tuple[list[str], list[str], list[tuple[str, fileio.FileProblem]]]:
+def scan(
+    root: Path, roots: Sequence[str] | None = None
+) -> tuple[list[str], list[str], list[tuple[str, fileio.FileProblem]]]:
     """The annotation files (`labelformats.is_annotation`) and the images under a folder,
     sorted; and those that are no readable regular file, with the reason: a FIFO would
-    hang its reader, a broken link stop Snakemake.
+    hang its reader, a broken link stop Snakemake. An annotation file that is a
+    symbolic link resolving outside `roots` (`fileio.real_roots`; default: the
+    folder's) is skipped too: a stranger's `labels.xml -> ~/.aws/credentials`
+    must not be read into rejected.tsv.
 
     Paths are plain strings, spelt as `Path` would spell them: the per-file
     loop over tens of thousands of files spent a quarter of its time in pathlib.
@@ -188,6 +204,7 @@ def scan(root: Path) -> tuple[list[str], list[str], list[tuple[str, fileio.FileP
     files: list[str] = []
     images: list[str] = []
     skipped: list[tuple[str, fileio.FileProblem]] = []
+    roots = fileio.real_roots([root]) if roots is None else roots
 
     def walk(folder: str) -> None:
         prefix = "" if folder == "." else os.path.join(folder, "")
@@ -211,6 +228,16 @@ def scan(root: Path) -> tuple[list[str], list[str], list[tuple[str, fileio.FileP
             problem = (
                 None if entry.is_file(follow_symlinks=False) else fileio.file_problem(entry.path)
             )
+            if (
+                problem is None
+                and found is files
+                and entry.is_symlink()
+                and not fileio.inside(os.path.realpath(entry.path), roots)
+            ):
+                problem = fileio.FileProblem(
+                    "outside_folders",
+                    f"{prefix + entry.name}: links outside the annotation folders",
+                )
             if problem is None:
                 found.append(prefix + entry.name)
             else:
@@ -310,12 +337,16 @@ def declared_size_of(root: etree._Element, path: str) -> bool:
     declared = parse_size(root)
     try:
         info = read_image_info(path)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+    except IMAGE_ERRORS:
         return False
     sizes = {(info.width, info.height)}
     if info.orientation in store.ROTATING_ORIENTATIONS:
         sizes.add((info.height, info.width))
     return declared is not None and (round(declared[0]), round(declared[1])) in sizes
+
+
+# What reading an image's header raises on a file that is no usable image.
+IMAGE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, *store.HEADER_ERRORS)
 
 
 def read_image_info(path: str | Path) -> ImageInfo:
@@ -331,9 +362,11 @@ def parse_size(root: etree._Element) -> tuple[float, float] | None:
     if size is None:
         return None
     try:
-        return float(size.findtext("width") or 0), float(size.findtext("height") or 0)
+        width, height = float(size.findtext("width") or 0), float(size.findtext("height") or 0)
     except ValueError:
         return (0.0, 0.0)
+    # nan, inf, 1e400: no size, as a word would be (round() of them raises).
+    return (width, height) if math.isfinite(width) and math.isfinite(height) else (0.0, 0.0)
 
 
 def reconcile_size(
@@ -393,7 +426,7 @@ def clip_box(
 def flag(obj: etree._Element, tag: str) -> int:
     try:
         return 1 if int(float((obj.findtext(tag) or "0").strip() or 0)) else 0
-    except ValueError:
+    except (ValueError, OverflowError):  # nan; inf
         return 0
 
 
@@ -419,6 +452,8 @@ def read_xml(xml_path: str | Path) -> etree._Element | str:
         return "doctype_forbidden"
     if root.tag != "annotation":
         return "not_voc"
+    if sum(1 for _ in root.iter("object")) > labelformats.MAX_BOXES:
+        return "too_many_boxes"
     return root
 
 
@@ -446,24 +481,28 @@ def image_of(path: str, filename: str | None) -> tuple[str, int, int] | str:
             if os.path.isfile(candidate):
                 try:
                     info = read_image_info(candidate)
-                except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+                except store.RejectedImage as rejected:
+                    return rejected.reason
+                except IMAGE_ERRORS:
                     return "image_unreadable"
                 return name, info.width, info.height
     return "image_not_found"
 
 
-def read_annotation(path: str) -> tuple[etree._Element, list[tuple[str, str]]] | str:
+def read_annotation(
+    path: str, index: ClassIndex
+) -> tuple[etree._Element, list[tuple[str, str]]] | str:
     """Any format LabelImg saves, as the Pascal VOC root and the objects already dropped."""
     reader = labelformats.READERS.get(os.path.splitext(path)[1].lower())
     if reader is not None:
-        return reader(path, image_of)
+        return reader(path, image_of, index.holds_annotation)
     root = read_xml(path)
     return root if isinstance(root, str) else (root, [])
 
 
 def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     outcome = Outcome(xml=xml_path)
-    read = read_annotation(xml_path)
+    read = read_annotation(xml_path, index)
     if isinstance(read, str):
         outcome.rejected.append(("", read))
         return outcome
@@ -477,7 +516,10 @@ def validate_xml(xml_path: str, index: ClassIndex) -> Outcome:
     outcome.image_path = image_path
     try:
         info = read_image_info(image_path)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+    except store.RejectedImage as rejected:
+        outcome.rejected.append(("", rejected.reason))
+        return outcome
+    except IMAGE_ERRORS:
         outcome.rejected.append(("", "image_unreadable"))
         return outcome
     scale = reconcile_size(parse_size(root), info)
@@ -735,8 +777,9 @@ def scan_folders(
     xmls: dict[str, Path] = {}
     images: dict[str, None] = {}
     skipped: dict[str, fileio.FileProblem] = {}
+    roots = fileio.real_roots(folders)
     for folder in folders:
-        found, pictures, problems = scan(folder)
+        found, pictures, problems = scan(folder, roots)
         for xml in found:
             xmls.setdefault(xml, folder)
         images.update(dict.fromkeys(pictures))
@@ -851,7 +894,7 @@ def validate_class(
     folder_of = dict(found)
     xml_paths = list(folder_of)
     index = build_index(
-        cfg, class_name, manifest, folder_images, image_sources(cls, folders, store_root)
+        cfg, class_name, manifest, folder_images, image_sources(cls, folders, store_root), folders
     )
     outcomes = list(
         cli.progress(

@@ -372,12 +372,56 @@ def _message(error: jsonschema.ValidationError, files: tuple[Path, ...]) -> str:
     return f"{_where(files, keys)}{key}: {error.message}"
 
 
+# Values (mappings, lists and scalars) a config may hold with its YAML aliases
+# expanded: a real one holds hundreds. Aliases of aliases (`b: [*a, *a, ...]`)
+# load as shared objects in kilobytes, but JSON (the stages' --config-json)
+# writes every copy: nine levels of nine are 387 million values.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_values(value: Any, known: dict[int, int], open_: set[int]) -> int:
+    """How many values `value` holds with shared objects counted at each use (up to the cap)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in known:
+        return known[key]
+    if key in open_:
+        raise ValueError("refers to itself")
+    open_.add(key)
+    total = 1
+    for item in value.values() if isinstance(value, dict) else value:
+        total += _expanded_values(item, known, open_)
+        if total > MAX_CONFIG_VALUES:
+            break
+    open_.discard(key)
+    known[key] = total
+    return total
+
+
+def check_size(raw: Any, files: tuple[Path, ...] = ()) -> None:
+    """Refuse a config that expands (YAML aliases written out) beyond MAX_CONFIG_VALUES."""
+    where = f"{files[0]}: " if files else ""
+    try:
+        size = _expanded_values(raw, {}, set())
+    except ValueError as error:  # an alias inside its own anchor
+        raise ConfigError(f"{where}the config {error} (a YAML alias inside its anchor)") from None
+    except RecursionError:
+        raise ConfigError(f"{where}the config is nested too deep") from None
+    if size > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{where}the config expands to more than {MAX_CONFIG_VALUES:,} values "
+            "(YAML aliases of aliases?); write the repeated parts out once"
+        )
+
+
 def validate(raw: dict, files: tuple[Path, ...] = (), part: bool = False) -> dict:
     """Validate against the schema and fill in defaults; returns a new dict.
 
     `files` are where the config came from, for the error's file and line;
     a stage's `part` may leave out the classes.
     """
+    check_size(raw, files)
     data = copy.deepcopy(raw)
     errors = _validator().iter_errors(data)
     if part and "classes" not in data:

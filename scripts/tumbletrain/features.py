@@ -19,7 +19,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import re
+import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,11 @@ FLIPS = (False, True)
 LOSS_LABELS = ("cls_targets", "box_targets", "cls_weights", "box_weights")
 SHA_KEY = "image/key/sha256"
 STORE_DTYPE = np.float16
+# A backbone's folder unused this long goes when another backbone's is used: a
+# new checkpoint or input size makes a new folder, and the old ones were kept
+# for ever (a gigabyte per 1,000 images at 256 px).
+STALE_DAYS = 30
+DIGEST_FOLDER = re.compile(r"[0-9a-f]{16}")
 
 
 def backbone_digest(backbone, input_size: int) -> str:
@@ -61,12 +70,44 @@ class Store:
     def path(self, sha256: str) -> Path:
         return self.root / self.digest[:16] / sha256[:2] / f"{sha256}.npz"
 
+    @property
+    def folder(self) -> Path:
+        return self.root / self.digest[:16]
+
     def get(self, sha256: str) -> dict[str, np.ndarray] | None:
+        """The stored outputs, or None: not there, or damaged (then removed, computed again)."""
         path = self.path(sha256)
         if not path.exists():
             return None
-        with np.load(path) as stored:
-            return {level: stored[level] for level in stored.files}
+        try:
+            with np.load(path) as stored:
+                return {level: stored[level] for level in stored.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            log.warning("feature cache file %s is damaged (%s): computed again", path, error)
+            path.unlink(missing_ok=True)
+            return None
+
+    def tidy(self) -> None:
+        """Before use: remove what killed writers left in this backbone's folder, and the
+        folders of other backbones unused for STALE_DAYS; mark this one used."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.utime(self.folder)
+        fileio.clean_leftovers(self.folder, logger=log)
+        stale = time.time() - STALE_DAYS * 86400
+        for other in self.root.iterdir():
+            if (
+                other != self.folder
+                and DIGEST_FOLDER.fullmatch(other.name)
+                and other.is_dir()
+                and not other.is_symlink()
+                and other.stat().st_mtime < stale
+            ):
+                log.info(
+                    "removing %s: another backbone's features, unused for %d days",
+                    other,
+                    STALE_DAYS,
+                )
+                shutil.rmtree(other, ignore_errors=True)
 
     def put(self, sha256: str, features: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
@@ -288,6 +329,7 @@ def attach(task, params, root: Path, backbone_checkpoint: str | None) -> None:
         experiment.restore_modules(built, backbone_checkpoint, ("backbone",))
     data = params.task.train_data
     store = Store(Path(root), backbone_digest(built.backbone, params.task.model.input_size[0]))
+    store.tidy()
     arrays = compute(params.task, data, data.input_path.split(","), built.backbone, store)
     # As tensors once, the arrays let go: training holds one copy, not two.
     features, labels = tf.nest.map_structure(tf.convert_to_tensor, arrays)

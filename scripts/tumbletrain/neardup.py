@@ -88,14 +88,21 @@ def signature_row(sha256: str, timestamp: float, signature: Signature) -> list[s
 
 
 def read_members(path: str | Path) -> list[Member]:
-    return [
-        Member(
-            row["sha256"],
-            float(row["timestamp"] or 0),
-            Signature(int(row["phash"], 16), int(row["dhash"], 16), bytes.fromhex(row["colour"])),
-        )
-        for row in fileio.read_tsv(path)
-    ]
+    """The members of a signature table; a damaged one is a fileio.TableError naming it."""
+    members = []
+    for number, row in enumerate(fileio.read_tsv(path), start=2):
+        try:
+            colour = bytes.fromhex(row["colour"])
+            if len(colour) != COLOUR_BYTES:
+                raise ValueError(f"{len(colour)} colour bytes, not {COLOUR_BYTES}")
+            signature = Signature(int(row["phash"], 16), int(row["dhash"], 16), colour)
+            members.append(Member(row["sha256"], float(row["timestamp"] or 0), signature))
+        except (KeyError, TypeError, ValueError) as error:
+            raise fileio.TableError(
+                f"{path} line {number} is not a signature row ({error}); delete the file "
+                "and re-run (the signatures rule computes it again)"
+            ) from None
+    return members
 
 
 def write_members(path: str | Path, members: Iterable[Member]) -> None:
@@ -152,8 +159,6 @@ KEY_MASKS = np.array(
 # (Knuth's golden ratio constant); colliding values only add candidates.
 KEY_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 KEY_SHIFT = np.uint64(64 - KEY_BITS)
-# Rows searched at once.
-QUERY_ROWS = 8192
 # A colour layout whose luminance varies less than this (standard deviation of
 # its 16 cells, 0-255) has too little structure for stable hash bits: only such
 # images are searched by colour alone. Every copy in tests/neardup_corpus.py that
@@ -163,21 +168,45 @@ SMOOTH_LUMA = 10.0
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
+# Candidate pairs are made and checked in blocks of about this many (a bucket's
+# run for one query is never cut: at most the number of images), and groups are
+# joined block by block: the memory of a search is bounded per image whatever
+# the pictures look like. Flat pictures share every key, and materialising
+# every candidate pair at once took 3.3 GB at 400 of them (issue #27).
+BLOCK_PAIRS = 1 << 18
+
+
 class Buckets:
     """Rows by an integer key below `size`, looked up for many queries at once."""
 
     def __init__(self, keys: np.ndarray, size: int):
-        self.order = np.argsort(keys, kind="stable").astype(np.int32)
-        self.count = np.bincount(keys, minlength=size).astype(np.int32)
-        self.first = (np.cumsum(self.count) - self.count).astype(np.int32)
+        self.order = np.argsort(keys, kind="stable").astype(np.int64)
+        self.count = np.bincount(keys, minlength=size).astype(np.int64)
+        self.first = np.cumsum(self.count) - self.count
 
     def lookup(self, queries: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query, row) for every row whose key equals the query's key."""
         count = self.count[keys]
         # Each query's run of rows, laid end to end: position in the run + run start.
         start = np.repeat(self.first[keys] - (np.cumsum(count) - count), count)
-        start += np.arange(len(start), dtype=np.int32)
+        start += np.arange(len(start), dtype=np.int64)
         return np.repeat(queries, count), self.order[start]
+
+    def blocks(self, queries: np.ndarray, keys: np.ndarray):
+        """lookup() in blocks of about BLOCK_PAIRS pairs."""
+        for start, stop in _spans(self.count[keys]):
+            yield self.lookup(queries[start:stop], keys[start:stop])
+
+
+def _spans(sizes: np.ndarray):
+    """(start, stop): consecutive spans of about BLOCK_PAIRS in total size, at least one each."""
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < len(sizes):
+        base = ends[start - 1] if start else 0
+        stop = max(int(np.searchsorted(ends, base + BLOCK_PAIRS, side="right")), start + 1)
+        yield start, stop
+        start = stop
 
 
 def _keys(values: np.ndarray, table: int) -> np.ndarray:
@@ -185,10 +214,28 @@ def _keys(values: np.ndarray, table: int) -> np.ndarray:
     return (((values & KEY_MASKS[table]) * KEY_MULTIPLIER) >> KEY_SHIFT).astype(np.uint16)
 
 
-def _concatenate(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    if not found:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate([f for f, _ in found]), np.concatenate([o for _, o in found])
+class HashIndex:
+    """One hash's distinct values (rows sharing one are searched once), keyed for search."""
+
+    def __init__(self, values: np.ndarray):
+        self.distinct, self.value_of = np.unique(values, return_inverse=True)
+        self.value_of = self.value_of.astype(np.int64)
+        self.rows = Buckets(self.value_of, len(self.distinct))
+        self.tables = [
+            Buckets(_keys(self.distinct, table), 1 << KEY_BITS) for table in range(KEY_TABLES)
+        ]
+
+    def near_values(self, ids: np.ndarray, distance: int):
+        """Blocks of (id, other): distinct values within `distance` bits, each pair once."""
+        keys = [_keys(self.distinct[ids], table) for table in range(KEY_TABLES)]
+        tables = list(zip(self.tables, keys, strict=True))
+        for start, stop in _spans(np.sum([b.count[k] for b, k in tables], axis=0)):
+            found = [b.lookup(ids[start:stop], k[start:stop]) for b, k in tables]
+            first = np.concatenate([f for f, _ in found])
+            other = np.concatenate([o for _, o in found])
+            close = np.bitwise_count(self.distinct[first] ^ self.distinct[other]) <= distance
+            pair = np.unique(first[close] * len(self.distinct) + other[close])
+            yield pair // len(self.distinct), pair % len(self.distinct)
 
 
 # Colour cells: channel means (0-255) in cells of COLOUR_MEAN, keyed with a
@@ -219,13 +266,10 @@ class SignatureIndex:
 
     def __init__(self, signatures: Sequence[Signature], distance: int):
         self.distance = distance
+        self.size = len(signatures)
         self.hashes = [
-            np.array([s.phash for s in signatures], dtype=np.uint64),
-            np.array([s.dhash for s in signatures], dtype=np.uint64),
-        ]
-        self.tables = [
-            [Buckets(_keys(values, table), 1 << KEY_BITS) for table in range(KEY_TABLES)]
-            for values in self.hashes
+            HashIndex(np.array([s.phash for s in signatures], dtype=np.uint64)),
+            HashIndex(np.array([s.dhash for s in signatures], dtype=np.uint64)),
         ]
         colour = np.frombuffer(b"".join(s.colour for s in signatures), dtype=np.uint8)
         self.colour = colour.reshape(len(signatures), COLOUR_BYTES).astype(np.int16)
@@ -233,67 +277,127 @@ class SignatureIndex:
         self.smooth = (cells @ LUMA).std(axis=1) < SMOOTH_LUMA
         self.means = cells.mean(axis=1)
         self.cell = np.floor(self.means / COLOUR_MEAN).astype(np.int64) + REACH + 1
-        self.cells = Buckets(self._key(self.cell), CELL_SIDE**3)
-        # Every colour-only pair has a smooth row: searching from the smooth rows
-        # finds them all, both ways, once.
-        first, other = self._colour_search(np.flatnonzero(self.smooth))
-        self.colour_links = (
-            Buckets(np.concatenate([first, other]), len(signatures)),
-            np.concatenate([other, first]),
-        )
+        keys = self._key(self.cell)
+        self.cells = Buckets(keys, CELL_SIDE**3)
+        # The smooth rows alone (the others under a key no query asks for): every
+        # colour-only pair has a smooth row, so a row that is not smooth looks there.
+        self.smooth_cells = Buckets(np.where(self.smooth, keys, CELL_SIDE**3), CELL_SIDE**3 + 1)
 
     @staticmethod
     def _key(cell: np.ndarray) -> np.ndarray:
         return (cell[..., 0] * CELL_SIDE + cell[..., 1]) * CELL_SIDE + cell[..., 2]
 
-    def _colour_search(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = self._key(self.cell[rows, None, :] + NEIGHBOUR_CELLS[None, :, :]).ravel()
-        first, other = self.cells.lookup(np.repeat(rows, len(NEIGHBOUR_CELLS)), keys)
+    def _hash_candidates(self, rows: np.ndarray):
+        """Blocks of (row, other) whose phash or dhash is within `distance` bits."""
+        for index in self.hashes:
+            ids = index.value_of[rows]
+            by_value = Buckets(ids, len(index.distinct))  # the rows of each value
+            for value, other_value in index.near_values(np.unique(ids), self.distance):
+                for near, at in by_value.blocks(other_value, value):
+                    for position, other in index.rows.blocks(np.arange(len(at)), near):
+                        yield rows[at[position]], other
+
+    def _colour_candidates(self, rows: np.ndarray):
+        """Blocks of (row, other) in colour cells near enough, one side smooth."""
+        step = BLOCK_PAIRS // len(NEIGHBOUR_CELLS)  # rows whose cells are looked up at once
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            for smooth, buckets in ((True, self.cells), (False, self.smooth_cells)):
+                query = chunk[self.smooth[chunk] == smooth]
+                keys = self._key(self.cell[query, None, :] + NEIGHBOUR_CELLS[None, :, :]).ravel()
+                yield from buckets.blocks(np.repeat(query, len(NEIGHBOUR_CELLS)), keys)
+
+    def neighbours(self, rows: Sequence[int], linked=None):
+        """Blocks of (row, other): the near-duplicates of each of `rows`.
+
+        A pair of two of `rows` comes once; `linked(first, other)`, when given,
+        says which candidates are known to be in one group already, and they
+        are not checked (a flat picture's candidates are mostly such).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        asked = np.zeros(self.size, dtype=bool)
+        asked[rows] = True
+        searches = (
+            (self._hash_candidates(rows), self._hash_close),
+            (self._colour_candidates(rows), self._colour_close),
+        )
+        for candidates, close in searches:
+            for first, other in candidates:
+                keep = (first != other) & ~(asked[other] & (other < first))
+                if linked is not None:
+                    keep &= ~linked(first, other)
+                first, other = first[keep], other[keep]
+                near = close(first, other)
+                if near.any():
+                    yield first[near], other[near]
+
+    def _hash_close(self, first: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Whether the median of the colour differences is within COLOUR_MEDIAN.
+
+        The bits were checked on the distinct values. The median of 48 integers
+        is that of the 24th and 25th smallest: counting the differences within
+        the bound decides it unless exactly 24 are, and only those pairs are
+        sorted (np.median on every pair was most of the time of a flat class).
+        """
+        apart = np.abs(self.colour[first] - self.colour[other])
+        within = (apart <= COLOUR_MEDIAN).sum(axis=1)
+        close = within > COLOUR_BYTES // 2
+        tie = np.flatnonzero(within == COLOUR_BYTES // 2)
+        close[tie] = np.median(apart[tie], axis=1) <= COLOUR_MEDIAN
+        return close
+
+    def _colour_close(self, first: np.ndarray, other: np.ndarray) -> np.ndarray:
         # The cells hold more than the bound itself, a ball: test it on 3 numbers first.
         near = np.abs(self.means[first] - self.means[other]).sum(axis=1) <= 3 * COLOUR_MEAN
-        first, other = first[near], other[near]
-        close = np.abs(self.colour[first] - self.colour[other]).mean(axis=1) <= COLOUR_MEAN
-        return first[close], other[close]
-
-    def _colour_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        links, other = self.colour_links
-        first, at = links.lookup(rows, rows)
-        return first, other[at]
-
-    def _hash_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose phash or dhash is within `distance` bits and most colours agree.
-
-        Candidates share a key in one table (see KEY_BITS); each is then checked
-        exactly. Comparing every pair instead cost 32 s at 50,000 images.
-        """
-        found = []
-        for values, tables in zip(self.hashes, self.tables, strict=True):
-            for table, buckets in enumerate(tables):
-                first, other = buckets.lookup(rows, _keys(values[rows], table))
-                close = np.bitwise_count(values[first] ^ values[other]) <= self.distance
-                close &= first != other
-                found.append((first[close], other[close]))
-        first, other = _concatenate(found)
-        close = np.median(np.abs(self.colour[first] - self.colour[other]), axis=1) <= COLOUR_MEDIAN
-        return first[close], other[close]
-
-    def neighbours(self, rows: Sequence[int]) -> set[tuple[int, int]]:
-        """Pairs (row, other) for every near-duplicate of each of `rows`."""
-        pairs: set[tuple[int, int]] = set()
-        rows = np.asarray(rows, dtype=np.int32)
-        for start in range(0, len(rows), QUERY_ROWS):
-            chunk = rows[start : start + QUERY_ROWS]
-            found = [self._hash_pairs(chunk), self._colour_pairs(chunk)]
-            first, other = _concatenate(found)
-            apart = first != other
-            pairs.update(zip(first[apart].tolist(), other[apart].tolist(), strict=True))
-        return pairs
+        at = np.flatnonzero(near)
+        near[at] = (
+            np.abs(self.colour[first[at]] - self.colour[other[at]]).mean(axis=1) <= COLOUR_MEAN
+        )
+        return near
 
 
 def near_pairs(members: Sequence[Member], distance: int) -> set[tuple[int, int]]:
     """Index pairs (i < j) of near-duplicate members."""
     index = SignatureIndex([m.signature for m in members], distance)
-    return {(min(i, j), max(i, j)) for i, j in index.neighbours(range(len(members)))}
+    return {
+        (min(i, j), max(i, j))
+        for first, other in index.neighbours(range(len(members)))
+        for i, j in zip(first.tolist(), other.tolist(), strict=True)
+    }
+
+
+class Labels:
+    """Each row's group, as the smallest row in it, joined a block of pairs at a time.
+
+    Vectorised union-find: a block's pairs cost numpy operations, not a Python
+    call each (a flat picture can link to thousands).
+    """
+
+    def __init__(self, size: int):
+        self.label = np.arange(size)
+
+    def linked(self, first: np.ndarray, other: np.ndarray) -> np.ndarray:
+        return self.label[first] == self.label[other]
+
+    def join(self, first: np.ndarray, other: np.ndarray) -> None:
+        from scipy.sparse import coo_array  # scipy's import is paid only by grouping
+        from scipy.sparse.csgraph import connected_components
+
+        a, b = self.label[first], self.label[other]
+        apart = a != b
+        if not apart.any():
+            return
+        labels, at = np.unique(np.concatenate([a[apart], b[apart]]), return_inverse=True)
+        count = int(apart.sum())
+        graph = coo_array(
+            (np.ones(count, dtype=bool), (at[:count], at[count:])), shape=(len(labels),) * 2
+        )
+        _, component = connected_components(graph, directed=False)
+        smallest = np.full(len(labels), len(self.label))
+        np.minimum.at(smallest, component, labels)
+        remap = np.arange(len(self.label))
+        remap[labels] = smallest[component]
+        self.label = remap[self.label]
 
 
 def components(index: SignatureIndex, size: int, start: Iterable[int]) -> list[list[int]]:
@@ -302,29 +406,21 @@ def components(index: SignatureIndex, size: int, start: Iterable[int]) -> list[l
     Only the groups of the starting rows are explored: a class's job pays for
     its own images' groups, not for every pair of every class.
     """
-    parent = list(range(size))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    seen = set(start)
-    frontier = sorted(seen)
-    while frontier:
-        found = set()
-        for i, j in index.neighbours(frontier):
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-            if j not in seen:
-                found.add(j)
+    labels = Labels(size)
+    seen = np.zeros(size, dtype=bool)
+    seen[list(start)] = True
+    frontier = np.flatnonzero(seen)
+    while len(frontier):
+        found = np.zeros(size, dtype=bool)
+        for first, other in index.neighbours(frontier, labels.linked):
+            labels.join(first, other)
+            found[other] = True
+        found &= ~seen
         seen |= found
-        frontier = sorted(found)
+        frontier = np.flatnonzero(found)
     grouped: dict[int, list[int]] = {}
-    for i in sorted(seen):
-        grouped.setdefault(root(i), []).append(i)
+    for i, label in zip(np.flatnonzero(seen).tolist(), labels.label[seen].tolist(), strict=True):
+        grouped.setdefault(label, []).append(i)
     return list(grouped.values())
 
 
@@ -399,10 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     fileio.clean_leftovers(*{args.output.parent, args.cache.parent}, logger=log)
     cache = {}
     if args.cache.is_file():
-        cache = {m.sha256: m for m in read_members(args.cache)}
+        try:
+            cache = {m.sha256: m for m in read_members(args.cache)}
+        except fileio.TableError as error:
+            log.warning("%s; the cache is computed again", error)
     members = class_signatures(store.read_manifest(args.manifest), cache)
     computed = [m for m in members if m.sha256 not in cache]
-    if computed or not args.cache.is_file():
+    if computed or not cache:
         write_members(args.cache, [*cache.values(), *computed])
     write_members(args.output, members)
     log.info("%d signatures (%d computed)", len(members), len(computed))

@@ -14,6 +14,8 @@ import html
 import json
 import logging
 import math
+import re
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +351,61 @@ def account(
     lines.append(f"report: snakemake --report {report_html} writes it")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
+
+
+# How Snakemake's log tells of a shell job that failed: its command (the rule's
+# log after `2>`) and its end, an exit status (128 + the signal, from the shell)
+# or the signal itself (when the shell was killed).
+FAILED_COMMAND = re.compile(
+    r"Command '(?P<command>.*?)' (?:returned non-zero exit status (?P<status>-?\d+)"
+    r"|died with <Signals\.\w+: (?P<signal>\d+)>)",
+    re.DOTALL,
+)
+
+
+def killed_jobs(snakemake_log: str) -> list[tuple[str, int]]:
+    """(the job's log, the signal) of each shell job of a Snakemake log that a signal ended."""
+    killed = []
+    for match in FAILED_COMMAND.finditer(snakemake_log):
+        if match["signal"]:
+            number = int(match["signal"])
+        elif int(match["status"]) > 128:
+            number = int(match["status"]) - 128
+        else:
+            continue  # the command's own error: it said so in its log
+        logs = re.findall(r"2>>?\s*(\S+)", match["command"])
+        if logs:
+            killed.append((logs[-1].strip("'\""), number))
+    return killed
+
+
+def report_killed(snakemake_logs: Sequence[str | Path]) -> list[str]:
+    """One `ERROR:` line per job the kernel (or anyone) killed, appended to the job's log.
+
+    A job killed by the OOM killer leaves a log ending in a progress line and a
+    Snakemake error that says only "non-zero exit code" (Snakemake's onerror).
+    """
+    lines = []
+    for path in snakemake_logs:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        for job_log, number in dict.fromkeys(killed_jobs(text)):
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = "signal"
+            guess = ": out of memory?" if number == signal.SIGKILL else ""
+            job = f"{Path(job_log).parent.name} {Path(job_log).stem}"
+            line = f"ERROR: {job} was killed (signal {number}, {name}{guess}); log: {job_log}"
+            lines.append(line)
+            try:
+                with open(job_log, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+            except OSError:
+                pass  # the line is on the terminal all the same
+    return lines
 
 
 def summary_markdown(

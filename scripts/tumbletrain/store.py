@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -35,6 +36,22 @@ ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION = 0x0112
 # The `info` keys Pillow's getexif() takes an orientation from.
 ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
+
+
+# What Pillow's header parsers raise on malformed bytes, besides OSError: an EXIF
+# block of a stranger's picture can hold any type where a number belongs.
+HEADER_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
 
 
 class RejectedImage(ValueError):
@@ -90,7 +107,9 @@ def pixel_limit() -> Iterator[None]:
 def upright_size(image: Image.Image) -> tuple[int, int, int]:
     """Width and height as the image is shown (its EXIF orientation applied), and the orientation.
 
-    Header only: Pillow reads the size and EXIF without decoding pixels.
+    Header only: Pillow reads the size and EXIF without decoding pixels. An
+    orientation that is no number (text, a list) is a RejectedImage: which way
+    is up cannot be told.
     """
     width, height = image.size
     fmt = (image.format or "").lower()
@@ -100,7 +119,13 @@ def upright_size(image: Image.Image) -> tuple[int, int, int]:
     if fmt in ("png", "webp", "tiff") or (
         fmt == "jpeg" and not ORIENTATION_SOURCES.isdisjoint(image.info)
     ):
-        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+        raw = image.getexif().get(EXIF_ORIENTATION, 1)
+        try:
+            orientation = int(raw or 1)
+        except (TypeError, ValueError, OverflowError):
+            raise RejectedImage(
+                "bad_orientation", f"its EXIF orientation is {str(raw)[:20]!r}, not a number"
+            ) from None
     if orientation in ROTATING_ORIENTATIONS:
         width, height = height, width
     return width, height, orientation
@@ -114,7 +139,9 @@ def check_image(data: bytes) -> CheckedImage:
         with pixel_limit(), Image.open(io.BytesIO(data)) as image:
             # Upright: whole-image boxes and the XML checks use this size.
             fmt, (width, height, _) = image.format, upright_size(image)
-    except (UnidentifiedImageError, OSError, SyntaxError):
+    except RejectedImage:
+        raise
+    except (UnidentifiedImageError, *HEADER_ERRORS):
         head = data[:64].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")):
             raise RejectedImage("html_not_image", "an HTML page was served instead") from None

@@ -138,7 +138,14 @@ def architecture(params) -> dict:
 
 def read_run(folder: Path) -> dict | None:
     path = folder / RUN_JSON
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:  # truncated (a full disk, a copy cut short), not UTF-8
+        raise cli.UserError(
+            f"{path} is damaged ({error}); move {folder} aside to start the run afresh"
+        ) from None
 
 
 def archive(model_dir: Path) -> Path:

@@ -5,6 +5,13 @@ annotations command with grouping, against the same command without it, on
 distinct images. Target: warm grouping adds at most 20% at 50,000 images, in
 CPU time (wall time is printed too; on the shared machine it is noise).
 
+Memory: peak resident memory of a process that groups 50,000 images of one
+kind (`memory_child`, in a subprocess of its own): solid colours (every one
+shares both hashes: the case that was quadratic, issue #27), two-colour
+gradients and photo-like pictures (coarse random colour fields). Their
+signatures are computed by `neardup.signature_of` from images drawn in memory
+(64x48 pixels, BMP), not from files. Target: under 2 GB each.
+
 Leak: the demo's pictures plus re-encoded and half-size copies of 40% of them,
 trained twice with the same budget: split by content hash (copies straddle the
 splits) and by near-duplicate group. The verification AP of the first measures
@@ -18,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +38,53 @@ from PIL import Image
 from tumbletrain import annotations, config, demo, lists, neardup, store, vocxml
 
 TARGET_ADDED = 0.20
+TARGET_PEAK_GB = 2.0
+KINDS = ("solid", "gradient", "photo")
+
+
+def picture(kind: str, rng: np.random.Generator) -> Image.Image:
+    """A 64x48 picture of one kind."""
+    if kind == "solid":
+        return Image.new("RGB", (64, 48), tuple(rng.integers(0, 256, 3).tolist()))
+    if kind == "gradient":
+        ends = rng.integers(0, 256, (2, 3)).astype(float)
+        steps = np.linspace(0, 1, 64)[:, None] * (ends[1] - ends[0]) + ends[0]
+        rows = np.broadcast_to(steps[None], (48, 64, 3)).astype(np.uint8)
+        return Image.fromarray(rows).rotate(int(rng.integers(0, 4)) * 90, expand=True)
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((64, 48), Image.Resampling.BICUBIC)
+
+
+def memory_child(kind: str, count: int) -> dict:
+    """Signatures of `count` pictures of `kind`, grouped; this process's peak memory."""
+    rng = np.random.default_rng(7)
+    members = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        picture(kind, rng).save(buffer, "BMP")
+        members.append(neardup.Member(f"{i:064x}", float(i), neardup.signature_of(buffer)))
+    split = config.parse({"classes": {"pose": {"annotations_dir": "x"}}}).split
+    wall, cpu, placed = timed_cpu(
+        lambda: neardup.place(members, split, split.near_duplicate_distance)
+    )
+    return {
+        "kind": kind,
+        "images": count,
+        "groups": len({p.group for p in placed.values()}),
+        "grouping_wall_s": wall,
+        "grouping_cpu_s": cpu,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def memory() -> list[dict]:
+    """Peak memory of grouping 50,000 pictures of each kind, each in a process of its own."""
+    rows = []
+    for kind in KINDS:
+        command = [sys.executable, __file__, "--memory", kind, str(scaled(50_000))]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.splitlines()[-1]))
+    return rows
 
 
 def distinct_corpus(root: Path, count: int) -> Path:
@@ -190,8 +245,16 @@ def leak() -> list[dict]:
 
 
 def main() -> dict:
+    peaks = memory()
+    targets = [
+        target(
+            f"peak memory of grouping, {row['images']} {row['kind']} pictures, GB",
+            row["peak_gb"],
+            at_most=TARGET_PEAK_GB,
+        )
+        for row in peaks
+    ]
     rows = cost()
-    targets = []
     for row in rows:
         grouping = (row["validation_grouped_cpu_s"] - row["validation_cpu_s"]) / row[
             "validation_cpu_s"
@@ -211,11 +274,14 @@ def main() -> dict:
                 at_most=TARGET_ADDED,
             ),
         ]
-    extra = {}
+    extra = {"memory": peaks}
     if os.environ.get("TT_BENCH_LEAK", "1") != "0":
         extra["leak"] = leak()
     return report("near_duplicates", rows, extra, targets)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--memory"]:
+        print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]))))
+    else:
+        main()

@@ -263,6 +263,15 @@ def print_account():
     print(f"\n{text}", end="", flush=True)
 
 
+def print_killed(snakemake_logs):
+    """A job the kernel killed (out of memory) says so in one line, on the terminal
+    and at the end of its log, instead of Snakemake's "non-zero exit code" alone."""
+    from tumbletrain import report as tt_report
+
+    for line in tt_report.report_killed(snakemake_logs):
+        print(line, file=sys.stderr, flush=True)
+
+
 def making_report():
     """True while `snakemake --report` (without --report-after-run) makes a report.
 
