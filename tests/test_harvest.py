@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import fake_tumblr as ft
@@ -846,3 +847,127 @@ def test_the_harvest_rule_under_snakemake_stops_and_resumes(tmp_path, fake, tool
     _, tagged_expected = tagged_posts()
     expected = {k: v for k, v in {**blog_expected, **tagged_expected}.items() if v}
     assert chosen(tmp_path / "resources") == expected
+
+
+class Hidden:
+    """A server on 127.0.0.1 that a hostile image URL hides behind a media host's name:
+    a host inside the user's network that no post may make the harvest reach."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        hits = self.hits = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                hits.append(self.path)
+                body = image_bytes(5)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hidden(monkeypatch):
+    server = Hidden()
+    # The user's own network is reached directly, as it would be (no proxy for it).
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    yield server
+    server.close()
+
+
+def hiding_urls(address: str) -> dict[str, str]:
+    """Image URLs whose host is a media host to one parser and `address` to another."""
+    path = "64.media.tumblr.com/admin.png"
+    return {
+        # urlsplit: 64.media.tumblr.com; urllib3 (the connection): 127.0.0.1
+        "backslash": f"http://{address}\\@{path}",
+        "encoded_backslash": f"http://{address}%5C@{path}",
+        "userinfo": f"http://64.media.tumblr.com@{address}/admin.png",
+        "userinfo_backslash": f"http://64.media.tumblr.com\\@{address}/admin.png",
+        # urlsplit drops tabs and newlines; urllib3 keeps them
+        "tab": f"http://{address}\t@{path}",
+        "newline": f"http://{address}\n@{path}",
+        "crlf_backslash": f"http://{address}\r\n\\@{path}",
+        "non_ascii_host": "http://64.media.tumblr.com\u2024evil.example/admin.png",
+    }
+
+
+def npf_block(url: str) -> dict:
+    block = ft.npf_image("hiding")
+    block["media"] = [dict(block["media"][0], url=url)]
+    return block
+
+
+def test_urls_that_hide_another_host_are_refused_and_it_gets_no_request(
+    tmp_path, fake, secrets, hidden
+):
+    urls = hiding_urls(hidden.address)
+    # The issue's post body, as HTML, and every other URL as an NPF image block.
+    html = f'<p>look</p><img src="{urls["backslash"]}">'
+    fake.blogs[BLOG] = [
+        ft.legacy_post("legacy-text-post.json", 2, T0 + 2, ["pose"], body=html),
+        ft.npf_post(1, T0 + 1, ["pose"], [npf_block(u) for k, u in urls.items()]),
+        ft.legacy_photo_post(3, T0 + 3, ["pose"], ["redirected", "fine"]),
+    ]
+    # A redirect hop hiding the host the same way.
+    fake.redirects[photo_500("redirected")] = urls["backslash"].replace("admin", "moved")
+    raw = raw_config()
+    raw["classes"]["pose"]["tumblr"] = [{"blog": BLOG, "tag": "pose"}]
+    run_harvest(tmp_path, raw)
+    assert hidden.hits == []
+    reasons = skipped(tmp_path)
+    assert {k: reasons.get(u) for k, u in urls.items()} == dict.fromkeys(urls, "ambiguous_url")
+    assert reasons[photo_500("redirected")] == "redirect_not_allowed"
+    assert [r.image_url for r in manifest(tmp_path)] == [photo_500("fine")]
+    # Nothing reached any host but Tumblr's, through the proxy either.
+    assert {urllib.parse.urlsplit(u).hostname for u in fake.media_requests()} == {
+        "30.media.tumblr.com"
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://64.media.tumblr.com/a/tumblr_a_1280.jpg", "64.media.tumblr.com"),
+        ("HTTP://64.Media.Tumblr.COM/x.jpg", "64.media.tumblr.com"),
+        ("http://[::1]:8080/x", "[::1]"),
+        ("http://xn--exmple-cua.com/x", "xn--exmple-cua.com"),
+    ],
+)
+def test_a_plain_url_has_the_host_the_connection_uses(url, host):
+    assert net.url_host(url) == host
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        *((u, "ambiguous_url") for u in hiding_urls("10.11.12.13:8080").values()),
+        ("http://%36%34.media.tumblr.com/x.jpg", "ambiguous_url"),
+        ("http://exämple.com/x.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com/a\\b.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com/a%5cb.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com/a\x00.jpg", "ambiguous_url"),
+        ("http://[::1/x", "ambiguous_url"),
+        ("file:///etc/passwd", "scheme_not_allowed"),
+        ("//64.media.tumblr.com/x.jpg", "scheme_not_allowed"),
+    ],
+)
+def test_a_url_two_parsers_could_read_differently_is_refused(url, reason):
+    with pytest.raises(net.Refused) as refused:
+        net.url_host(url)
+    assert refused.value.reason == reason
