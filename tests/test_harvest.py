@@ -971,3 +971,116 @@ def test_a_url_two_parsers_could_read_differently_is_refused(url, reason):
     with pytest.raises(net.Refused) as refused:
         net.url_host(url)
     assert refused.value.reason == reason
+
+
+def secret_forms(environ: dict[str, str]) -> dict[str, str]:
+    """Each credential as it could leak: plain, URL-encoded, base64 (padded or not)."""
+    import base64
+
+    forms = {}
+    for name, value in environ.items():
+        if value:
+            encoded = base64.b64encode(value.encode()).decode()
+            forms[f"{name} plain"] = value
+            forms[f"{name} url-encoded"] = urllib.parse.quote(value, safe="")
+            forms[f"{name} base64"] = encoded.rstrip("=")
+    return forms
+
+
+def leaks(root: Path, environ: dict[str, str], *outputs: str) -> list[str]:
+    """Where any form of a credential appears: every file under `root`, and the outputs."""
+    found = []
+    texts = {f"output {i}": text.encode() for i, text in enumerate(outputs)}
+    texts |= {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for what, form in secret_forms(environ).items():
+        found += [f"{what} in {where}" for where, data in texts.items() if form.encode() in data]
+    return found
+
+
+# The secrets in key (API-key reads) and OAuth1 mode; the three others empty in key mode.
+MODES = {
+    "api_key": {**SECRETS, **dict.fromkeys(list(SECRETS)[1:], "")},
+    "oauth1": SECRETS,
+}
+# Each fault as the harvest meets it: (faults of the fake, tumblr config, exit code).
+NETWORK_FAULTS = {
+    "dropped_connection": ({"api_dropped": 1}, {}, 0),
+    "read_timeout": ({"api_latency_s": 3.0}, {"timeout_s": 1, "retries": 1}, 1),
+    "redirect": ({"api_redirect": "http://api.tumblr.com/v2/moved"}, {}, 1),
+    "unreachable": ({}, {"api_host": "http://127.0.0.1:{closed}", "retries": 1}, 1),
+}
+NO_PROXY_ENV = dict.fromkeys(("HTTP_PROXY", "http_proxy"), "")
+
+
+@pytest.mark.parametrize("fault", NETWORK_FAULTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_credential_reaches_the_log_whatever_the_network_does(tmp_path, fake, mode, fault):
+    faults, tumblr_extra, code = NETWORK_FAULTS[fault]
+    fake.faults = ft.Faults(**faults)
+    tumblr_extra = {
+        k: v.format(closed=free_port()) if isinstance(v, str) else v
+        for k, v in tumblr_extra.items()
+    }
+    env = {**MODES[mode], **(NO_PROXY_ENV if fault == "unreachable" else {})}
+    result = run_command(tmp_path, raw_config(**tumblr_extra), fake, **env)
+    assert result.returncode == code, result.stderr[-3000:]
+    if fault in ("dropped_connection", "unreachable"):
+        # The line that used to carry the key: urllib3's retry warning, with the query.
+        retry = [line for line in result.stderr.splitlines() if "Retrying" in line]
+        assert retry and all("api_key=<redacted>" in line for line in retry), result.stderr
+    assert leaks(tmp_path, MODES[mode], result.stdout, result.stderr) == []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fault"), [("oauth1", "dropped_connection"), ("api_key", "unreachable")]
+)
+def test_no_credential_reaches_snakemakes_logs(tmp_path, fake, tool_env, mode, fault):
+    from conftest import snakemake, write_project
+
+    faults, tumblr_extra, code = NETWORK_FAULTS[fault]
+    fake.faults = ft.Faults(**faults)
+    tumblr_extra = {
+        k: v.format(closed=free_port()) if isinstance(v, str) else v
+        for k, v in tumblr_extra.items()
+    }
+    write_project(tmp_path, raw_config(**tumblr_extra))
+    env = {**tool_env, **fake.env(), **MODES[mode]}
+    env.update(NO_PROXY_ENV if fault == "unreachable" else {})
+    result = snakemake(tmp_path, env, "resources/manifests/pose.tsv", timeout=300)
+    assert (result.returncode == 0) == (code == 0), result.stderr[-3000:]
+    log = (tmp_path / "logs" / "harvest" / "pose.log").read_text()
+    assert "api_key=<redacted>" in log
+    assert list((tmp_path / ".snakemake" / "log").glob("*.log"))
+    assert leaks(tmp_path, MODES[mode], result.stdout, result.stderr) == []
+
+
+def test_redaction_covers_every_logger_warnings_and_tracebacks(caplog):
+    import base64
+    import logging
+    import warnings
+
+    secret = "rd-5ecret/with+chars=="
+    cli.register_secret(secret)
+    url = f"http://h/v2/x?tag=a&api_key={urllib.parse.quote(secret)}"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("urllib3.connectionpool").warning(
+            "Retrying (%r) after connection broken by %r: %s", "Retry()", OSError("x"), url
+        )
+        try:
+            raise ConnectionError(f'failed: {url} oauth_token="tok" {secret}')
+        except ConnectionError:
+            logging.getLogger("requests").exception("request failed")
+        warnings.warn(f"insecure {secret}", stacklevel=1)
+        logging.getLogger("any.other").info("basic auth %s", base64.b64encode(secret.encode()))
+    text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
+    assert "api_key=<redacted>" in text and 'oauth_token="<redacted>' in text
+    assert leaks(Path("/nonexistent"), {"k": secret}, text) == []
+    assert "rd-5ecret" not in text

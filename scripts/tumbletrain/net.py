@@ -25,9 +25,9 @@ from __future__ import annotations
 import email.utils
 import fnmatch
 import logging
+import re
 import threading
 import time
-import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

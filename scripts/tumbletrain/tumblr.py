@@ -73,6 +73,8 @@ def credentials_from_env(environ=os.environ) -> Credentials:
             "(add TUMBLR_CONSUMER_SECRET, TUMBLR_OAUTH_TOKEN and TUMBLR_OAUTH_SECRET for OAuth1)"
         )
     rest = [environ.get(name, "").strip() for name in CREDENTIAL_VARIABLES[1:]]
+    for secret in (key, *rest):
+        cli.register_secret(secret)
     # OAuth1 only when all four are set; otherwise plain API-key reads.
     return Credentials(key, *rest) if all(rest) else Credentials(key)
 
