@@ -1084,3 +1084,30 @@ def test_redaction_covers_every_logger_warnings_and_tracebacks(caplog):
     assert "api_key=<redacted>" in text and 'oauth_token="<redacted>' in text
     assert leaks(Path("/nonexistent"), {"k": secret}, text) == []
     assert "rd-5ecret" not in text
+
+
+def test_absurd_dimensions_in_a_post_rank_as_unknown_and_the_harvest_goes_on(
+    tmp_path, fake, secrets
+):
+    # JSON's 1e400 and Infinity are an infinite float to Python's json; NaN, a string.
+    parsed = json.loads('{"width": 1e400, "height": Infinity, "w2": NaN}')
+    blocks = []
+    for key, (width, height) in {
+        "huge": (parsed["width"], 10),
+        "inf": (10, parsed["height"]),
+        "nan": (parsed["w2"], "wide"),
+        "big": (10**400, 10**400),
+    }.items():
+        block = ft.npf_image(key)
+        block["media"] = [dict(block["media"][0], width=width, height=height)]
+        blocks.append(block)
+    fake.blogs[BLOG] = [ft.npf_post(1, T0, ["pose"], blocks)]
+    raw = raw_config()
+    raw["classes"]["pose"]["tumblr"] = [{"blog": BLOG, "tag": "pose"}]
+    run_harvest(tmp_path, raw)
+    assert sorted(r.image_url for r in manifest(tmp_path)) == sorted(
+        npf_1280(k) for k in ("huge", "inf", "nan", "big")
+    )
+    assert tumblr.npf_media({"media": [{"url": "u", "width": parsed["width"]}]}) == (
+        tumblr.Rendition("u", tumblr.DEFAULT_WIDTH, tumblr.DEFAULT_HEIGHT),
+    )

@@ -97,9 +97,12 @@ Image = tuple[Rendition, ...]  # one image's renditions, the largest first
 
 
 def _int(value, default: int = 0) -> int:
+    """A post's number, or `default` for anything else: JSON's 1e400 is an infinite float
+    (OverflowError), NaN a ValueError; a dimension only ranks renditions, the image's
+    own bytes are checked when it is fetched."""
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
