@@ -8,6 +8,7 @@ post and the exact requests made.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import signal
@@ -1111,3 +1112,43 @@ def test_absurd_dimensions_in_a_post_rank_as_unknown_and_the_harvest_goes_on(
     assert tumblr.npf_media({"media": [{"url": "u", "width": parsed["width"]}]}) == (
         tumblr.Rendition("u", tumblr.DEFAULT_WIDTH, tumblr.DEFAULT_HEIGHT),
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KB file system (tmpfs; the test suite runs as root, as the SLURM tests do)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    assert mounted.returncode == 0, f"cannot mount a tmpfs (needs root): {mounted.stderr}"
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_half_written(tmp_path, small_disk):
+    import random
+
+    from PIL import Image
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    noise = random.Random(0)
+    for i in range(40):  # about 800 KB of PNGs that do not compress
+        pixels = bytes(noise.randrange(256) for _ in range(96 * 96 * 3))
+        Image.frombytes("RGB", (96, 96), pixels).save(images / f"p{i:02d}.png")
+    raw = {"classes": {"pose": {"folders": [str(images)]}}}
+    result = run_command(small_disk, raw, None)
+    line = last_line(result)
+    assert line.startswith(f"ERROR: no space left on the disk of {small_disk}/images"), line
+    assert "free some space there and re-run" in line
+    # Every image stored is whole (its name is its sha256); no temporary is left.
+    stored = [p for p in (small_disk / "images").rglob("*") if p.is_file()]
+    assert stored
+    for path in stored:
+        assert not path.name.startswith("."), path
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem
+    assert not (small_disk / "manifests" / "pose.tsv").exists()

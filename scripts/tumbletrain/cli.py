@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import logging
 import os
 import re
@@ -115,6 +116,34 @@ def install_redaction() -> None:
     threading.excepthook = _redacted_thread_excepthook
 
 
+# A full disk or a spent quota: the user's to fix, not a bug.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NEARLY_FULL = 1 << 20  # bytes free under which a folder's disk counts as the full one
+
+
+def no_space(error: OSError, folders: Iterable[str | os.PathLike] = ()) -> UserError:
+    """Disk full as one line naming the folder: the file's, when the error names one, or
+    those of `folders` (the ones the command writes) whose disk is (nearly) full."""
+    if error.filename:
+        where = [os.path.dirname(os.path.abspath(error.filename))]
+    else:
+        folders = [os.path.abspath(f) for f in folders]
+        where = [f for f in folders if _free_bytes(f) < NEARLY_FULL] or folders
+    return UserError(
+        f"no space left on the disk of {' or '.join(where) or 'the folders it writes'} "
+        f"({error.strerror or error}): free some space there and re-run; what was finished "
+        "is kept and nothing is half-written"
+    )
+
+
+def _free_bytes(folder: str) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
 def parser(module: str, description: str) -> argparse.ArgumentParser:
     """A command's parser, named as the command is run: `python -m tumbletrain.<module>`."""
     return argparse.ArgumentParser(prog=f"python -m tumbletrain.{module}", description=description)
@@ -160,7 +189,12 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     setup_logging()
     route_output(sys.argv[1:] if argv is None else argv)
     try:
-        code = main(argv)
+        try:
+            code = main(argv)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            raise no_space(error) from None
     except UserError as error:
         sys.stdout.flush()  # into the log (route_output) before the error
         print(f"ERROR: {redact(str(error))}", file=sys.stderr, flush=True)
