@@ -97,12 +97,11 @@ class Policy:
 # or a bracketed IPv6 literal. Anything else (%-escapes, non-ASCII letters that IDNA
 # would map to other ones) may resolve to a host the allow-list never saw.
 PLAIN_HOST = re.compile(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]", re.ASCII)
-# Characters on which Python's urlsplit and urllib3's parse_url (and browsers, and
-# proxies) disagree about where the host ends, or which some of them drop or decode.
-AMBIGUOUS = (
-    ("\\", "a backslash"),
-    ("%5c", "an encoded backslash (%5C)"),
-)
+# Python's urlsplit and urllib3's parse_url (and browsers, and proxies) disagree
+# about where the host ends at a backslash; an encoded one (%5C) before the host
+# is decoded by some. (In a query, %5C is only a tag's backslash.)
+BACKSLASH = "\\"
+ENCODED_BACKSLASH = "%5c"
 
 
 def url_host(url: str) -> str:
@@ -122,10 +121,8 @@ def url_host(url: str) -> str:
                 "ambiguous_url",
                 f"the URL holds a control character or white space ({char!r}); refused",
             )
-    lowered = url.lower()
-    for text, what in AMBIGUOUS:
-        if text in lowered:
-            raise Refused("ambiguous_url", f"the URL holds {what}, which parsers read differently")
+    if BACKSLASH in url:
+        raise Refused("ambiguous_url", "the URL holds a backslash, which parsers read differently")
     try:
         parts, netloc = parse_url(url), urllib.parse.urlsplit(url).netloc
     except (LocationParseError, ValueError) as error:
@@ -134,6 +131,8 @@ def url_host(url: str) -> str:
         ) from None
     if parts.scheme not in ("http", "https"):
         raise Refused("scheme_not_allowed", f"{parts.scheme or 'a relative'} URL refused")
+    if ENCODED_BACKSLASH in netloc.lower():
+        raise Refused("ambiguous_url", "the URL's host part holds an encoded backslash (%5C)")
     if parts.auth is not None or "@" in netloc:
         raise Refused("ambiguous_url", "the URL holds user info (@) before its host; refused")
     if not netloc.isascii():
