@@ -187,6 +187,8 @@ class Faults:
     rate_limit_reset_s: int = 1
     server_errors: int = 0  # this many API calls answer 503 first
     dropped_connections: int = 0  # this many media requests are cut off
+    api_dropped: int = 0  # this many API calls: the socket closed without an answer
+    api_redirect: str | None = None  # API calls answer 301 to this URL (+ the query)
     truncate: set[str] = field(default_factory=set)  # media URLs sent half
     latency_s: float = 0.0  # added to every request
     api_latency_s: float = 0.0
@@ -300,6 +302,15 @@ class FakeTumblr:
                 return self.api_call(parsed.path, dict(query))
 
             def api_call(self, path, query):
+                with fake.lock:
+                    if fake.faults.api_dropped > 0:
+                        fake.faults.api_dropped -= 1
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return None
+                if fake.faults.api_redirect:
+                    location = f"{fake.faults.api_redirect}?{urllib.parse.urlencode(query)}"
+                    return self.send(301, b"", "text/plain", {"Location": location})
                 if query.get("api_key") != fake.api_key and "Authorization" not in self.headers:
                     return self.api(401, [], "Unauthorized")
                 with fake.lock:

@@ -316,3 +316,52 @@ def test_offline_is_one_line_with_the_offline_options(tmp_path, tool_env):
         "download it on a machine that can and set model.checkpoint.url to its file:// path, "
         "or set model.checkpoint: null to train from scratch"
     )
+
+
+def in_time(function, *args, timeout_s: float = 30):
+    """`function(*args)`'s exception, failing the test if it does not return in time."""
+    outcome: list = []
+
+    def call():
+        try:
+            function(*args)
+            outcome.append(None)
+        except Exception as error:  # the test asserts which
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert outcome, f"still reading after {timeout_s} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "dev_zero_url"])
+def test_a_checkpoint_that_is_a_special_file_is_refused_not_read(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "ckpt.tar.gz"
+        os.mkfifo(path)
+        url = str(path)
+    else:
+        url = "/dev/zero" if kind == "dev_zero" else "file:///dev/zero"
+    error = in_time(fetch, tmp_path / "out", config.CheckpointSource(url))
+    assert isinstance(error, cli.UserError)
+    assert "not a regular file" in str(error) and str(error).endswith("at the archive file")
+
+
+def test_an_archive_larger_than_the_cap_is_not_hashed_to_the_end(tmp_path):
+    archive = tmp_path / "big.tar"
+    with open(archive, "wb") as handle:
+        handle.truncate(3 * 1024 * 1024 + checkpoint.MAX_MEMBERS * checkpoint.MEMBER_OVERHEAD)
+    with pytest.raises(cli.UserError, match="more than .* raise model.checkpoint.max_extract_mb"):
+        fetch(tmp_path / "out", config.CheckpointSource(str(archive), max_extract_mb=1))
+
+
+def test_an_archive_of_too_many_members_is_not_extracted(tmp_path):
+    archive = tmp_path / "many.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(checkpoint.MAX_MEMBERS + 1):
+            tar.addfile(tarfile.TarInfo(f"m{i}"), io.BytesIO(b""))
+    with pytest.raises(cli.UserError, match=f"more than {checkpoint.MAX_MEMBERS} members"):
+        fetch(tmp_path / "out", config.CheckpointSource(str(archive)))
+    assert not (tmp_path / "out" / "extracted").exists()

@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from tumbletrain import cli, config
+from tumbletrain.distribute import PORT_HIGH, PORT_LOW, PORTS_PER_JOB, port_base
 
 
 def train_config(**train) -> config.TrainConfig:
@@ -91,10 +93,52 @@ def test_cpu_tasks_share_a_node_and_use_the_cpu(monkeypatch):
     )
     resolver = slurm_resolver(gpus=0)
     workers = resolver.cluster_spec().as_dict()["worker"]
-    assert workers == ["node01:8888", "node01:8889", "node01:8890", "node02:8888"]
+    base = port_base({"SLURM_JOB_ID": "7"})
+    assert base != 8888  # TensorFlow's fixed default, which anyone can guess
+    assert workers == [
+        f"node01:{base}",
+        f"node01:{base + 1}",
+        f"node01:{base + 2}",
+        f"node02:{base}",
+    ]
     assert (resolver.task_type, resolver.task_id) == ("worker", 3)
     # Any GPU count here would make MultiWorkerMirroredStrategy place replicas on a GPU.
     assert resolver.num_accelerators() == {}
+
+
+def test_each_job_has_its_own_ports_and_every_task_of_it_the_same():
+    bases = {
+        port_base({"SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0"}) for job in range(1000, 1200)
+    }
+    # 200 jobs in 354 blocks: a fixed base would give one.
+    assert len(bases) > 100
+    assert all(b >= PORT_LOW and b + PORTS_PER_JOB <= PORT_HIGH for b in bases)
+    tasks = [
+        {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "1", "SLURM_PROCID": str(i)} for i in range(4)
+    ]
+    assert len({port_base(env) for env in tasks}) == 1
+    assert port_base(tasks[0]) != port_base({**tasks[0], "SLURM_STEP_ID": "2"})
+
+
+def test_tensorflows_grpc_server_listens_on_every_interface():
+    """What SECURITY.md says TensorFlow cannot narrow: a worker's server binds the wildcard
+    address whatever host the cluster spec names (here 127.0.0.1), with no authentication.
+    If a TensorFlow release ever binds the named address, this fails: update SECURITY.md."""
+    import tensorflow as tf
+
+    port = free_port()
+    spec = tf.train.ClusterSpec({"worker": [f"127.0.0.1:{port}"]})
+    server = tf.distribute.Server(spec, job_name="worker", task_index=0, start=True)
+    assert server.target == f"grpc://127.0.0.1:{port}"
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                listening.add(address)
+    # All zeros: INADDR_ANY or in6addr_any, every interface of the node.
+    assert listening and all(set(address) == {"0"} for address in listening), listening
 
 
 def test_a_tf_config_wins_over_slurm(monkeypatch):

@@ -8,12 +8,14 @@ post and the exact requests made.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import fake_tumblr as ft
@@ -852,3 +854,309 @@ def test_the_harvest_rule_under_snakemake_stops_and_resumes(tmp_path, fake, tool
     _, tagged_expected = tagged_posts()
     expected = {k: v for k, v in {**blog_expected, **tagged_expected}.items() if v}
     assert chosen(tmp_path / "resources") == expected
+
+
+class Hidden:
+    """A server on 127.0.0.1 that a hostile image URL hides behind a media host's name:
+    a host inside the user's network that no post may make the harvest reach."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        hits = self.hits = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                hits.append(self.path)
+                body = image_bytes(5)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hidden(monkeypatch):
+    server = Hidden()
+    # The user's own network is reached directly, as it would be (no proxy for it).
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    yield server
+    server.close()
+
+
+def hiding_urls(address: str) -> dict[str, str]:
+    """Image URLs whose host is a media host to one parser and `address` to another."""
+    path = "64.media.tumblr.com/admin.png"
+    return {
+        # urlsplit: 64.media.tumblr.com; urllib3 (the connection): 127.0.0.1
+        "backslash": f"http://{address}\\@{path}",
+        "encoded_backslash": f"http://{address}%5C@{path}",
+        "userinfo": f"http://64.media.tumblr.com@{address}/admin.png",
+        "userinfo_backslash": f"http://64.media.tumblr.com\\@{address}/admin.png",
+        # urlsplit drops tabs and newlines; urllib3 keeps them
+        "tab": f"http://{address}\t@{path}",
+        "newline": f"http://{address}\n@{path}",
+        "crlf_backslash": f"http://{address}\r\n\\@{path}",
+        "non_ascii_host": "http://64.media.tumblr.com\u2024evil.example/admin.png",
+    }
+
+
+def npf_block(url: str) -> dict:
+    block = ft.npf_image("hiding")
+    block["media"] = [dict(block["media"][0], url=url)]
+    return block
+
+
+def test_urls_that_hide_another_host_are_refused_and_it_gets_no_request(
+    tmp_path, fake, secrets, hidden
+):
+    urls = hiding_urls(hidden.address)
+    # The issue's post body, as HTML, and every other URL as an NPF image block.
+    html = f'<p>look</p><img src="{urls["backslash"]}">'
+    fake.blogs[BLOG] = [
+        ft.legacy_post("legacy-text-post.json", 2, T0 + 2, ["pose"], body=html),
+        ft.npf_post(1, T0 + 1, ["pose"], [npf_block(u) for k, u in urls.items()]),
+        ft.legacy_photo_post(3, T0 + 3, ["pose"], ["redirected", "fine"]),
+    ]
+    # A redirect hop hiding the host the same way.
+    fake.redirects[photo_500("redirected")] = urls["backslash"].replace("admin", "moved")
+    raw = raw_config()
+    raw["classes"]["pose"]["tumblr"] = [{"blog": BLOG, "tag": "pose"}]
+    run_harvest(tmp_path, raw)
+    assert hidden.hits == []
+    reasons = skipped(tmp_path)
+    assert {k: reasons.get(u) for k, u in urls.items()} == dict.fromkeys(urls, "ambiguous_url")
+    assert reasons[photo_500("redirected")] == "redirect_not_allowed"
+    assert [r.image_url for r in manifest(tmp_path)] == [photo_500("fine")]
+    # Nothing reached any host but Tumblr's, through the proxy either.
+    assert {urllib.parse.urlsplit(u).hostname for u in fake.media_requests()} == {
+        "30.media.tumblr.com"
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://64.media.tumblr.com/a/tumblr_a_1280.jpg", "64.media.tumblr.com"),
+        ("HTTP://64.Media.Tumblr.COM/x.jpg", "64.media.tumblr.com"),
+        ("http://[::1]:8080/x", "[::1]"),
+        ("http://xn--exmple-cua.com/x", "xn--exmple-cua.com"),
+        # A tag's backslash, as urlencode sends it in the API's query.
+        ("http://api.tumblr.com/v2/tagged?tag=a%5Cb&api_key=k", "api.tumblr.com"),
+    ],
+)
+def test_a_plain_url_has_the_host_the_connection_uses(url, host):
+    assert net.url_host(url) == host
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        *((u, "ambiguous_url") for u in hiding_urls("10.11.12.13:8080").values()),
+        ("http://%36%34.media.tumblr.com/x.jpg", "ambiguous_url"),
+        ("http://exämple.com/x.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com/a\\b.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com%5c.evil.example/x.jpg", "ambiguous_url"),
+        ("http://64.media.tumblr.com/a\x00.jpg", "ambiguous_url"),
+        ("http://[::1/x", "ambiguous_url"),
+        ("file:///etc/passwd", "scheme_not_allowed"),
+        ("//64.media.tumblr.com/x.jpg", "scheme_not_allowed"),
+    ],
+)
+def test_a_url_two_parsers_could_read_differently_is_refused(url, reason):
+    with pytest.raises(net.Refused) as refused:
+        net.url_host(url)
+    assert refused.value.reason == reason
+
+
+def secret_forms(environ: dict[str, str]) -> dict[str, str]:
+    """Each credential as it could leak: plain, URL-encoded, base64 (padded or not)."""
+    import base64
+
+    forms = {}
+    for name, value in environ.items():
+        if value:
+            encoded = base64.b64encode(value.encode()).decode()
+            forms[f"{name} plain"] = value
+            forms[f"{name} url-encoded"] = urllib.parse.quote(value, safe="")
+            forms[f"{name} base64"] = encoded.rstrip("=")
+    return forms
+
+
+def leaks(root: Path, environ: dict[str, str], *outputs: str) -> list[str]:
+    """Where any form of a credential appears: every file under `root`, and the outputs."""
+    found = []
+    texts = {f"output {i}": text.encode() for i, text in enumerate(outputs)}
+    texts |= {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for what, form in secret_forms(environ).items():
+        found += [f"{what} in {where}" for where, data in texts.items() if form.encode() in data]
+    return found
+
+
+# The secrets in key (API-key reads) and OAuth1 mode; the three others empty in key mode.
+MODES = {
+    "api_key": {**SECRETS, **dict.fromkeys(list(SECRETS)[1:], "")},
+    "oauth1": SECRETS,
+}
+# Each fault as the harvest meets it: (faults of the fake, tumblr config, exit code).
+NETWORK_FAULTS = {
+    "dropped_connection": ({"api_dropped": 1}, {}, 0),
+    "read_timeout": ({"api_latency_s": 3.0}, {"timeout_s": 1, "retries": 1}, 1),
+    "redirect": ({"api_redirect": "http://api.tumblr.com/v2/moved"}, {}, 1),
+    "unreachable": ({}, {"api_host": "http://127.0.0.1:{closed}", "retries": 1}, 1),
+}
+NO_PROXY_ENV = dict.fromkeys(("HTTP_PROXY", "http_proxy"), "")
+
+
+@pytest.mark.parametrize("fault", NETWORK_FAULTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_credential_reaches_the_log_whatever_the_network_does(tmp_path, fake, mode, fault):
+    faults, tumblr_extra, code = NETWORK_FAULTS[fault]
+    fake.faults = ft.Faults(**faults)
+    tumblr_extra = {
+        k: v.format(closed=free_port()) if isinstance(v, str) else v
+        for k, v in tumblr_extra.items()
+    }
+    env = {**MODES[mode], **(NO_PROXY_ENV if fault == "unreachable" else {})}
+    result = run_command(tmp_path, raw_config(**tumblr_extra), fake, **env)
+    assert result.returncode == code, result.stderr[-3000:]
+    if fault in ("dropped_connection", "unreachable"):
+        # The line that used to carry the key: urllib3's retry warning, with the query.
+        retry = [line for line in result.stderr.splitlines() if "Retrying" in line]
+        assert retry and all("api_key=<redacted>" in line for line in retry), result.stderr
+    assert leaks(tmp_path, MODES[mode], result.stdout, result.stderr) == []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fault"), [("oauth1", "dropped_connection"), ("api_key", "unreachable")]
+)
+def test_no_credential_reaches_snakemakes_logs(tmp_path, fake, tool_env, mode, fault):
+    from conftest import snakemake, write_project
+
+    faults, tumblr_extra, code = NETWORK_FAULTS[fault]
+    fake.faults = ft.Faults(**faults)
+    tumblr_extra = {
+        k: v.format(closed=free_port()) if isinstance(v, str) else v
+        for k, v in tumblr_extra.items()
+    }
+    write_project(tmp_path, raw_config(**tumblr_extra))
+    env = {**tool_env, **fake.env(), **MODES[mode]}
+    env.update(NO_PROXY_ENV if fault == "unreachable" else {})
+    result = snakemake(tmp_path, env, "resources/manifests/pose.tsv", timeout=300)
+    assert (result.returncode == 0) == (code == 0), result.stderr[-3000:]
+    log = (tmp_path / "logs" / "harvest" / "pose.log").read_text()
+    assert "api_key=<redacted>" in log
+    assert list((tmp_path / ".snakemake" / "log").glob("*.log"))
+    assert leaks(tmp_path, MODES[mode], result.stdout, result.stderr) == []
+
+
+def test_redaction_covers_every_logger_warnings_and_tracebacks(caplog):
+    import base64
+    import logging
+    import warnings
+
+    secret = "rd-5ecret/with+chars=="
+    cli.register_secret(secret)
+    url = f"http://h/v2/x?tag=a&api_key={urllib.parse.quote(secret)}"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("urllib3.connectionpool").warning(
+            "Retrying (%r) after connection broken by %r: %s", "Retry()", OSError("x"), url
+        )
+        try:
+            raise ConnectionError(f'failed: {url} oauth_token="tok" {secret}')
+        except ConnectionError:
+            logging.getLogger("requests").exception("request failed")
+        warnings.warn(f"insecure {secret}", stacklevel=1)
+        logging.getLogger("any.other").info("basic auth %s", base64.b64encode(secret.encode()))
+    text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
+    assert "api_key=<redacted>" in text and 'oauth_token="<redacted>' in text
+    assert leaks(Path("/nonexistent"), {"k": secret}, text) == []
+    assert "rd-5ecret" not in text
+
+
+def test_absurd_dimensions_in_a_post_rank_as_unknown_and_the_harvest_goes_on(
+    tmp_path, fake, secrets
+):
+    # JSON's 1e400 and Infinity are an infinite float to Python's json; NaN, a string.
+    parsed = json.loads('{"width": 1e400, "height": Infinity, "w2": NaN}')
+    blocks = []
+    for key, (width, height) in {
+        "huge": (parsed["width"], 10),
+        "inf": (10, parsed["height"]),
+        "nan": (parsed["w2"], "wide"),
+        "big": (10**400, 10**400),
+    }.items():
+        block = ft.npf_image(key)
+        block["media"] = [dict(block["media"][0], width=width, height=height)]
+        blocks.append(block)
+    fake.blogs[BLOG] = [ft.npf_post(1, T0, ["pose"], blocks)]
+    raw = raw_config()
+    raw["classes"]["pose"]["tumblr"] = [{"blog": BLOG, "tag": "pose"}]
+    run_harvest(tmp_path, raw)
+    assert sorted(r.image_url for r in manifest(tmp_path)) == sorted(
+        npf_1280(k) for k in ("huge", "inf", "nan", "big")
+    )
+    assert tumblr.npf_media({"media": [{"url": "u", "width": parsed["width"]}]}) == (
+        tumblr.Rendition("u", tumblr.DEFAULT_WIDTH, tumblr.DEFAULT_HEIGHT),
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KB file system (tmpfs; the test suite runs as root, as the SLURM tests do)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    assert mounted.returncode == 0, f"cannot mount a tmpfs (needs root): {mounted.stderr}"
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_half_written(tmp_path, small_disk):
+    import random
+
+    from PIL import Image
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    noise = random.Random(0)
+    for i in range(40):  # about 800 KB of PNGs that do not compress
+        pixels = bytes(noise.randrange(256) for _ in range(96 * 96 * 3))
+        Image.frombytes("RGB", (96, 96), pixels).save(images / f"p{i:02d}.png")
+    raw = {"classes": {"pose": {"folders": [str(images)]}}}
+    result = run_command(small_disk, raw, None)
+    line = last_line(result)
+    assert line.startswith(f"ERROR: no space left on the disk of {small_disk}/images"), line
+    assert "free some space there and re-run" in line
+    # Every image stored is whole (its name is its sha256); no temporary is left.
+    stored = [p for p in (small_disk / "images").rglob("*") if p.is_file()]
+    assert stored
+    for path in stored:
+        assert not path.name.startswith("."), path
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem
+    assert not (small_disk / "manifests" / "pose.tsv").exists()

@@ -40,6 +40,12 @@ OFFLINE = (
     "to work offline, download it on a machine that can and set model.checkpoint.url to its "
     "file:// path, or set model.checkpoint: null to train from scratch"
 )
+# A checkpoint is a handful of files (the index, the data shards, a config); an
+# archive of more members is refused before extraction, whatever their size.
+MAX_MEMBERS = 10_000
+# What an archive may hold beyond its members' bytes: a tar's 512-byte header and
+# padding per member (zip's entries are smaller).
+MEMBER_OVERHEAD = 1024
 CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
@@ -198,21 +204,34 @@ class Download:
         )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+def sha256_of(path: Path, max_bytes: int) -> str:
+    """The file's sha256, reading at most `max_bytes`; a FIFO or device is never read
+    (`/dev/zero` as a checkpoint would hash forever). Raises FileProblem."""
+    digest, size = hashlib.sha256(), 0
+    with fileio.open_regular(path, max_bytes) as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b""):
+            size += len(chunk)
+            if size > max_bytes:
+                raise fileio.FileProblem("too_large", f"{path} has more than {max_bytes} bytes")
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def archive_size(archive: Path) -> int:
-    """The total size the archive's members declare (what extraction would write)."""
+def archive_contents(archive: Path) -> tuple[int, int]:
+    """The bytes the archive's members declare (what extraction would write) and how many
+    members it has, counted up to MAX_MEMBERS + 1."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            return sum(info.file_size for info in zf.infolist())
+            infos = zf.infolist()
+            return sum(info.file_size for info in infos), len(infos)
+    size = members = 0
     with tarfile.open(archive) as tar:
-        return sum(member.size for member in tar if member.isfile())
+        for member in tar:
+            members += 1
+            size += member.size if member.isfile() else 0
+            if members > MAX_MEMBERS:
+                break
+    return size, members
 
 
 def extract(archive: Path, destination: Path, max_bytes: int, what_to_delete: str) -> None:
@@ -226,7 +245,12 @@ def extract(archive: Path, destination: Path, max_bytes: int, what_to_delete: st
             raise cli.UserError(
                 f"checkpoint {archive} is neither a tar nor a zip archive; {what_to_delete}"
             )
-        size = archive_size(archive)
+        size, members = archive_contents(archive)
+        if members > MAX_MEMBERS:
+            raise cli.UserError(
+                f"checkpoint archive {archive} has more than {MAX_MEMBERS} members; a checkpoint "
+                f"has a few files: {what_to_delete}"
+            )
         if size > max_bytes:
             raise cli.UserError(
                 f"checkpoint archive {archive} would expand to {size} bytes, more than "
@@ -289,7 +313,16 @@ def fetch_checkpoint(
         info["prefix"] = find_prefix(archive)
         fileio.write_json(output, info)
         return info
-    seen = sha256_of(archive)
+    max_bytes = int(source.max_extract_mb * 1024 * 1024)
+    try:
+        seen = sha256_of(archive, max_bytes + MAX_MEMBERS * MEMBER_OVERHEAD)
+    except fileio.FileProblem as problem:
+        what = (
+            "raise model.checkpoint.max_extract_mb if you trust it"
+            if problem.reason == "too_large"
+            else "point model.checkpoint.url at the archive file"
+        )
+        raise cli.UserError(f"checkpoint {source.url} cannot be used: {problem}; {what}") from None
     if source.sha256 and seen != source.sha256:
         raise cli.UserError(
             f"checkpoint {source.url} has sha256 {seen}, but the config expects "
@@ -300,7 +333,7 @@ def fetch_checkpoint(
             "no sha256 given for %s; saw %s (pin it as model.checkpoint.sha256)", source.url, seen
         )
     extracted = root / "extracted"
-    extract(archive, extracted, int(source.max_extract_mb * 1024 * 1024), delete)
+    extract(archive, extracted, max_bytes, delete)
     info = {
         "url": source.url,
         "sha256": seen,

@@ -7,10 +7,16 @@ tracebacks are kept for bugs, not for bad input.
 from __future__ import annotations
 
 import argparse
+import base64
+import errno
 import logging
 import os
+import re
 import sys
+import threading
 import time
+import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +35,113 @@ def setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_redaction()
+
+
+# -- no secret in any log ---------------------------------------------------------------------
+#
+# Every log line is made as a LogRecord by the one record factory, whatever the
+# logger (urllib3's "Retrying (...) after connection broken by ...: /v2/...?api_key=..."
+# warnings, requests', TensorFlow's, ours), whatever its handlers: secrets are
+# taken out there. Python's warnings go through logging; tracebacks and the
+# ERROR line are redacted on their way out. Snakemake's log and the terminal only
+# ever see what a job wrote.
+
+REDACTED = "<redacted>"
+# Query parameters and OAuth1 header fields that carry a credential or are made from one.
+SECRET_FIELDS = re.compile(r"\b(api_key|oauth_[a-z_]+)=(\"?)[^&\s\"',;)]+", re.IGNORECASE)
+_secrets: set[str] = set()
+_installed = False
+
+
+def register_secret(value: str) -> None:
+    """Keep `value` out of every log line: as it is, URL-encoded and in base64."""
+    if len(value) < 4:  # too short to hide without hiding ordinary words
+        return
+    raw = value.encode()
+    _secrets.update(
+        {
+            value,
+            urllib.parse.quote(value, safe=""),
+            urllib.parse.quote_plus(value),
+            base64.b64encode(raw).decode().rstrip("="),
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        }
+    )
+    install_redaction()
+
+
+def redact(text: str) -> str:
+    """`text` without any registered secret or credential query parameter."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return SECRET_FIELDS.sub(rf"\1=\2{REDACTED}", text)
+
+
+def _redacted_record(factory: Callable[..., logging.LogRecord]):
+    def make(*args, **kwargs) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging reports it itself, unformatted
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    return make
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
+def _redacted_thread_excepthook(args) -> None:
+    if args.exc_type is not SystemExit:
+        _redacted_excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def install_redaction() -> None:
+    """Redact every log record, warning and traceback of this process (once)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    logging.setLogRecordFactory(_redacted_record(logging.getLogRecordFactory()))
+    logging.captureWarnings(True)
+    sys.excepthook = _redacted_excepthook
+    threading.excepthook = _redacted_thread_excepthook
+
+
+# A full disk or a spent quota: the user's to fix, not a bug.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NEARLY_FULL = 1 << 20  # bytes free under which a folder's disk counts as the full one
+
+
+def no_space(error: OSError, folders: Iterable[str | os.PathLike] = ()) -> UserError:
+    """Disk full as one line naming the folder: the file's, when the error names one, or
+    those of `folders` (the ones the command writes) whose disk is (nearly) full."""
+    if error.filename:
+        where = [os.path.dirname(os.path.abspath(error.filename))]
+    else:
+        folders = [os.path.abspath(f) for f in folders]
+        where = [f for f in folders if _free_bytes(f) < NEARLY_FULL] or folders
+    return UserError(
+        f"no space left on the disk of {' or '.join(where) or 'the folders it writes'} "
+        f"({error.strerror or error}): free some space there and re-run; what was finished "
+        "is kept and nothing is half-written"
+    )
+
+
+def _free_bytes(folder: str) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return NEARLY_FULL
+    return st.f_bavail * st.f_frsize
 
 
 def parser(module: str, description: str) -> argparse.ArgumentParser:
@@ -76,10 +189,15 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     setup_logging()
     route_output(sys.argv[1:] if argv is None else argv)
     try:
-        code = main(argv)
+        try:
+            code = main(argv)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            raise no_space(error) from None
     except UserError as error:
         sys.stdout.flush()  # into the log (route_output) before the error
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        print(f"ERROR: {redact(str(error))}", file=sys.stderr, flush=True)
         # Libraries log from their finalisers at exit (TensorFlow does, about
         # objects a failed restore left behind); the error stays the last line.
         logging.disable(logging.CRITICAL)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -188,6 +189,27 @@ def slurm_tasks() -> int:
     return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
 
 
+# The workers' gRPC ports: a block per job, so that they are not the well-known
+# 8888 of TensorFlow's SlurmClusterResolver, nor the same from one job to the
+# next. Below Linux's ephemeral range (32768-60999, where outgoing connections
+# take their ports) and above the registered services most nodes run.
+PORT_LOW, PORT_HIGH = 10000, 32768
+PORTS_PER_JOB = 64  # a node's tasks take consecutive ports from the block's first
+
+
+def port_base(environ=os.environ) -> int:
+    """The first port of this job step's block, the same in every one of its tasks.
+
+    Derived from SLURM's job and step ids, which every task sees and no one
+    outside the job chooses; not a secret (gRPC has no authentication here: see
+    SECURITY.md), only not fixed.
+    """
+    job = f"{environ.get('SLURM_JOB_ID', '')}.{environ.get('SLURM_STEP_ID', '')}"
+    blocks = (PORT_HIGH - PORT_LOW) // PORTS_PER_JOB
+    digest = int.from_bytes(hashlib.sha256(job.encode()).digest()[:8], "big")
+    return PORT_LOW + (digest % blocks) * PORTS_PER_JOB
+
+
 def slurm_resolver(gpus: int):
     """TensorFlow's SlurmClusterResolver, for tasks that each own `gpus` GPUs (0: CPU).
 
@@ -205,7 +227,12 @@ def slurm_resolver(gpus: int):
             return {"GPU": gpus} if gpus else {}
 
     slot = max(gpus, 1)
-    return Resolver(gpus_per_node=slot * slurm_tasks(), gpus_per_task=slot, auto_set_gpu=False)
+    return Resolver(
+        port_base=port_base(),
+        gpus_per_node=slot * slurm_tasks(),
+        gpus_per_task=slot,
+        auto_set_gpu=False,
+    )
 
 
 def cluster_resolver(gpus: int, workers: int):

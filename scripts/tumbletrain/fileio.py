@@ -29,7 +29,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from .cli import UserError
 
@@ -139,12 +139,11 @@ def file_problem(path: str | os.PathLike, max_bytes: int | None = None) -> FileP
     return problem
 
 
-def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
-    """A regular file's bytes; a FIFO or device is never read (it could block forever).
-
-    Opened non-blocking and checked on the open file, so a file swapped for a
-    FIFO after a scan cannot hang the reader either. Raises FileProblem.
-    """
+@contextlib.contextmanager
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[BinaryIO]:
+    """A regular file opened for reading; a FIFO or device is never read (it could block
+    forever). Opened non-blocking and checked on the open file, so a file swapped for a
+    FIFO after a scan cannot hang the reader either. Raises FileProblem."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
@@ -153,6 +152,12 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
         problem = _problem_of_stat(path, os.fstat(fd), max_bytes)
         if problem is not None:
             raise problem
+        yield handle
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """A regular file's bytes, at most `max_bytes` (open_regular). Raises FileProblem."""
+    with open_regular(path, max_bytes) as handle:
         data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
         raise FileProblem("too_large", f"{path} has more than {max_bytes} bytes")

@@ -192,9 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         args.paging or default.paging,
         args.paging_log or default.paging_log,
     )
-    result = harvest_class(
-        cfg, args.class_name, args.store, args.manifest, args.demo_dir, args.skipped, resume_files
-    )
+    try:
+        result = harvest_class(
+            cfg,
+            args.class_name,
+            args.store,
+            args.manifest,
+            args.demo_dir,
+            args.skipped,
+            resume_files,
+        )
+    except OSError as error:
+        if error.errno not in cli.NO_SPACE:
+            raise
+        raise cli.no_space(error, [args.store, args.manifest.parent]) from None
     log.info(
         "%s: %d images in the manifest, %d skipped",
         result["class"],

@@ -8,6 +8,11 @@ go through `Net`:
   once when the daily budget is spent (`RateLimited`: one line, a re-run
   resumes);
 - a timeout on every request;
+- one URL policy (`url_host`), on the first request and every redirect hop:
+  the host is the one urllib3 connects to (`urllib3.util.parse_url`, which
+  requests uses too), and a URL that two parsers could read as different hosts
+  is refused (`ambiguous_url`): a backslash or `%5C`, user info (`@`), a
+  control character or white space, a host that is not plain ASCII;
 - redirects followed here, not by requests, so that every hop is checked: only
   http(s), only `allowed_hosts` (a bare domain matches itself and its
   subdomains), no loops, at most `max_redirects`;
@@ -20,6 +25,7 @@ from __future__ import annotations
 import email.utils
 import fnmatch
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -29,6 +35,8 @@ from datetime import UTC, datetime
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from . import cli
@@ -83,6 +91,59 @@ class Policy:
     allowed_hosts: tuple[str, ...] | None = None  # None: any host (http and https only)
     max_redirects: int = 5
     pool: int = 10
+
+
+# What a host may be: a DNS name or an IPv4 address in ASCII (an IDN in its xn-- form),
+# or a bracketed IPv6 literal. Anything else (%-escapes, non-ASCII letters that IDNA
+# would map to other ones) may resolve to a host the allow-list never saw.
+PLAIN_HOST = re.compile(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]", re.ASCII)
+# Python's urlsplit and urllib3's parse_url (and browsers, and proxies) disagree
+# about where the host ends at a backslash; an encoded one (%5C) before the host
+# is decoded by some. (In a query, %5C is only a tag's backslash.)
+BACKSLASH = "\\"
+ENCODED_BACKSLASH = "%5c"
+
+
+def url_host(url: str) -> str:
+    """The host requests will connect to for `url`, or `Refused` when it is not plain.
+
+    The host is urllib3's (what the connection uses), never urlsplit's. A URL
+    that the two could read differently is refused rather than resolved:
+    `http://10.1.2.3:80\\@64.media.tumblr.com/` is 64.media.tumblr.com to
+    urlsplit and 10.1.2.3 to urllib3; Python drops tabs and newlines that
+    urllib3 keeps.
+    """
+    if not isinstance(url, str):
+        raise Refused("ambiguous_url", "the URL is not text")
+    for char in url:
+        if char.isspace() or not char.isprintable():
+            raise Refused(
+                "ambiguous_url",
+                f"the URL holds a control character or white space ({char!r}); refused",
+            )
+    if BACKSLASH in url:
+        raise Refused("ambiguous_url", "the URL holds a backslash, which parsers read differently")
+    try:
+        parts, netloc = parse_url(url), urllib.parse.urlsplit(url).netloc
+    except (LocationParseError, ValueError) as error:
+        raise Refused(
+            "ambiguous_url", f"the URL cannot be parsed ({type(error).__name__})"
+        ) from None
+    if parts.scheme not in ("http", "https"):
+        raise Refused("scheme_not_allowed", f"{parts.scheme or 'a relative'} URL refused")
+    if ENCODED_BACKSLASH in netloc.lower():
+        raise Refused("ambiguous_url", "the URL's host part holds an encoded backslash (%5C)")
+    if parts.auth is not None or "@" in netloc:
+        raise Refused("ambiguous_url", "the URL holds user info (@) before its host; refused")
+    if not netloc.isascii():
+        raise Refused("ambiguous_url", "the URL's host is not ASCII (give its xn-- form)")
+    host = (parts.host or "").lower()
+    if not PLAIN_HOST.fullmatch(host):
+        raise Refused("ambiguous_url", f"the URL's host {host!r} is not a plain host name")
+    # The two parsers must agree, or one of the checks above has a hole.
+    if (urllib.parse.urlsplit(url).hostname or "") != host.strip("[]"):
+        raise Refused("ambiguous_url", "the URL's host reads differently to two parsers")
+    return host
 
 
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
@@ -161,7 +222,7 @@ class PolicyRetry(Retry):
         if net is None:
             return super().sleep(response)
         if response is not None and response.status == 429:
-            host = urllib.parse.urlsplit(response.geturl() or "").hostname or "the server"
+            host = parse_url(response.geturl() or "").host or "the server"
             wait = rate_limit_wait(response.headers, host, net.policy.max_wait_s, net.clock())
             log.info("%s: rate limited (HTTP 429); waiting %.0f s as its headers ask", host, wait)
             net.sleep(wait)
@@ -225,10 +286,7 @@ class Net:
 
     def check(self, url: str) -> str:
         """The URL's host, if the policy allows fetching it; `Refused` otherwise."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise Refused("scheme_not_allowed", f"{parts.scheme or 'a relative'} URL refused")
-        host = parts.hostname or ""
+        host = url_host(url)
         allowed = self.policy.allowed_hosts
         if allowed is not None and not host_allowed(host, allowed):
             raise Refused("host_not_allowed", f"{host} is not one of the allowed hosts")

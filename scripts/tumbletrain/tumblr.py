@@ -73,6 +73,8 @@ def credentials_from_env(environ=os.environ) -> Credentials:
             "(add TUMBLR_CONSUMER_SECRET, TUMBLR_OAUTH_TOKEN and TUMBLR_OAUTH_SECRET for OAuth1)"
         )
     rest = [environ.get(name, "").strip() for name in CREDENTIAL_VARIABLES[1:]]
+    for secret in (key, *rest):
+        cli.register_secret(secret)
     # OAuth1 only when all four are set; otherwise plain API-key reads.
     return Credentials(key, *rest) if all(rest) else Credentials(key)
 
@@ -95,9 +97,12 @@ Image = tuple[Rendition, ...]  # one image's renditions, the largest first
 
 
 def _int(value, default: int = 0) -> int:
+    """A post's number, or `default` for anything else: JSON's 1e400 is an infinite float
+    (OverflowError), NaN a ValueError; a dimension only ranks renditions, the image's
+    own bytes are checked when it is fetched."""
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
@@ -216,20 +221,30 @@ def post_images(post: dict) -> list[Image]:
     return unique
 
 
-def choose(image: Image, media_hosts: tuple[str, ...]) -> tuple[Rendition | None, str]:
-    """The largest rendition on an allowed host, and how it was chosen (for the manifest)."""
+def choose(image: Image, media_hosts: tuple[str, ...]) -> tuple[Rendition | None, str, str]:
+    """The largest rendition on an allowed host, how it was chosen (for the manifest), and
+    the skip reason when none is: `ambiguous_url` (net.url_host) or `host_not_allowed`."""
+    refusals: dict[str, net.Refused] = {}
     for rendition in image:
-        host = urllib.parse.urlsplit(rendition.url).hostname or ""
-        if net.host_allowed(host, media_hosts):
-            if rendition is image[0]:
-                return rendition, "largest"
-            top = image[0]
-            top_host = urllib.parse.urlsplit(top.url).hostname
-            return rendition, (
-                f"largest allowed: {top.width}x{top.height} on {top_host} is not in "
-                "tumblr.media_hosts"
-            )
-    return None, "no rendition on a tumblr.media_hosts host"
+        try:
+            host = net.url_host(rendition.url)
+        except net.Refused as refused:
+            refusals[rendition.url] = refused
+            continue
+        if not net.host_allowed(host, media_hosts):
+            continue
+        if rendition is image[0]:
+            return rendition, "largest", ""
+        top = image[0]
+        why = (
+            f"refused: {refusals[top.url]}"
+            if top.url in refusals
+            else f"on {net.url_host(top.url)} is not in tumblr.media_hosts"
+        )
+        return rendition, f"largest allowed: {top.width}x{top.height} {why}", ""
+    if image and image[0].url in refusals:
+        return None, str(refusals[image[0].url]), refusals[image[0].url].reason
+    return None, "no rendition on a tumblr.media_hosts host", "host_not_allowed"
 
 
 @dataclass(frozen=True)
@@ -324,7 +339,7 @@ class NetRequest(TumblrRequest):
                 data = None
         status = response.status_code
         if status == 429:  # still limited after every wait the retries allow
-            host = urllib.parse.urlsplit(full).hostname or ""
+            host = net.url_host(full)
             net.rate_limit_wait(response.headers, host, float("inf"), self.net.clock())
             raise net.RateLimited(
                 f"{host}: still rate limited (HTTP 429) after {self.net.policy.retries} waits. "

@@ -405,9 +405,9 @@ class TumblrHarvest:
             reason = "the post has no image (no image block, photo or <img>)"
             self.skipped.append((ref.post_url, "tumblr", "no_image", reason))
             return
-        rendition, how = tumblr.choose(ref.renditions, tuple(self.cfg.media_hosts))
+        rendition, how, reason = tumblr.choose(ref.renditions, tuple(self.cfg.media_hosts))
         if rendition is None:
-            self.skipped.append((ref.renditions[0].url, "tumblr", "host_not_allowed", how))
+            self.skipped.append((ref.renditions[0].url, "tumblr", reason, how))
             return
         known = self.chosen.get(rendition.url)
         # The same image in several posts: the newest post names it, whatever the order seen.
