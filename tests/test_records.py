@@ -396,6 +396,6 @@ def test_a_full_disk_is_one_error_line_and_leaves_no_record(tmp_path):
         timeout=120,
     )
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ERROR: no space left on the device writing the records of "), last
+    assert last.startswith("ERROR: no space left on the disk of "), last
     # After the exit status, `ls -A` of the disk: nothing, not even a temporary file.
     assert result.stdout.splitlines()[-1] == "rc=1", result.stdout

@@ -284,24 +284,6 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-@contextlib.contextmanager
-def disk_full_is_an_error(what: str) -> Iterator[None]:
-    """A full disk (or quota) while writing `what` is one ERROR line, not a traceback.
-
-    The writes are atomic: what failed left no half-written file under its name.
-    """
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" ({error.filename})" if error.filename else ""
-        raise UserError(
-            f"no space left on the device writing {what}{where}: free some space and "
-            "re-run (nothing half-written was kept)"
-        ) from None
-
-
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

@@ -297,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.list} has objects of classes {unknown} that are not in the config "
             f"({sorted(label_ids)}); add them under `classes:` or re-run the annotations stage"
         )
-    with fileio.disk_full_is_an_error(f"the records of {args.list}"):
-        stats = write_record_files(items, args.output, label_ids)
-        stats["list"] = str(args.list)
-        fileio.write_json(args.stats, stats)
+    # A full disk is cli.run's one ERROR line; the writes are atomic.
+    stats = write_record_files(items, args.output, label_ids)
+    stats["list"] = str(args.list)
+    fileio.write_json(args.stats, stats)
     log.info(
         "%s: %d images, %d objects, %.1f MB in %d file(s)",
         args.output[0],
