@@ -27,5 +27,11 @@ rule all:
         reportable(all_targets()),
 
 
+# `tumbletrain predict`: the pre-labels of predict.input with the configured run.
+rule prediction:
+    input:
+        expand(rules.predict.output.detections, run=RUN),
+
+
 onsuccess:
     print_account()

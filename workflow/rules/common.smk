@@ -11,7 +11,7 @@ from snakemake.settings.types import DeploymentMethod
 from tumbletrain import config as tt_config
 from tumbletrain import distribute
 from tumbletrain import records as tt_records
-from tumbletrain import annotations, predict, sources
+from tumbletrain import annotations, predict, runner, sources
 
 # The demo rule draws a demo class's images and XML here (its annotations_dir).
 DEMO_DIR = "resources/demo/{cls}"
@@ -19,6 +19,9 @@ DEMO_DIR = "resources/demo/{cls}"
 # the run with one line naming the file, line and key.
 CFG = tt_config.for_snakemake(config, workflow.configfiles, demo_dir=DEMO_DIR)
 CLASSES = CFG.class_names
+# Settings that run but cannot learn: said before any job, in dry runs too.
+for warning in tt_config.warnings(CFG):
+    print(f"WARNING: {warning}", file=sys.stderr, flush=True)
 SPLITS = list(tt_config.SPLITS)
 # The content-addressed store every class's harvest adds to: no one rule's
 # output, so the rules pass it as a path.
@@ -191,7 +194,7 @@ def gpu_resources():
 
 
 # Where the Snakemake report goes (`snakemake --report` is given this path).
-REPORT_HTML = "results/report.html"
+REPORT_HTML = runner.REPORT_HTML
 
 
 def data_report_inputs():

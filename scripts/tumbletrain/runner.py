@@ -1,0 +1,124 @@
+"""The `tumbletrain` command: Snakemake with this project's checks in front.
+
+Snakemake reads its `--configfile` files before the Snakefile runs, so a
+slip there (a target typed after `--configfile`, which takes every name that
+follows it; a file that is not there; bad YAML) ends in a traceback that no
+Snakefile can word. This command checks the command line and the config
+files first, each slip one `ERROR:` line saying what to type instead, then
+runs Snakemake in this process with the same arguments. Stage names are
+targets too: a stage whose rule runs per class is run `--until` that rule.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import cli
+from . import config as tt_config
+
+# Stages whose rule has wildcards (one job per class or run): Snakemake takes
+# such a rule as a target only through --until.
+UNTIL_STAGES = ("harvest", "annotations", "records", "train", "evaluate", "export")
+# Stages that are aggregate rules of the Snakefile, or a report.
+RULE_STAGES = {"predict": "prediction"}
+REPORT_HTML = "results/report.html"
+STAGES = (*UNTIL_STAGES, *RULE_STAGES, "report")
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _parser():
+    from snakemake.cli import get_argument_parser
+
+    return get_argument_parser()
+
+
+def _looks_like_target(name: str) -> bool:
+    return name in STAGES or not name.lower().endswith(CONFIG_SUFFIXES)
+
+
+def check_configfiles(configfiles: list[str], argv: list[str]) -> None:
+    """Each --configfile is a readable, valid config; all of a file's errors at once."""
+    for index, name in enumerate(configfiles):
+        if index and not Path(name).exists() and _looks_like_target(name):
+            misread = configfiles[index:]
+            rest = [
+                a
+                for a in argv
+                if a not in configfiles and a not in ("--configfile", "--configfiles")
+            ]
+            suggestion = " ".join(
+                ["tumbletrain", *misread, *rest, "--configfile", *configfiles[:index]]
+            )
+            raise cli.UserError(
+                f"{name!r} after --configfile is read as a config file (--configfile takes "
+                f"every name that follows it); put targets first: {suggestion}"
+            )
+    for name in configfiles:
+        if not Path(name).exists():
+            raise cli.UserError(
+                f"--configfile {name}: no such file; check the path (relative to "
+                f"{Path.cwd()}), or start from config/own.example.yaml"
+            )
+        raw = tt_config.read_file(name)
+        messages = tt_config.all_errors(raw, (Path(name),))
+        if messages:
+            raise tt_config.ConfigError("\nERROR: ".join(messages))
+
+
+def translate(targets: list[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Stage names among the targets -> (Snakemake targets, extra options).
+
+    `report` runs what the report shows, then writes it; a dry run shows what
+    would run for it.
+    """
+    files, until, extra = [], [], []
+    for target in targets:
+        if target in UNTIL_STAGES:
+            until.append(target)
+        elif target in RULE_STAGES:
+            files.append(RULE_STAGES[target])
+        elif target == "report":
+            if not dry_run:
+                extra += ["--report", REPORT_HTML, "--report-after-run"]
+        else:
+            files.append(target)
+    if until:
+        extra += ["--until", *until]
+    return files, extra
+
+
+def snakemake_argv(argv: list[str]) -> list[str]:
+    """The Snakemake command line for ours, after the checks (a slip raises UserError)."""
+    args = _parser().parse_args(argv)
+    configfiles = [str(f) for f in args.configfile or []]
+    try:
+        check_configfiles(configfiles, argv)
+    except tt_config.ConfigError as error:
+        raise cli.UserError(str(error)) from None
+    targets = list(args.targets or [])
+    if not set(targets) & set(STAGES):
+        return argv
+    files, extra = translate(targets, dry_run=args.dryrun)
+    # Targets are positional: keep the options as given and put the targets first.
+    options = list(argv)
+    for target in targets:
+        options.remove(target)
+    return [*files, *options, *extra]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command = snakemake_argv(argv)
+    except cli.UserError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        return 1
+    from snakemake.cli import main as snakemake_main
+
+    sys.argv = ["snakemake", *command]
+    return snakemake_main(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
