@@ -568,3 +568,28 @@ def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):
     summary = report.read_json(lists_dir / "cat" / "summary.json")
     line, _ = report.class_lines(files[0], summary)
     assert "1 near-duplicate group of 1 images" in line
+
+
+def test_account_names_the_configfile_and_says_when_nothing_was_detected(tmp_path):
+    """The report command works as printed after a --configfile run; AP 0 with no
+    detection says what to change (a too-short training from scratch, issue #30)."""
+    fileio.write_json(
+        tmp_path / "results" / "eval" / "r1" / "metrics.json",
+        {
+            "AP": 0.0,
+            "AP50": 0.0,
+            "images": 20,
+            "detections": 0,
+        },
+    )
+    run = {k: tmp_path / v for k, v in RUN_FILES.items()}
+    text = report.account(
+        [], run["metrics"], run["export"], "r1", "results/report.html", ["mine.yaml"]
+    )
+    assert text.splitlines() == [
+        "verification of run r1: AP50 0.000, AP 0.000 on 20 images",
+        "report: snakemake --report results/report.html --configfile mine.yaml writes it",
+        "WARNING: run r1 detected nothing on the verification images (AP 0): the model has not "
+        "learnt yet; raise train.steps (from scratch, at config/own.example.yaml's size, 300 "
+        "steps found nothing and 600 did) or fine-tune the COCO checkpoint (docs/training.md)",
+    ]

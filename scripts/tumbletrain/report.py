@@ -317,11 +317,13 @@ def account(
     export_json: Path,
     run: str,
     report_html: str | Path = "report.html",
+    configfiles: Sequence[str] = (),
 ) -> str:
     """What a run did, for the terminal (Snakemake's onsuccess) and the end of summary.md.
 
     Reads only what the stages wrote, so a partial run (only the data stages)
-    gets the part that exists.
+    gets the part that exists. `configfiles` are the run's --configfile files:
+    the report command it prints names them, or it would report another config.
     """
     lines, warnings = [], []
     for files in classes:
@@ -341,12 +343,20 @@ def account(
             f"  {name}: AP50 {number(ap50.get(name))}, AP {number(value)}"
             for name, value in per_class_ap(metrics).items()
         ]
+        if metrics.get("detections") == 0:
+            warnings.append(
+                f"run {run} detected nothing on the verification images (AP 0): the model has "
+                "not learnt yet; raise train.steps (from scratch, at config/own.example.yaml's "
+                "size, 300 steps found nothing and 600 did) or fine-tune the COCO checkpoint "
+                "(docs/training.md)"
+            )
     export = read_json(export_json)
     if export:
         models = [export.get("saved_model", "?")]
         models += [v.get("path", "?") for v in (export.get("tflite") or {}).values()]
         lines.append("exported models: " + ", ".join(models))
-    lines.append(f"report: snakemake --report {report_html} writes it")
+    given = f" --configfile {' '.join(configfiles)}" if configfiles else ""
+    lines.append(f"report: snakemake --report {report_html}{given} writes it")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
 
@@ -359,6 +369,7 @@ def summary_markdown(
     export_json: Path,
     run: str,
     report_html: str | Path = "report.html",
+    configfiles: Sequence[str] = (),
 ) -> str:
     metrics, final, export = (read_json(p) for p in (metrics_json, final_json, export_json))
     counts = class_counts(classes)
@@ -397,7 +408,7 @@ def summary_markdown(
         "## This run",
         "",
         "```text",
-        account(classes, metrics_json, export_json, run, report_html).rstrip("\n"),
+        account(classes, metrics_json, export_json, run, report_html, configfiles).rstrip("\n"),
         "```",
         "",
     ]
@@ -436,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-html",
         default="report.html",
         help="where `snakemake --report` writes the report (named in the summary)",
+    )
+    read.add_argument(
+        "--configfiles",
+        nargs="*",
+        default=[],
+        help="the run's --configfile files, for the report command the summary prints",
     )
     write = parser.add_argument_group("what it writes")
     write.add_argument("--output", type=Path, help="the figure (samples, training) or summary")
@@ -533,7 +550,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         text = summary_markdown(
-            cfg, classes, args.metrics, args.final, args.export, run, args.report_html
+            cfg,
+            classes,
+            args.metrics,
+            args.final,
+            args.export,
+            run,
+            args.report_html,
+            args.configfiles,
         )
         fileio.write_text(args.output, text)
     return 0

@@ -195,6 +195,13 @@ def gpu_resources():
 
 # Where the Snakemake report goes (`snakemake --report` is given this path).
 REPORT_HTML = runner.REPORT_HTML
+# The run's --configfile files as the user typed them (Snakemake makes them
+# absolute): the report command the account prints must name them.
+CONFIGFILES = (
+    [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+    if workflow.overwrite_configfiles
+    else []
+)
 
 
 def data_report_inputs():
@@ -259,7 +266,7 @@ def print_account():
     run = run_outputs()
     try:
         text = tt_report.account(
-            classes, run["metrics"], run["export"], RUN, REPORT_HTML
+            classes, run["metrics"], run["export"], RUN, REPORT_HTML, CONFIGFILES
         )
     except cli.UserError as error:  # a damaged JSON must not fail a finished run
         text = f"WARNING: no account of this run: {error}\n"
