@@ -13,6 +13,10 @@ if not workflow.overwrite_configfiles:
     configfile: tt_config.checked_file("config/config.yaml")
 
 
+# The report's landing page.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/harvest.smk"
 include: "workflow/rules/annotate.smk"

@@ -506,7 +506,7 @@ def test_the_terminal_shows_progress_lines_and_the_account_only(data_report_run,
     account = report.account(files, run["metrics"], run["export"], "tiny", "results/report.html")
     lines = result.stdout.splitlines()
     progress = lines[: lines.index("")]
-    assert lines[len(progress) :] == ["", *account.splitlines()]
+    assert lines[len(progress) :] == ["", "this run: the first run here", *account.splitlines()]
     # One closing line per long job; a line per 10 s besides, which these jobs are too short for.
     closing = re.compile(
         r"(annotations (\w+): \2 XML: 8/8 files|neardup (\w+): signatures: 8/8 images)"
@@ -592,4 +592,42 @@ def test_account_names_the_configfile_and_says_when_nothing_was_detected(tmp_pat
         "WARNING: run r1 detected nothing on the verification images (AP 0): the model has not "
         "learnt yet; raise train.steps (from scratch, at config/own.example.yaml's size, 300 "
         "steps found nothing and 600 did) or fine-tune the COCO checkpoint (docs/training.md)",
+    ]
+
+
+def test_the_account_starts_with_what_changed_since_the_last_run(tmp_path):
+    """Images added and removed per class, classes added and removed, how training
+    started and what was exported, against the state the previous account saved."""
+    before = {
+        "classes": {"cup": {"images": ["a", "b", "c"], "boxes": "1"}, "old": {"images": []}},
+        "model": {"fingerprint": "f1", "step": 600, "checkpoint": "ckpt-600", "start": {}},
+        "export": "e1",
+    }
+    now = {
+        "classes": {
+            "cup": {"images": ["b", "c", "d", "e"], "boxes": "2"},
+            "plate": {"images": ["x"], "boxes": "3"},
+        },
+        "model": {
+            "fingerprint": "f2",
+            "step": 150,
+            "checkpoint": "best/best_ckpt-1",
+            "start": {"source": "previous", "checkpoint": "history/0001/ckpt-600", "steps": 150},
+        },
+        "export": "e2",
+    }
+    export = tmp_path / "results" / "export" / "own" / "export.json"
+    assert report.what_changed(before, now, "own", export) == [
+        "cup: +2, -1 images since the last run (4 now)",
+        "plate: 1 image (new class)",
+        "old: class removed",
+        "training of run own: warm-started from history/0001/ckpt-600 (the last run's model), "
+        "150 steps",
+        f"exported again: {export.parent}",
+    ]
+    same = {**now, "classes": {"cup": now["classes"]["cup"]}}
+    boxes = {"cup": {**now["classes"]["cup"], "boxes": "9"}}
+    assert report.what_changed(same, {**same, "classes": boxes}, "own", export) == [
+        "cup: boxes edited, the same 4 images",
+        "training of run own: nothing changed, not re-run",
     ]

@@ -10,6 +10,7 @@ an older format, or an evaluation without objects) and draw what there is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import logging
@@ -359,6 +360,84 @@ def account(
     lines.append(f"report: snakemake --report {report_html}{given} writes it")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
+
+
+def run_state(classes: Sequence[ClassFiles], final_json: Path, export_json: Path) -> dict:
+    """What a finished run left: each class's images and boxes, the model, the export.
+
+    The account compares it with the previous run's to say what changed."""
+    from . import lists
+
+    state: dict = {"classes": {}}
+    for files in classes:
+        images, boxes = set(), hashlib.sha256()
+        for split in tt_config.SPLITS:
+            path = files.lists / f"{split}.tsv"
+            if path.exists():
+                for image in lists.read_list(path):
+                    images.add(image.sha256)
+                    boxes.update(f"{split}\t{image.sha256}\t{image.objects}\n".encode())
+        state["classes"][files.name] = {"images": sorted(images), "boxes": boxes.hexdigest()}
+    final = read_json(final_json)
+    state["model"] = {k: final.get(k) for k in ("fingerprint", "step", "checkpoint", "start")}
+    export = Path(export_json)
+    state["export"] = hashlib.sha256(export.read_bytes()).hexdigest() if export.exists() else None
+    return state
+
+
+def what_changed(before: dict, now: dict, run: str, export_json: Path) -> list[str]:
+    """The account's first lines: what this run did and why, in words."""
+    lines = []
+    old_classes = before.get("classes", {})
+    for name, state in now["classes"].items():
+        if name not in old_classes:
+            lines.append(f"{name}: {plural(len(state['images']), 'image')} (new class)")
+            continue
+        old = set(old_classes[name]["images"])
+        added, removed = set(state["images"]) - old, old - set(state["images"])
+        if added or removed:
+            change = ", ".join(
+                part
+                for part in (
+                    f"+{len(added)}" if added else "",
+                    f"-{len(removed)}" if removed else "",
+                )
+                if part
+            )
+            lines.append(f"{name}: {change} images since the last run ({len(state['images'])} now)")
+        elif state["boxes"] != old_classes[name]["boxes"]:
+            lines.append(f"{name}: boxes edited, the same {plural(len(old), 'image')}")
+        else:
+            lines.append(f"{name}: unchanged")
+    lines += [f"{name}: class removed" for name in old_classes if name not in now["classes"]]
+    model, old_model = now.get("model") or {}, before.get("model") or {}
+    if model.get("step") is None:
+        pass
+    elif model == old_model:
+        lines.append(f"training of run {run}: nothing changed, not re-run")
+    else:
+        start = model.get("start") or {}
+        steps = start.get("steps", model.get("step"))
+        how = {
+            "previous": f"warm-started from {start.get('checkpoint')} (the last run's model)",
+            "checkpoint": f"fine-tuned from {start.get('checkpoint')}",
+            "none": "trained from scratch",
+        }.get(start.get("source"), "trained")
+        lines.append(f"training of run {run}: {how}, {steps} steps")
+    if now.get("export") and now["export"] != before.get("export"):
+        lines.append(f"exported again: {Path(export_json).parent}")
+    return lines
+
+
+def account_with_changes(
+    state_json: Path, classes: Sequence[ClassFiles], final_json: Path, export_json: Path, run: str
+) -> str:
+    """What this run did (against the state the previous account saved), then remember it."""
+    now = run_state(classes, final_json, export_json)
+    before = read_json(state_json) if Path(state_json).exists() else {}
+    lines = what_changed(before, now, run, export_json) if before else ["the first run here"]
+    fileio.write_json(state_json, now)
+    return "this run: " + "\n  ".join(lines) + "\n"
 
 
 def summary_markdown(

@@ -253,6 +253,10 @@ def all_targets():
     return targets
 
 
+# What the last account saw, for the next one's "this run: ..." lines.
+ACCOUNT_STATE = "results/account.json"
+
+
 def print_account():
     """What the run made, on the terminal: the text that ends results/summary.md.
 
@@ -265,7 +269,10 @@ def print_account():
     classes = tt_report.class_files(CLASSES, data["summaries"])
     run = run_outputs()
     try:
-        text = tt_report.account(
+        text = tt_report.account_with_changes(
+            ACCOUNT_STATE, classes, run["final"], run["export"], RUN
+        )
+        text += tt_report.account(
             classes, run["metrics"], run["export"], RUN, REPORT_HTML, CONFIGFILES
         )
     except cli.UserError as error:  # a damaged JSON must not fail a finished run
