@@ -164,3 +164,39 @@ def test_the_starter_config_leaves_the_warmup_and_downloads_nothing(repo):
     cfg = config.load(repo / "config" / "own.example.yaml")
     assert cfg.model.checkpoint is None
     assert config.warnings(cfg) == []
+
+
+def test_why_says_one_line_per_class_without_hashes(mine, tool_env):
+    result = tumbletrain(mine, tool_env, "why")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [
+        "circle: demo, harvest, signatures, annotations, records would run (demo: not made yet)",
+        "square: demo, harvest, signatures, annotations, records would run (demo: not made yet)",
+        "all classes: label_map would run (label_map: not made yet)",
+        "model tiny: train, evaluate, export would run (train: not made yet, its inputs are "
+        "re-made first)",
+    ]
+
+
+# A job block of Snakemake 9.27's dry run after one LabelImg file of class cup
+# was touched (the params digest is the class's files' state).
+DRY_RUN = """rule annotations:
+    output: results/lists/cup/summary.json
+    reason: Params have changed since last execution: Union of exclusive params before and now across all output: before: '8542a2d7' now: '232f4e53'
+    wildcards: cls=cup
+rule records:
+    reason: Input files updated by another job: results/lists/cup/training.tsv
+    wildcards: cls=cup, split=training
+rule train:
+    reason: Input files updated by another job: results/records/cup_training.tfrecord
+    wildcards: run=own
+"""  # noqa: E501
+
+
+def test_why_words_a_changed_param_by_what_the_rule_reads():
+    assert runner.explain(runner.planned(DRY_RUN)) == [
+        "cup: annotations, records would run (annotations: its annotation files, or its part "
+        "of the config, changed)",
+        "model own: train would run (train: its inputs are re-made first)",
+    ]
+    assert runner.explain([]) == ["nothing would run: everything is up to date"]

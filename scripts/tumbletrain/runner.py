@@ -11,6 +11,7 @@ targets too: a stage whose rule runs per class is run `--until` that rule.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,39 @@ UNTIL_STAGES = ("harvest", "annotations", "records", "train", "evaluate", "expor
 RULE_STAGES = {"predict": "prediction"}
 REPORT_HTML = "results/report.html"
 STAGES = (*UNTIL_STAGES, *RULE_STAGES, "report")
+# `tumbletrain why`: a dry run told one line per class, without hashes.
+WHY = "why"
+# The rules in the order data flows through them; the first to re-run says why.
+RULE_ORDER = (
+    "demo",
+    "harvest",
+    "signatures",
+    "annotations",
+    "records",
+    "label_map",
+    "checkpoint_download",
+    "train",
+    "evaluate",
+    "export",
+    "predict",
+)
+# Snakemake's reasons (the start of each `reason:` part) in words.
+REASONS = {
+    "Missing output files": "not made yet",
+    "Updated input files": "its input files changed",
+    "Set of input files has changed": "its input files were added or removed",
+    "Code has changed": "the rule's code changed",
+    "Software environment definition has changed": "its software environment changed",
+    "Forced execution": "forced",
+    "Input files updated by another job": "its inputs are re-made first",
+    "Job incomplete": "its last run did not finish",
+}
+# A changed param: each rule's params are its part of the config and, for these,
+# the state of the folders it reads.
+PARAMS_CHANGED = {
+    "harvest": "the images in its folders, or its sources in the config, changed",
+    "annotations": "its annotation files, or its part of the config, changed",
+}
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -107,10 +141,81 @@ def snakemake_argv(argv: list[str]) -> list[str]:
     return [*files, *options, *extra]
 
 
+def reason_in_words(rule: str, reason: str) -> str:
+    """Snakemake's `reason:` line of a job in words, without the hashes."""
+    words = []
+    for part in reason.split("; "):
+        head = part.split(":")[0].strip()
+        if head == "Params have changed since last execution":
+            words.append(PARAMS_CHANGED.get(rule, "its part of the config changed"))
+        else:
+            words.append(REASONS.get(head, head))
+    return ", ".join(dict.fromkeys(words))
+
+
+def planned(dry_run: str) -> list[tuple[str, str, str]]:
+    """(rule, wildcards, reason) of each job of a dry run's output."""
+    jobs, rule, reason = [], None, ""
+    for line in dry_run.splitlines():
+        stripped = line.strip()
+        if re.match(r"^(local)?rule \w+:$", line):
+            if rule:
+                jobs.append((rule, "", reason))
+            rule, reason = line.split()[1].rstrip(":"), ""
+        elif rule and stripped.startswith("reason: "):
+            reason = stripped.removeprefix("reason: ")
+        elif rule and stripped.startswith("wildcards: "):
+            jobs.append((rule, stripped.removeprefix("wildcards: "), reason))
+            rule = None
+    if rule:
+        jobs.append((rule, "", reason))
+    return jobs
+
+
+def explain(jobs: list[tuple[str, str, str]]) -> list[str]:
+    """One line per class (and per run) on what would re-run and why."""
+    order = {rule: index for index, rule in enumerate(RULE_ORDER)}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for rule, wildcards, reason in jobs:
+        found = re.search(r"\b(cls|run)=([^,]+)", wildcards)
+        key = f"{'model ' if found and found[1] == 'run' else ''}{found[2]}" if found else ""
+        if rule in order:
+            groups.setdefault(key, []).append((rule, reason))
+    if not groups:
+        return ["nothing would run: everything is up to date"]
+    lines = []
+    # Classes (by name), then the jobs of every class, then the model's.
+    kinds = sorted(groups, key=lambda k: (k.startswith("model "), k == "", k))
+    for key in kinds:
+        steps = groups[key]
+        steps.sort(key=lambda step: order[step[0]])
+        rules = list(dict.fromkeys(rule for rule, _ in steps))
+        first_rule, first_reason = steps[0]
+        because = f"{first_rule}: {reason_in_words(first_rule, first_reason)}"
+        lines.append(f"{key or 'all classes'}: {', '.join(rules)} would run ({because})")
+    return lines
+
+
+def why(argv: list[str]) -> int:
+    """`tumbletrain why`: Snakemake's dry run, one line per class."""
+    import subprocess
+
+    command = [sys.executable, "-m", "snakemake", "-n", *[a for a in argv if a != WHY]]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        sys.stdout.write(result.stdout)
+        return result.returncode
+    print("\n".join(explain(planned(result.stdout))))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        command = snakemake_argv(argv)
+        command = snakemake_argv([a for a in argv if a != WHY])
+        if WHY in argv:
+            return why(command)
     except cli.UserError as error:
         print(f"ERROR: {error}", file=sys.stderr, flush=True)
         return 1
