@@ -144,3 +144,8 @@ def test_the_readme_runs_top_to_bottom_in_a_fresh_clone(repo, tmp_path):
     ):
         assert (clone / made).exists(), made
     assert "Traceback" not in output, output[-5000:]
+    # The account of each run: what it did first; predict's is the prediction's own.
+    assert "this run: the first run here" in result.stdout
+    after_predict = result.stdout.split("$ tumbletrain predict")[1]
+    assert "predict with run own: " in after_predict
+    assert "verification of run" not in after_predict

@@ -257,11 +257,36 @@ def all_targets():
 ACCOUNT_STATE = "results/account.json"
 
 
+def predicting_only():
+    """True when the run's targets are the pre-labels alone (`tumbletrain predict`)."""
+    targets = set(workflow.dag_settings.targets)
+    return bool(targets) and all(
+        t == "prediction" or t.startswith("results/predict/") for t in targets
+    )
+
+
+def print_prediction():
+    """A predict run's account: the prediction's own summary line (its log's last)."""
+    log = Path(expand(rules.predict.log[0], run=RUN)[0])
+    said = [
+        line.split(": ", 1)[1]
+        for line in (log.read_text().splitlines() if log.exists() else [])
+        if " INFO tumbletrain.predict: " in line
+    ]
+    outputs = Path(expand(rules.predict.output.detections, run=RUN)[0]).parent
+    summary = said[-1] if said else f"see {log}"
+    print(f"\npredict with run {RUN}: {summary}\nin {outputs}/", flush=True)
+
+
 def print_account():
     """What the run made, on the terminal: the text that ends results/summary.md.
 
-    A run that only made the data gets the data's part.
+    A run that only made the data gets the data's part; a predict run, the
+    prediction's.
     """
+    if predicting_only():
+        print_prediction()
+        return
     from tumbletrain import cli
     from tumbletrain import report as tt_report
 
