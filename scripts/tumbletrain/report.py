@@ -249,7 +249,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
 # Below these, a split's figures are noise: one verification image moves COCO
 # AP by a tenth, and a few training images teach the class little.
 MIN_SPLIT_IMAGES = 10
-# More rejected XML files than this share means something systematic (a
+# More rejected annotation files than this share means something systematic (a
 # renamed folder, another tool's format), not a few stray mistakes.
 MAX_REJECTED_SHARE = 0.10
 
@@ -258,19 +258,45 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
-    """One line on what validation did with a class's files, and the class's warnings."""
+def objects_by_split(classes: Sequence[ClassFiles]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per class name, per split: (images holding its objects, objects), in every class's
+    lists: a shared folder lists an image once, under the first class with an object in it."""
+    found: dict[str, dict[str, list]] = {}
+    for files in classes:
+        for split in tt_config.SPLITS:
+            path = files.lists / f"{split}.tsv"
+            for image in lists.read_list(path) if path.exists() else []:
+                for name in {o.name for o in image.objects}:
+                    counts = found.setdefault(name, {}).setdefault(split, [0, 0])
+                    counts[0] += 1
+                    counts[1] += sum(o.name == name for o in image.objects)
+    return {n: {s: (c[0], c[1]) for s, c in splits.items()} for n, splits in found.items()}
+
+
+def class_lines(
+    files: ClassFiles, summary: dict, objects: dict[str, tuple[int, int]] | None = None
+) -> tuple[str, list[str]]:
+    """One line on what validation did with a class's files, and the class's warnings.
+
+    `objects` (per split: images, objects of the class in every class's lists)
+    counts a class of a shared folder, whose images other classes may list.
+    """
     name = files.name
     per_split = summary.get("per_split", {})
+    if objects is not None:
+        per_split = {split: objects.get(split, (0, 0))[0] for split in tt_config.SPLITS}
     rejected = summary.get("rejected_files", 0)
     xml_files = summary.get("xml_files", 0)
     rejected_tsv = files.lists / "rejected.tsv"
     line = (
-        f"{name}: {xml_files} XML files: {summary.get('kept', 0)} kept "
+        f"{name}: {xml_files} annotation files: {summary.get('kept', 0)} kept "
         f"({summary.get('repaired', 0)} repaired), {rejected} rejected; "
         + ", ".join(f"{per_split.get(split, 0)} {split}" for split in tt_config.SPLITS)
         + " images"
     )
+    if objects is not None:
+        total = sum(o for _, o in objects.values())
+        line += f" holding its {plural(total, 'object')} (a shared folder: counted by objects)"
     if summary.get("unlabelled_images"):
         line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
     near = summary.get("near_duplicates") or {}
@@ -284,7 +310,7 @@ def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
     warnings = []
     if xml_files and rejected / xml_files > MAX_REJECTED_SHARE:
         warnings.append(
-            f"{name}: {rejected} of {xml_files} XML files rejected "
+            f"{name}: {rejected} of {xml_files} annotation files rejected "
             f"({rejected / xml_files:.0%}); the reasons are in {rejected_tsv}"
         )
     if near.get("user_split_straddles"):
@@ -327,10 +353,14 @@ def account(
     the report command it prints names them, or it would report another config.
     """
     lines, warnings = [], []
+    summaries = {files.name: read_json(files.lists / "summary.json") for files in classes}
+    shared = any(s.get("shared_folders") for s in summaries.values())
+    objects = objects_by_split(classes) if shared else {}
     for files in classes:
-        summary = read_json(files.lists / "summary.json")
+        summary = summaries[files.name]
         if summary:
-            line, class_warnings = class_lines(files, summary)
+            by_objects = objects.get(files.name, {}) if summary.get("shared_folders") else None
+            line, class_warnings = class_lines(files, summary, by_objects)
             lines.append(line)
             warnings += class_warnings
     metrics = read_json(metrics_json)
@@ -592,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             rejected_rows(classes),
             args.rejected,
             args.rejected_html or args.rejected.with_suffix(".html"),
-            "Rejected XML files and objects",
+            "Rejected annotation files and objects",
             "No XML file or object was rejected.",
         )
         if args.near_duplicates:
