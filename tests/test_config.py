@@ -565,8 +565,8 @@ def test_the_configuration_reference_matches_the_schema(repo):
 
 
 def test_a_missing_configfile_is_snakemakes_own_error(tmp_path, tool_env):
-    """Snakemake reads --configfile before the workflow runs, so no code of ours can word
-    this one: its last line names the file (as the README says)."""
+    """Snakemake reads --configfile before the workflow runs, so no Snakefile can word
+    this one: its last line names the file. `tumbletrain` checks it first (test_runner)."""
     result = dry_run(tmp_path, tool_env, "--configfile", "nope.yaml")
     assert result.returncode == 1
     # Snakemake prints this traceback to stdout.

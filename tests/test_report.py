@@ -464,7 +464,7 @@ def check_category_screenshots(report_html: Path, categories: list[str], outdir:
     assert all(not np.array_equal(pictures[0], p) for p in pictures[1:]), "same page shown twice"
 
 
-# The README's one command for the data report: no model is trained.
+# docs/your-labels.md's one command for the data report: no model is trained.
 DATA_REPORT = ("data_report", "--report", "results/data_report.html", "--report-after-run")
 
 

@@ -140,7 +140,7 @@ def signature_tables(wildcards):
 
     Another class's new images do not re-run this class: they are younger than
     this class's images, so they join its groups' splits without moving them
-    (README, "Near-duplicates and splits"). Only this class's own table is a
+    (docs/your-labels.md, "Near-duplicates and splits"). Only this class's own table is a
     timestamped input; the others are read as they are when the job runs.
     """
     if not config["split"]["group_near_duplicates"]:
