@@ -331,7 +331,7 @@ def test_the_documented_commands_are_found():
     assert any(own in c for c in commands)
     assert any(c.endswith("label_all") and "--configfile" not in c for c in commands)
     found = documented_commands()
-    assert ("README.md", "tumbletrain --configfile config/own.yaml -n") in found
+    assert ("README.md", "tumbletrain why --configfile config/own.yaml") in found
     assert any(source == "docs/tumblr.md" for source, _ in found)
 
 

@@ -304,7 +304,7 @@ def test_train_from_scratch_writes_final_and_params(trained):
 
 @pytest.mark.slow
 def test_params_yaml_reruns_with_the_model_gardens_own_trainer(trained, tmp_path):
-    """What docs/training.md promises: official/vision/train.py runs the written experiment as it is."""
+    """What docs/training.md promises: official/vision/train.py runs the written experiment."""
     import tensorflow as tf
 
     base, final = trained

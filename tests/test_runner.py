@@ -143,7 +143,7 @@ def test_a_warmup_longer_than_training_is_a_warning_in_the_dry_run(mine, tool_en
     raw = yaml.safe_load(text)
     raw["train"].update(steps=60, warmup_steps=100)
     (mine / "mine.yaml").write_text(yaml.safe_dump(raw))
-    result = tumbletrain(mine, tool_env, "-n", "--configfile", "mine.yaml")
+    result = tumbletrain(mine, tool_env, "why", "--configfile", "mine.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         "WARNING: train.warmup_steps 100 is not below train.steps 60: the learning rate never "

@@ -206,6 +206,10 @@ def why(argv: list[str]) -> int:
         sys.stderr.write(result.stderr)
         sys.stdout.write(result.stdout)
         return result.returncode
+    # The workflow's own warnings (settings that cannot learn) stay on the terminal.
+    for line in result.stderr.splitlines():
+        if line.startswith("WARNING: "):
+            print(line, file=sys.stderr)
     print("\n".join(explain(planned(result.stdout))))
     return 0
 
