@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,10 @@ def test_the_readme_runs_top_to_bottom_in_a_fresh_clone(repo, tmp_path):
         if c.split("#")[0].strip() != "make test"
     ]
     assert len(commands) == len(readme_commands((clone / "README.md").read_text())) - 1
-    script = "set -euo pipefail\n" + "".join(f"echo '$ {c}'\n{c}\n" for c in commands)
+    # Each command echoed before it runs, and its time after it (the closing note's figures).
+    script = "set -euo pipefail\n" + "".join(
+        f'echo {shlex.quote("$ " + c)}\nSECONDS=0\n{c}\necho "[$SECONDS s]"\n' for c in commands
+    )
     home = tmp_path / "home"
     home.mkdir()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
