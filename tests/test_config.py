@@ -552,6 +552,8 @@ def test_the_job_environments_need_no_snakemake(repo):
     for env in ("harvest", "tensorflow"):
         assert "snakemake" not in (repo / "envs" / f"{env}.yaml").read_text(), env
     for module in (repo / "scripts" / "tumbletrain").glob("*.py"):
+        if module.name == "runner.py":  # the `tumbletrain` command runs Snakemake, never a job
+            continue
         assert "import snakemake" not in module.read_text(), module.name
         assert "from snakemake" not in module.read_text(), module.name
 
