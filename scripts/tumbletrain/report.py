@@ -434,7 +434,8 @@ def what_changed(before: dict, now: dict, run: str, export_json: Path) -> list[s
                 )
                 if part
             )
-            lines.append(f"{name}: {change} images since the last run ({len(state['images'])} now)")
+            noun = "image" if len(added) + len(removed) == 1 else "images"
+            lines.append(f"{name}: {change} {noun} since the last run ({len(state['images'])} now)")
         elif state["boxes"] != old_classes[name]["boxes"]:
             lines.append(f"{name}: boxes edited, the same {plural(len(old), 'image')}")
         else:
