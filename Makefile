@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 	@$(SNAKEMAKE) 2> $(SNAKEMAKE_LOG) || { tail -n 40 $(SNAKEMAKE_LOG); exit 1; }
 	@$(SNAKEMAKE) --report results/report.html 2>> $(SNAKEMAKE_LOG) || { tail -n 40 $(SNAKEMAKE_LOG); exit 1; }
 	@echo "The report: results/report.html; the summary: results/summary.md"
+	@echo "For the README's next commands, in each new shell: . .venv/bin/activate"
 
 test: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest

@@ -13,6 +13,10 @@ if not workflow.overwrite_configfiles:
     configfile: tt_config.checked_file("config/config.yaml")
 
 
+# The report's landing page.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/harvest.smk"
 include: "workflow/rules/annotate.smk"
@@ -25,6 +29,12 @@ rule all:
     default_target: True
     input:
         reportable(all_targets()),
+
+
+# `tumbletrain predict`: the pre-labels of predict.input with the configured run.
+rule prediction:
+    input:
+        expand(rules.predict.output.detections, run=RUN),
 
 
 onsuccess:

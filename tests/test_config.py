@@ -245,9 +245,12 @@ def test_an_alias_of_its_own_class_is_fine():
     ]
 
 
-def dry_run(project, env, *args):
+def dry_run(project, env, *args, program="snakemake"):
+    """`snakemake -n`, or the same through `tumbletrain` (run as a module: the venv's
+    entry point is the installed checkout's, these tests run this one)."""
+    command = [sys.executable, "-m", "tumbletrain.runner"] if program == "tumbletrain" else []
     return subprocess.run(
-        ["snakemake", "-n", "-s", str(REPO / "Snakefile"), *args],
+        [*(command or ["snakemake"]), "-n", "-s", str(REPO / "Snakefile"), *args],
         cwd=project,
         capture_output=True,
         text=True,
@@ -286,11 +289,16 @@ def test_editing_config_yaml_in_place_is_the_whole_config(project_with_examples,
     assert classes_planned(dry_run(project_with_examples, tool_env)) == {"pose"}
 
 
+# The commands a page may show: Snakemake's, and ours in front of it (tumbletrain.runner).
+COMMANDS = ("snakemake", "tumbletrain")
+
+
 def documented_commands() -> list[tuple[str, str]]:
-    """Every snakemake command in the README and in the config files' headers."""
+    """Every snakemake/tumbletrain command in the README, docs/ and the config files' headers."""
     found = []
     sources = [
         REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
         REPO / "config" / "README.md",
         *sorted((REPO / "config").glob("*.yaml")),
     ]
@@ -303,12 +311,12 @@ def documented_commands() -> list[tuple[str, str]]:
                 line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")
             ]
         else:
-            spans = re.findall(r"`(snakemake(?: [^`]*)?)`", text)
+            spans = re.findall(r"`((?:snakemake|tumbletrain)(?: [^`]*)?)`", text)
             blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.DOTALL)
             lines = spans + [line for block in blocks for line in block.splitlines()]
         for line in lines:
             command = " ".join(line.split("#")[0].split())
-            if command == "snakemake" or command.startswith("snakemake "):
+            if command.split(" ")[0] in COMMANDS:
                 found.append((source.relative_to(REPO).as_posix(), command))
     return sorted(set(found))
 
@@ -322,6 +330,9 @@ def test_the_documented_commands_are_found():
     own = "label_all --cores all --configfile config/tumblr.example.yaml"
     assert any(own in c for c in commands)
     assert any(c.endswith("label_all") and "--configfile" not in c for c in commands)
+    found = documented_commands()
+    assert ("README.md", "tumbletrain why --configfile config/own.yaml") in found
+    assert any(source == "docs/tumblr.md" for source, _ in found)
 
 
 def planned_commands() -> list[tuple[str, str, str]]:
@@ -352,11 +363,16 @@ def test_every_documented_command_plans(
     configs = project_with_examples / "config"
     if config_file != "config.yaml":
         shutil.copy(configs / config_file, configs / "config.yaml")
+    # The README's own config is the starter it copies (`cp config/own.example.yaml ...`).
+    command = command.replace("config/own.yaml", "config/own.example.yaml")
     run = config.load(configs / "config.yaml").train.run
-    args = [a.replace("{run}", run) for a in shlex.split(command)[1:]]
-    result = dry_run(project_with_examples, tool_env, *args)
+    program, *args = shlex.split(command)
+    args = [a.replace("{run}", run) for a in args]
+    result = dry_run(project_with_examples, tool_env, *args, program=program)
     assert result.returncode == 0, f"{source}: {command}\n{(result.stdout + result.stderr)[-3000:]}"
-    if not {"--rulegraph", "--dag"} & set(args):
+    if "why" in args:  # the dry run told in words (tumbletrain.runner)
+        assert " would run (" in result.stdout, result.stdout[-2000:]
+    elif not {"--rulegraph", "--dag", "--summary"} & set(args):
         assert "This was a dry-run" in result.stdout, result.stdout[-2000:]
 
 
@@ -385,7 +401,8 @@ def last_line(result) -> str:
         (
             "classes:\n  a: {demo: {images: 3}\n  b: x\n",
             [],
-            "ERROR: config/config.yaml, line 3: invalid YAML: while parsing a flow mapping; "
+            "ERROR: config/config.yaml, line 3, column 3: invalid YAML: while parsing a flow "
+            "mapping; "
             "expected ',' or '}', but got '<scalar>'",
         ),
         (
@@ -553,6 +570,8 @@ def test_the_job_environments_need_no_snakemake(repo):
     for env in ("harvest", "tensorflow"):
         assert "snakemake" not in (repo / "envs" / f"{env}.yaml").read_text(), env
     for module in (repo / "scripts" / "tumbletrain").glob("*.py"):
+        if module.name == "runner.py":  # the `tumbletrain` command runs Snakemake, never a job
+            continue
         assert "import snakemake" not in module.read_text(), module.name
         assert "from snakemake" not in module.read_text(), module.name
 
@@ -568,8 +587,8 @@ def test_the_configuration_reference_matches_the_schema(repo):
 
 
 def test_a_missing_configfile_is_snakemakes_own_error(tmp_path, tool_env):
-    """Snakemake reads --configfile before the workflow runs, so no code of ours can word
-    this one: its last line names the file (as the README says)."""
+    """Snakemake reads --configfile before the workflow runs, so no Snakefile can word
+    this one: its last line names the file. `tumbletrain` checks it first (test_runner)."""
     result = dry_run(tmp_path, tool_env, "--configfile", "nope.yaml")
     assert result.returncode == 1
     # Snakemake prints this traceback to stdout.

@@ -25,6 +25,8 @@ def test_no_module_knows_the_workflow_layout():
         for module in sorted(PACKAGE.glob("*.py"))
         for number, line in enumerate(module.read_text().splitlines(), start=1)
         if re.search(r"\b(results|resources)/|[\"'](results|resources)[\"']", line)
+        # Where `snakemake --report` writes is Snakemake's command line, not a rule's output.
+        and not (module.name == "runner.py" and line.startswith("REPORT_HTML = "))
     ]
     assert not found, "\n".join(found)
 

@@ -304,7 +304,7 @@ def test_train_from_scratch_writes_final_and_params(trained):
 
 @pytest.mark.slow
 def test_params_yaml_reruns_with_the_model_gardens_own_trainer(trained, tmp_path):
-    """What README promises: official/vision/train.py runs the written experiment as it is."""
+    """What docs/training.md promises: official/vision/train.py runs the written experiment."""
     import tensorflow as tf
 
     base, final = trained
@@ -937,3 +937,24 @@ def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
     np.testing.assert_allclose(
         first, [xmin / scale[1], ymin / scale[0], xmax / scale[1], ymax / scale[0]], atol=0.11
     )
+
+
+def test_best_of_nothing_found_is_the_last_checkpoint(tmp_path):
+    """With AP 0 at both validations the Model Garden keeps the first as 'best'; the
+    run uses the last, which trained longer (issue #30: a too-short training)."""
+    import json
+
+    from tumbletrain import experiment, training
+
+    best = tmp_path / experiment.BEST_SUBDIR
+    best.mkdir()
+    for folder, name in ((tmp_path, "ckpt-600"), (best, "best_ckpt-2")):
+        (folder / f"{name}.index").write_bytes(b"")
+        (folder / "checkpoint").write_text(f'model_checkpoint_path: "{name}"\n')
+    info = {"best_ckpt_global_step": 300, experiment.BEST_METRIC: 0.0}
+    (best / "info.json").write_text(json.dumps(info))
+    assert training.selected_checkpoint(tmp_path, "best")["checkpoint"] == "ckpt-600"
+    info[experiment.BEST_METRIC] = 0.4
+    (best / "info.json").write_text(json.dumps(info))
+    chosen = training.selected_checkpoint(tmp_path, "best")
+    assert chosen["checkpoint"] == f"{experiment.BEST_SUBDIR}/best_ckpt-2"

@@ -199,8 +199,8 @@ def test_label_opens_a_folders_class_in_place_and_copies_no_image(project):
 
 
 def readme_block(after: str, language: str) -> str:
-    """The first code block in the README after the line containing `after`."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The first code block in docs/your-labels.md after the line containing `after`."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "your-labels.md").read_text()
     rest = text[text.index(after) :]
     start = rest.index(f"```{language}\n") + len(language) + 4
     return textwrap.dedent(rest[start : rest.index("```", start)]).strip()
@@ -208,7 +208,7 @@ def readme_block(after: str, language: str) -> str:
 
 @pytest.mark.slow
 def test_the_readme_recipe_for_one_folder_of_two_classes(tmp_path, tool_env):
-    """README "Your own LabelImg data", step 2 to 4, as a new user runs it."""
+    """docs/your-labels.md, step 2 to 4, as a new user runs it."""
     import tensorflow as tf
     import yaml
     from conftest import snakemake, write_project

@@ -386,14 +386,15 @@ def test_account_of_a_run(project):
     )
     rejected = results / "lists" / "cat" / "rejected.tsv"
     assert text.splitlines() == [
-        "cat: 5 XML files: 3 kept (1 repaired), 2 rejected; 2 training, 1 verification images; "
+        "cat: 5 annotation files: 3 kept (1 repaired), 2 rejected; 2 training, "
+        "1 verification images; "
         f"1 image without XML; why: {rejected}",
         "verification of run r1: AP50 0.750, AP 0.432 on 3 images",
         "  cat: AP50 0.900, AP 0.600",
         "  dog: AP50 -, AP -",
         "exported models: results/export/r1/saved_model, results/export/r1/model.tflite",
         "report: snakemake --report results/report.html writes it",
-        f"WARNING: cat: 2 of 5 XML files rejected (40%); the reasons are in {rejected}",
+        f"WARNING: cat: 2 of 5 annotation files rejected (40%); the reasons are in {rejected}",
         "WARNING: cat: 2 training images (under 10): too few to learn the class well; add images",
         "WARNING: cat: 1 verification image (under 10): its AP is noise; "
         "add images or raise split.verification_percent",
@@ -412,7 +413,7 @@ def test_account_counts_near_duplicates_and_warns_of_straddling_groups(tmp_path)
     run = {k: tmp_path / v for k, v in RUN_FILES.items()}
     lines = report.account(class_files(tmp_path), run["metrics"], run["export"], "r1").splitlines()
     assert lines[0] == (
-        "cat: 40 XML files: 40 kept (0 repaired), 0 rejected; 30 training, 10 verification "
+        "cat: 40 annotation files: 40 kept (0 repaired), 0 rejected; 30 training, 10 verification "
         "images; 3 near-duplicate groups of 7 images, each in one split"
     )
     assert lines[-1] == (
@@ -432,7 +433,8 @@ def test_account_warns_of_a_class_without_verification_images(tmp_path):
         class_files(tmp_path), run["metrics"], run["export"], "r1", "results/report.html"
     )
     assert text.splitlines() == [
-        "cat: 40 XML files: 38 kept (0 repaired), 2 rejected; 38 training, 0 verification images",
+        "cat: 40 annotation files: 38 kept (0 repaired), 2 rejected; 38 training, "
+        "0 verification images",
         "report: snakemake --report results/report.html writes it",
         "WARNING: cat: no verification image, so its AP cannot be measured; "
         "add images or raise split.verification_percent",
@@ -462,7 +464,7 @@ def check_category_screenshots(report_html: Path, categories: list[str], outdir:
     assert all(not np.array_equal(pictures[0], p) for p in pictures[1:]), "same page shown twice"
 
 
-# The README's one command for the data report: no model is trained.
+# docs/your-labels.md's one command for the data report: no model is trained.
 DATA_REPORT = ("data_report", "--report", "results/data_report.html", "--report-after-run")
 
 
@@ -506,7 +508,7 @@ def test_the_terminal_shows_progress_lines_and_the_account_only(data_report_run,
     account = report.account(files, run["metrics"], run["export"], "tiny", "results/report.html")
     lines = result.stdout.splitlines()
     progress = lines[: lines.index("")]
-    assert lines[len(progress) :] == ["", *account.splitlines()]
+    assert lines[len(progress) :] == ["", "this run: the first run here", *account.splitlines()]
     # One closing line per long job; a line per 10 s besides, which these jobs are too short for.
     closing = re.compile(
         r"(annotations (\w+): \2 XML: 8/8 files|neardup (\w+): signatures: 8/8 images)"
@@ -568,3 +570,105 @@ def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):
     summary = report.read_json(lists_dir / "cat" / "summary.json")
     line, _ = report.class_lines(files[0], summary)
     assert "1 near-duplicate group of 1 images" in line
+
+
+def test_account_names_the_configfile_and_says_when_nothing_was_detected(tmp_path):
+    """The report command works as printed after a --configfile run; AP 0 with no
+    detection says what to change (a too-short training from scratch, issue #30)."""
+    fileio.write_json(
+        tmp_path / "results" / "eval" / "r1" / "metrics.json",
+        {
+            "AP": 0.0,
+            "AP50": 0.0,
+            "images": 20,
+            "detections": 0,
+        },
+    )
+    run = {k: tmp_path / v for k, v in RUN_FILES.items()}
+    text = report.account(
+        [], run["metrics"], run["export"], "r1", "results/report.html", ["mine.yaml"]
+    )
+    assert text.splitlines() == [
+        "verification of run r1: AP50 0.000, AP 0.000 on 20 images",
+        "report: snakemake --report results/report.html --configfile mine.yaml writes it",
+        "WARNING: run r1 detected nothing on the verification images (AP 0): the model has not "
+        "learnt yet; raise train.steps (from scratch, at config/own.example.yaml's size, 300 "
+        "steps found nothing and 600 did) or fine-tune the COCO checkpoint (docs/training.md)",
+    ]
+
+
+def test_the_account_starts_with_what_changed_since_the_last_run(tmp_path):
+    """Images added and removed per class, classes added and removed, how training
+    started and what was exported, against the state the previous account saved."""
+    before = {
+        "classes": {"cup": {"images": ["a", "b", "c"], "boxes": "1"}, "old": {"images": []}},
+        "model": {"fingerprint": "f1", "step": 600, "checkpoint": "ckpt-600", "start": {}},
+        "export": "e1",
+    }
+    now = {
+        "classes": {
+            "cup": {"images": ["b", "c", "d", "e"], "boxes": "2"},
+            "plate": {"images": ["x"], "boxes": "3"},
+        },
+        "model": {
+            "fingerprint": "f2",
+            "step": 150,
+            "checkpoint": "best/best_ckpt-1",
+            "start": {"source": "previous", "checkpoint": "history/0001/ckpt-600", "steps": 150},
+        },
+        "export": "e2",
+    }
+    export = tmp_path / "results" / "export" / "own" / "export.json"
+    assert report.what_changed(before, now, "own", export) == [
+        "cup: +2, -1 images since the last run (4 now)",
+        "plate: 1 image (new class)",
+        "old: class removed",
+        "training of run own: warm-started from history/0001/ckpt-600 (the last run's model), "
+        "150 steps",
+        f"exported again: {export.parent}",
+    ]
+    same = {**now, "classes": {"cup": now["classes"]["cup"]}}
+    boxes = {"cup": {**now["classes"]["cup"], "boxes": "9"}}
+    assert report.what_changed(same, {**same, "classes": boxes}, "own", export) == [
+        "cup: boxes edited, the same 4 images",
+        "training of run own: nothing changed, not re-run",
+    ]
+
+
+def test_a_shared_folder_s_class_is_counted_by_its_objects(tmp_path):
+    """Images with cups and balls are listed once, under cup; ball's line counts the
+    images holding its objects instead of '0 training images ... add images'."""
+    from tumbletrain import lists
+    from tumbletrain.vocxml import VocObject
+
+    def image(n, *names):
+        objects = tuple(VocObject(name, 1, 1, 9, 9) for name in names)
+        return lists.ListedImage(f"i{n}.jpg", f"{n:064x}", "jpeg", 10, 10, objects=objects)
+
+    lists_dir = tmp_path / "results" / "lists"
+    cup = [image(i, "cup", "ball", "ball") for i in range(12)]
+    lists.write_list(lists_dir / "cup" / "training.tsv", cup)
+    lists.write_list(lists_dir / "cup" / "verification.tsv", [image(99, "cup", "ball")])
+    for name in ("ball",):
+        for split in ("training", "verification"):
+            lists.write_list(lists_dir / name / f"{split}.tsv", [])
+    shared = {"with": ["cup"], "listed_by_other_classes": {"cup": 13}}
+    fileio.write_json(
+        lists_dir / "ball" / "summary.json",
+        {
+            "xml_files": 13,
+            "kept": 0,
+            "rejected_files": 0,
+            "per_split": {},
+            "shared_folders": shared,
+        },
+    )
+    classes = report.class_files(
+        ["cup", "ball"], [lists_dir / c / "summary.json" for c in ("cup", "ball")]
+    )
+    text = report.account(classes, tmp_path / "m.json", tmp_path / "e.json", "r1")
+    assert text.splitlines()[0] == (
+        "ball: 13 annotation files: 0 kept (0 repaired), 0 rejected; 12 training, "
+        "1 verification images holding its 25 objects (a shared folder: counted by objects)"
+    )
+    assert not any("ball: 0 training" in line for line in text.splitlines())

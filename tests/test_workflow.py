@@ -76,10 +76,10 @@ def test_a_finished_run_gives_its_account_on_the_terminal(tiny_run):
     project, terminal = tiny_run
     summary = (project / "results" / "summary.md").read_text()
     account = summary.split("## This run\n\n```text\n")[1].removesuffix("```\n")
-    assert f"\n{account}" in terminal
+    assert f"\nthis run: the first run here\n{account}" in terminal
     lines = account.splitlines()
-    assert lines[0].startswith("circle: 8 XML files: 8 kept (")
-    assert lines[1].startswith("square: 8 XML files: 8 kept (")
+    assert lines[0].startswith("circle: 8 annotation files: 8 kept (")
+    assert lines[1].startswith("square: 8 annotation files: 8 kept (")
     assert lines[2].startswith("verification of run tiny: AP50 ")
     assert lines[5] == (
         "exported models: results/export/tiny/saved_model, "

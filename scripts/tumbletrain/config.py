@@ -21,6 +21,7 @@ import functools
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -306,7 +307,7 @@ def read_file(path: str | Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         what = "; ".join(str(part) for part in (error.context, error.problem) if part)
         raise ConfigError(f"{where}: invalid YAML: {what}") from None
     except yaml.YAMLError as error:
@@ -540,6 +541,9 @@ def for_snakemake(config: dict, files: list, demo_dir: str | None = None) -> Wor
     # Snakemake makes --configfile paths absolute; the user typed them relative.
     named = tuple(Path(os.path.relpath(f)) if Path(f).is_absolute() else Path(f) for f in files)
     with _one_line_exit():
+        messages = all_errors(config, named)
+        if messages:
+            raise ConfigError("\nERROR: ".join(messages))
         data = validate(config, named)
         for name, spec in data["classes"].items():
             if demo_dir and spec.get("demo") and not spec.get("annotations_dir"):
@@ -547,6 +551,44 @@ def for_snakemake(config: dict, files: list, demo_dir: str | None = None) -> Wor
         parsed = build(data)
     config.update(data)
     return parsed
+
+
+def all_errors(raw: dict, files: tuple[Path, ...] = ()) -> list[str]:
+    """Every schema error of a config, one line each in the files' line order: a
+    user fixes them in one pass instead of one per run."""
+    found = []
+    for error in _validator().iter_errors(copy.deepcopy(raw)):
+        found.append(_message(jsonschema.exceptions.best_match([error]), tuple(files)))
+    return sorted(set(found), key=_line_number)
+
+
+def _line_number(message: str) -> tuple[int, str]:
+    match = re.search(r", line (\d+)", message)
+    return (int(match.group(1)) if match else 0, message)
+
+
+def warnings(cfg: WorkflowConfig) -> list[str]:
+    """Settings that run but cannot learn: said in every dry run, before any job."""
+    train = cfg.train
+    found = []
+    if train.warmup_steps >= train.steps:
+        found.append(
+            f"train.warmup_steps {train.warmup_steps} is not below train.steps "
+            f"{train.steps}: the learning rate never reaches train.learning_rate; "
+            "lower train.warmup_steps or raise train.steps"
+        )
+    elif cfg.model.checkpoint is None and train.steps - train.warmup_steps < MIN_STEPS_AFTER_WARMUP:
+        found.append(
+            f"train.steps {train.steps} leaves {train.steps - train.warmup_steps} steps after "
+            f"the warm-up: a detector trained from scratch needs about "
+            f"{MIN_STEPS_AFTER_WARMUP} to find anything; raise train.steps"
+        )
+    return found
+
+
+# Measured with config/own.example.yaml (2 classes of 40 images, warm-up 100):
+# 300 steps found nothing (AP50 0, no detection), 600 reached AP50 0.98.
+MIN_STEPS_AFTER_WARMUP = 500
 
 
 # --- what each stage reads -------------------------------------------------------

@@ -10,6 +10,7 @@ an older format, or an evaluation without objects) and draw what there is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import logging
@@ -250,7 +251,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
 # Below these, a split's figures are noise: one verification image moves COCO
 # AP by a tenth, and a few training images teach the class little.
 MIN_SPLIT_IMAGES = 10
-# More rejected XML files than this share means something systematic (a
+# More rejected annotation files than this share means something systematic (a
 # renamed folder, another tool's format), not a few stray mistakes.
 MAX_REJECTED_SHARE = 0.10
 
@@ -259,19 +260,45 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
-    """One line on what validation did with a class's files, and the class's warnings."""
+def objects_by_split(classes: Sequence[ClassFiles]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per class name, per split: (images holding its objects, objects), in every class's
+    lists: a shared folder lists an image once, under the first class with an object in it."""
+    found: dict[str, dict[str, list]] = {}
+    for files in classes:
+        for split in tt_config.SPLITS:
+            path = files.lists / f"{split}.tsv"
+            for image in lists.read_list(path) if path.exists() else []:
+                for name in {o.name for o in image.objects}:
+                    counts = found.setdefault(name, {}).setdefault(split, [0, 0])
+                    counts[0] += 1
+                    counts[1] += sum(o.name == name for o in image.objects)
+    return {n: {s: (c[0], c[1]) for s, c in splits.items()} for n, splits in found.items()}
+
+
+def class_lines(
+    files: ClassFiles, summary: dict, objects: dict[str, tuple[int, int]] | None = None
+) -> tuple[str, list[str]]:
+    """One line on what validation did with a class's files, and the class's warnings.
+
+    `objects` (per split: images, objects of the class in every class's lists)
+    counts a class of a shared folder, whose images other classes may list.
+    """
     name = files.name
     per_split = summary.get("per_split", {})
+    if objects is not None:
+        per_split = {split: objects.get(split, (0, 0))[0] for split in tt_config.SPLITS}
     rejected = summary.get("rejected_files", 0)
     xml_files = summary.get("xml_files", 0)
     rejected_tsv = files.lists / "rejected.tsv"
     line = (
-        f"{name}: {xml_files} XML files: {summary.get('kept', 0)} kept "
+        f"{name}: {xml_files} annotation files: {summary.get('kept', 0)} kept "
         f"({summary.get('repaired', 0)} repaired), {rejected} rejected; "
         + ", ".join(f"{per_split.get(split, 0)} {split}" for split in tt_config.SPLITS)
         + " images"
     )
+    if objects is not None:
+        total = sum(o for _, o in objects.values())
+        line += f" holding its {plural(total, 'object')} (a shared folder: counted by objects)"
     if summary.get("unlabelled_images"):
         line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
     near = summary.get("near_duplicates") or {}
@@ -285,7 +312,7 @@ def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
     warnings = []
     if xml_files and rejected / xml_files > MAX_REJECTED_SHARE:
         warnings.append(
-            f"{name}: {rejected} of {xml_files} XML files rejected "
+            f"{name}: {rejected} of {xml_files} annotation files rejected "
             f"({rejected / xml_files:.0%}); the reasons are in {rejected_tsv}"
         )
     if near.get("user_split_straddles"):
@@ -319,17 +346,23 @@ def account(
     export_json: Path,
     run: str,
     report_html: str | Path = "report.html",
+    configfiles: Sequence[str] = (),
 ) -> str:
     """What a run did, for the terminal (Snakemake's onsuccess) and the end of summary.md.
 
     Reads only what the stages wrote, so a partial run (only the data stages)
-    gets the part that exists.
+    gets the part that exists. `configfiles` are the run's --configfile files:
+    the report command it prints names them, or it would report another config.
     """
     lines, warnings = [], []
+    summaries = {files.name: read_json(files.lists / "summary.json") for files in classes}
+    shared = any(s.get("shared_folders") for s in summaries.values())
+    objects = objects_by_split(classes) if shared else {}
     for files in classes:
-        summary = read_json(files.lists / "summary.json")
+        summary = summaries[files.name]
         if summary:
-            line, class_warnings = class_lines(files, summary)
+            by_objects = objects.get(files.name, {}) if summary.get("shared_folders") else None
+            line, class_warnings = class_lines(files, summary, by_objects)
             lines.append(line)
             warnings += class_warnings
     metrics = read_json(metrics_json)
@@ -343,12 +376,20 @@ def account(
             f"  {name}: AP50 {number(ap50.get(name))}, AP {number(value)}"
             for name, value in per_class_ap(metrics).items()
         ]
+        if metrics.get("detections") == 0:
+            warnings.append(
+                f"run {run} detected nothing on the verification images (AP 0): the model has "
+                "not learnt yet; raise train.steps (from scratch, at config/own.example.yaml's "
+                "size, 300 steps found nothing and 600 did) or fine-tune the COCO checkpoint "
+                "(docs/training.md)"
+            )
     export = read_json(export_json)
     if export:
         models = [export.get("saved_model", "?")]
         models += [v.get("path", "?") for v in (export.get("tflite") or {}).values()]
         lines.append("exported models: " + ", ".join(models))
-    lines.append(f"report: snakemake --report {report_html} writes it")
+    given = f" --configfile {' '.join(configfiles)}" if configfiles else ""
+    lines.append(f"report: snakemake --report {report_html}{given} writes it")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
 
@@ -408,6 +449,85 @@ def report_killed(snakemake_logs: Sequence[str | Path]) -> list[str]:
     return lines
 
 
+def run_state(classes: Sequence[ClassFiles], final_json: Path, export_json: Path) -> dict:
+    """What a finished run left: each class's images and boxes, the model, the export.
+
+    The account compares it with the previous run's to say what changed."""
+    from . import lists
+
+    state: dict = {"classes": {}}
+    for files in classes:
+        images, boxes = set(), hashlib.sha256()
+        for split in tt_config.SPLITS:
+            path = files.lists / f"{split}.tsv"
+            if path.exists():
+                for image in lists.read_list(path):
+                    images.add(image.sha256)
+                    boxes.update(f"{split}\t{image.sha256}\t{image.objects}\n".encode())
+        state["classes"][files.name] = {"images": sorted(images), "boxes": boxes.hexdigest()}
+    final = read_json(final_json)
+    state["model"] = {k: final.get(k) for k in ("fingerprint", "step", "checkpoint", "start")}
+    export = Path(export_json)
+    state["export"] = hashlib.sha256(export.read_bytes()).hexdigest() if export.exists() else None
+    return state
+
+
+def what_changed(before: dict, now: dict, run: str, export_json: Path) -> list[str]:
+    """The account's first lines: what this run did and why, in words."""
+    lines = []
+    old_classes = before.get("classes", {})
+    for name, state in now["classes"].items():
+        if name not in old_classes:
+            lines.append(f"{name}: {plural(len(state['images']), 'image')} (new class)")
+            continue
+        old = set(old_classes[name]["images"])
+        added, removed = set(state["images"]) - old, old - set(state["images"])
+        if added or removed:
+            change = ", ".join(
+                part
+                for part in (
+                    f"+{len(added)}" if added else "",
+                    f"-{len(removed)}" if removed else "",
+                )
+                if part
+            )
+            noun = "image" if len(added) + len(removed) == 1 else "images"
+            lines.append(f"{name}: {change} {noun} since the last run ({len(state['images'])} now)")
+        elif state["boxes"] != old_classes[name]["boxes"]:
+            lines.append(f"{name}: boxes edited, the same {plural(len(old), 'image')}")
+        else:
+            lines.append(f"{name}: unchanged")
+    lines += [f"{name}: class removed" for name in old_classes if name not in now["classes"]]
+    model, old_model = now.get("model") or {}, before.get("model") or {}
+    if model.get("step") is None:
+        pass
+    elif model == old_model:
+        lines.append(f"training of run {run}: nothing changed, not re-run")
+    else:
+        start = model.get("start") or {}
+        steps = start.get("steps", model.get("step"))
+        how = {
+            "previous": f"warm-started from {start.get('checkpoint')} (the last run's model)",
+            "checkpoint": f"fine-tuned from {start.get('checkpoint')}",
+            "none": "trained from scratch",
+        }.get(start.get("source"), "trained")
+        lines.append(f"training of run {run}: {how}, {steps} steps")
+    if now.get("export") and now["export"] != before.get("export"):
+        lines.append(f"exported again: {Path(export_json).parent}")
+    return lines
+
+
+def account_with_changes(
+    state_json: Path, classes: Sequence[ClassFiles], final_json: Path, export_json: Path, run: str
+) -> str:
+    """What this run did (against the state the previous account saved), then remember it."""
+    now = run_state(classes, final_json, export_json)
+    before = read_json(state_json) if Path(state_json).exists() else {}
+    lines = what_changed(before, now, run, export_json) if before else ["the first run here"]
+    fileio.write_json(state_json, now)
+    return "this run: " + "\n  ".join(lines) + "\n"
+
+
 def summary_markdown(
     cfg: tt_config.WorkflowConfig,
     classes: Sequence[ClassFiles],
@@ -416,6 +536,7 @@ def summary_markdown(
     export_json: Path,
     run: str,
     report_html: str | Path = "report.html",
+    configfiles: Sequence[str] = (),
 ) -> str:
     metrics, final, export = (read_json(p) for p in (metrics_json, final_json, export_json))
     counts = class_counts(classes)
@@ -454,7 +575,7 @@ def summary_markdown(
         "## This run",
         "",
         "```text",
-        account(classes, metrics_json, export_json, run, report_html).rstrip("\n"),
+        account(classes, metrics_json, export_json, run, report_html, configfiles).rstrip("\n"),
         "```",
         "",
     ]
@@ -493,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-html",
         default="report.html",
         help="where `snakemake --report` writes the report (named in the summary)",
+    )
+    read.add_argument(
+        "--configfiles",
+        nargs="*",
+        default=[],
+        help="the run's --configfile files, for the report command the summary prints",
     )
     write = parser.add_argument_group("what it writes")
     write.add_argument("--output", type=Path, help="the figure (samples, training) or summary")
@@ -553,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             rejected_rows(classes),
             args.rejected,
             args.rejected_html or args.rejected.with_suffix(".html"),
-            "Rejected XML files and objects",
+            "Rejected annotation files and objects",
             "No XML file or object was rejected.",
         )
         if args.near_duplicates:
@@ -590,7 +717,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         text = summary_markdown(
-            cfg, classes, args.metrics, args.final, args.export, run, args.report_html
+            cfg,
+            classes,
+            args.metrics,
+            args.final,
+            args.export,
+            run,
+            args.report_html,
+            args.configfiles,
         )
         fileio.write_text(args.output, text)
     return 0

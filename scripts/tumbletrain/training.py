@@ -389,7 +389,10 @@ def selected_checkpoint(model_dir: Path, select: str) -> dict:
             "checkpoint": f"{experiment.BEST_SUBDIR}/{Path(best_path).name}",
             experiment.BEST_METRIC: float(logs[experiment.BEST_METRIC]),
         }
-    chosen = best if select == "best" and best else last
+    # AP 0 at every validation (nothing found yet) makes the first check "best":
+    # the last checkpoint has trained longer and is no worse.
+    useful = best is not None and best[experiment.BEST_METRIC] > 0
+    chosen = best if select == "best" and useful else last
     return {"select": "best" if chosen is best else "last", "last": last, "best": best, **chosen}
 
 

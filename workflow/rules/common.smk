@@ -11,7 +11,7 @@ from snakemake.settings.types import DeploymentMethod
 from tumbletrain import config as tt_config
 from tumbletrain import distribute
 from tumbletrain import records as tt_records
-from tumbletrain import annotations, predict, sources
+from tumbletrain import annotations, predict, runner, sources
 
 # The demo rule draws a demo class's images and XML here (its annotations_dir).
 DEMO_DIR = "resources/demo/{cls}"
@@ -19,6 +19,9 @@ DEMO_DIR = "resources/demo/{cls}"
 # the run with one line naming the file, line and key.
 CFG = tt_config.for_snakemake(config, workflow.configfiles, demo_dir=DEMO_DIR)
 CLASSES = CFG.class_names
+# Settings that run but cannot learn: said before any job, in dry runs too.
+for warning in tt_config.warnings(CFG):
+    print(f"WARNING: {warning}", file=sys.stderr, flush=True)
 SPLITS = list(tt_config.SPLITS)
 # The content-addressed store every class's harvest adds to: no one rule's
 # output, so the rules pass it as a path.
@@ -137,7 +140,7 @@ def signature_tables(wildcards):
 
     Another class's new images do not re-run this class: they are younger than
     this class's images, so they join its groups' splits without moving them
-    (README, "Near-duplicates and splits"). Only this class's own table is a
+    (docs/your-labels.md, "Near-duplicates and splits"). Only this class's own table is a
     timestamped input; the others are read as they are when the job runs.
     """
     if not config["split"]["group_near_duplicates"]:
@@ -191,7 +194,14 @@ def gpu_resources():
 
 
 # Where the Snakemake report goes (`snakemake --report` is given this path).
-REPORT_HTML = "results/report.html"
+REPORT_HTML = runner.REPORT_HTML
+# The run's --configfile files as the user typed them (Snakemake makes them
+# absolute): the report command the account prints must name them.
+CONFIGFILES = (
+    [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+    if workflow.overwrite_configfiles
+    else []
+)
 
 
 def data_report_inputs():
@@ -243,11 +253,40 @@ def all_targets():
     return targets
 
 
+# What the last account saw, for the next one's "this run: ..." lines.
+ACCOUNT_STATE = "results/account.json"
+
+
+def predicting_only():
+    """True when the run's targets are the pre-labels alone (`tumbletrain predict`)."""
+    targets = set(workflow.dag_settings.targets)
+    return bool(targets) and all(
+        t == "prediction" or t.startswith("results/predict/") for t in targets
+    )
+
+
+def print_prediction():
+    """A predict run's account: the prediction's own summary line (its log's last)."""
+    log = Path(expand(rules.predict.log[0], run=RUN)[0])
+    said = [
+        line.split(": ", 1)[1]
+        for line in (log.read_text().splitlines() if log.exists() else [])
+        if " INFO tumbletrain.predict: " in line
+    ]
+    outputs = Path(expand(rules.predict.output.detections, run=RUN)[0]).parent
+    summary = said[-1] if said else f"see {log}"
+    print(f"\npredict with run {RUN}: {summary}\nin {outputs}/", flush=True)
+
+
 def print_account():
     """What the run made, on the terminal: the text that ends results/summary.md.
 
-    A run that only made the data gets the data's part.
+    A run that only made the data gets the data's part; a predict run, the
+    prediction's.
     """
+    if predicting_only():
+        print_prediction()
+        return
     from tumbletrain import cli
     from tumbletrain import report as tt_report
 
@@ -255,8 +294,11 @@ def print_account():
     classes = tt_report.class_files(CLASSES, data["summaries"])
     run = run_outputs()
     try:
-        text = tt_report.account(
-            classes, run["metrics"], run["export"], RUN, REPORT_HTML
+        text = tt_report.account_with_changes(
+            ACCOUNT_STATE, classes, run["final"], run["export"], RUN
+        )
+        text += tt_report.account(
+            classes, run["metrics"], run["export"], RUN, REPORT_HTML, CONFIGFILES
         )
     except cli.UserError as error:  # a damaged JSON must not fail a finished run
         text = f"WARNING: no account of this run: {error}\n"

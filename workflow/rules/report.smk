@@ -153,11 +153,13 @@ rule summary:
         cfg=stage_json("summary"),
         run=RUN,
         report=REPORT_HTML,
+        configfiles=" ".join(shlex.quote(f) for f in CONFIGFILES),
     shell:
         "python -m tumbletrain.report summary --config-json {params.cfg} --run {params.run}"
         " --summaries {input.summaries} --manifests {input.manifests}"
         " --skipped {input.skipped} --metrics {input.metrics} --final {input.final}"
-        " --export {input.export} --report-html {params.report} --output {output} 2> {log}"
+        " --export {input.export} --report-html {params.report}"
+        " --configfiles {params.configfiles} --output {output} 2> {log}"
 
 
 rule data_report:
