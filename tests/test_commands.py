@@ -57,7 +57,9 @@ def test_every_command_has_one_entry_shape(repo):
     commands = []
     for module in sorted((repo / "scripts" / "tumbletrain").glob("*.py")):
         text = module.read_text()
-        if "__main__" in text:
+        # `tumbletrain` (runner) is Snakemake with checks in front, not a stage
+        # command: Snakemake's own output and exit code are the user's.
+        if "__main__" in text and module.stem != "runner":
             commands.append(module.stem)
             assert "\ndef main(argv: list[str] | None = None) -> int:\n" in text, module.name
             assert text.endswith('\n\nif __name__ == "__main__":\n    cli.run(main)\n'), module.name
