@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, labelformats, lists, neardup, sources, store, vocxml
+from . import cli, fileio, labelformats, lists, neardup, prelabels, sources, store, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -59,6 +59,7 @@ REASONS = {
     "box_degenerate": "the box has zero or negative area",
     "box_outside": "the box lies far outside the image",
     **labelformats.REASONS,
+    **prelabels.REASONS,
 }
 
 
@@ -548,6 +549,18 @@ def user_split(xml_path: str, root: Path) -> str | None:
     return first if first in tt_config.SPLITS else None
 
 
+def set_aside_prelabels(outcomes: list[Outcome]) -> None:
+    """A review pre-label no person has touched is the model's, not a label (`prelabels`).
+
+    Before duplicates are resolved: the model's boxes never win over a person's file.
+    What else is wrong with it (no box found) is the model's, not the user's to fix.
+    """
+    for outcome in outcomes:
+        if prelabels.untouched(outcome.xml):
+            outcome.item = None
+            outcome.rejected = [("", "prelabel_unreviewed")]
+
+
 def resolve_duplicates(outcomes: list[Outcome]) -> None:
     """One XML per image: the most recently saved one wins (ties: the first path)."""
     by_sha: dict[str, list[Outcome]] = {}
@@ -862,6 +875,7 @@ def validate_class(
             log,
         )
     )
+    set_aside_prelabels(outcomes)
     resolve_duplicates(outcomes)
     every_outcome = outcomes
     outcomes, given, shared_with = assign_owners(cfg, class_name, outcomes, folder_of)
@@ -880,8 +894,10 @@ def validate_class(
             f"{', '.join(map(str, folders))}; "
             "harvest it first or set `annotations_dir` for the class"
         )
+    source = "whole_image" if cls.annotation == "whole_image" else "human"
     for split in tt_config.SPLITS:
-        lists.write_list(outputs[split], [o.item for o in outcomes if o.kept and o.split == split])
+        items = [o.item for o in outcomes if o.kept and o.split == split]
+        lists.write_list(outputs[split], [dataclasses.replace(i, source=source) for i in items])
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:

@@ -1,0 +1,148 @@
+"""Review pre-labels: only a person's label counts as a person's.
+
+Pre-labels are written by `prelabels.write` (as `review` writes them) and read,
+re-saved, verified and edited with LabelImg's own `PascalVocReader` and
+`LabelFile` (labelImg 1.8.6: what its Open, Save and space bar call), then
+validated by the annotations stage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from labelimg_files import image
+from libs.labelFile import LabelFile
+from libs.pascal_voc_io import PascalVocReader
+from test_label import hand_off, validate
+from tumbletrain import config, fileio, lists, prelabels, store
+
+PRELABEL = [("pose", 0.4, 12.6, 80.2, 90.9)]  # as the model gives it: floats, a 0 edge
+AS_SAVED = [("pose", 1, 12, 80, 90)]  # as LabelImg saves and shows it
+
+
+def rows_of(project: Path, cls: str, count: int, prefix: str = "") -> list[store.ManifestRow]:
+    """A Tumblr class's manifest rows and store files, as the harvest writes them."""
+    image_store = store.ImageStore(project / "resources/images")
+    rows = []
+    for i in range(count):
+        picture = image(project / "downloads" / f"{prefix or cls}_{i}.jpg")
+        rows.append(stored_row(project, image_store, picture.read_bytes(), i))
+    return rows
+
+
+def stored_row(project: Path, image_store, data: bytes, i: int) -> store.ManifestRow:
+    checked, path = image_store.put(data)
+    return store.ManifestRow(
+        checked.sha256,
+        os.path.relpath(path, project),
+        "tumblr",
+        blog="someblog",
+        post_id=str(100 + i),
+        image_url=f"https://64.media.tumblr.com/{i}/tumblr_{i}_1280.jpg",
+        width=checked.width,
+        height=checked.height,
+        bytes=checked.bytes,
+    )
+
+
+def tumblr_class(project: Path, cls: str, count: int) -> tuple[dict, list[store.ManifestRow]]:
+    raw = {"classes": {cls: {"tumblr": [{"tag": cls}]}}}
+    rows = rows_of(project, cls, count)
+    store.write_manifest(project / f"resources/manifests/{cls}.tsv", rows)
+    hand_off(raw, cls, project)
+    return raw, rows
+
+
+def copy_of(project: Path, row: store.ManifestRow) -> Path:
+    """The hand-off's copy of a store image in data/{class}, which LabelImg opens."""
+    return (project / "data/pose" / f"{row.sha256[:16]}.jpg").resolve()
+
+
+def labelimg_save(xml: Path, picture: Path, boxes, verified: bool = False) -> None:
+    """What LabelImg's Save (and the space bar, which re-saves) writes for these boxes."""
+    shapes = [
+        {"label": n, "points": [(a, b), (c, b), (c, d), (a, d)], "difficult": False}
+        for n, a, b, c, d in boxes
+    ]
+    label_file = LabelFile()
+    label_file.verified = verified
+    label_file.save_pascal_voc_format(str(xml), shapes, str(picture), None)
+
+
+def shown(xml: Path) -> tuple[list, bool]:
+    """The boxes LabelImg shows for a file, and whether it marks it verified."""
+    reader = PascalVocReader(str(xml))
+    boxes = [(name, *points[0], *points[2]) for name, points, *_ in reader.get_shapes()]
+    return boxes, reader.verified
+
+
+def listed(project: Path, cls: str = "pose") -> dict[str, str]:
+    """The class's listed images: XML file name -> label source."""
+    return {
+        Path(item.xml).name: item.source
+        for split in config.SPLITS
+        for item in lists.read_list(project / f"results/lists/{cls}/{split}.tsv")
+    }
+
+
+@pytest.fixture
+def prelabelled(tmp_path, monkeypatch):
+    """A Tumblr class of three images, each with a review pre-label in data/pose."""
+    monkeypatch.chdir(tmp_path)
+    raw, rows = tumblr_class(tmp_path, "pose", 3)
+    ledger: dict = {}
+    xmls = []
+    for row in rows:
+        picture = copy_of(tmp_path, row)
+        xml = picture.with_suffix(".xml")
+        prelabels.write(xml, picture, (200, 120), PRELABEL, ledger)
+        xmls.append(xml)
+    prelabels.write_ledger(tmp_path / "data/pose", ledger)
+    return raw, rows, xmls
+
+
+def test_labelimg_reads_a_prelabel_unverified_with_the_models_boxes(prelabelled):
+    _, _, xmls = prelabelled
+    assert shown(xmls[0]) == (AS_SAVED, False)
+
+
+def test_untouched_prelabels_never_enter_the_lists(prelabelled, tmp_path):
+    raw, rows, xmls = prelabelled
+    # Opened and saved again unchanged (LabelImg's autosave, Ctrl+S): still the model's.
+    boxes, _ = shown(xmls[1])
+    labelimg_save(xmls[1], copy_of(tmp_path, rows[1]), boxes)
+    summary = validate(raw, "pose", tmp_path)
+    assert listed(tmp_path) == {}
+    assert summary["rejected_by_reason"] == {"prelabel_unreviewed": 3}
+    assert summary["unlabelled_images"] == 3
+
+
+def test_a_verified_or_edited_prelabel_is_a_persons_label(prelabelled, tmp_path):
+    raw, rows, xmls = prelabelled
+    boxes, _ = shown(xmls[0])
+    labelimg_save(xmls[0], copy_of(tmp_path, rows[0]), boxes, verified=True)  # space bar
+    labelimg_save(xmls[1], copy_of(tmp_path, rows[1]), [("pose", 5, 12, 80, 90)])  # moved
+    summary = validate(raw, "pose", tmp_path)
+    assert listed(tmp_path) == {xmls[0].name: "human", xmls[1].name: "human"}
+    assert summary["rejected_by_reason"] == {"prelabel_unreviewed": 1}
+    assert not prelabels.untouched(xmls[0]) and prelabels.untouched(xmls[2])
+
+
+def test_an_xml_without_a_ledger_entry_is_a_persons(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw, rows = tumblr_class(tmp_path, "pose", 1)
+    picture = copy_of(tmp_path, rows[0])
+    labelimg_save(picture.with_suffix(".xml"), picture, AS_SAVED)
+    validate(raw, "pose", tmp_path)
+    assert listed(tmp_path) == {picture.with_suffix(".xml").name: "human"}
+
+
+def test_whole_image_lists_say_so_and_old_lists_read_as_human(tmp_path):
+    item = lists.ListedImage("a.jpg", "ab" * 32, "jpeg", 4, 3, source="whole_image")
+    lists.write_list(tmp_path / "new.tsv", [item])
+    assert lists.read_list(tmp_path / "new.tsv") == [item]
+    old = [c for c in lists.COLUMNS if c != "source"]
+    fileio.write_tsv(tmp_path / "old.tsv", old, [item.row()[: len(old)]])
+    assert lists.read_list(tmp_path / "old.tsv")[0].source == "human"
