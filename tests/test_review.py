@@ -1,4 +1,4 @@
-"""Review pre-labels: only a person's label counts as a person's.
+"""The review queue and its pre-labels: only a person's label counts as a person's.
 
 Pre-labels are written by `prelabels.write` (as `review` writes them) and read,
 re-saved, verified and edited with LabelImg's own `PascalVocReader` and
@@ -8,6 +8,7 @@ validated by the annotations stage.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pytest
 from labelimg_files import image
 from libs.labelFile import LabelFile
 from libs.pascal_voc_io import PascalVocReader
+from PIL import Image
 from test_label import hand_off, validate
-from tumbletrain import config, fileio, lists, prelabels, store
+from tumbletrain import config, fileio, label, lists, neardup, predict, prelabels, review, store
 
 PRELABEL = [("pose", 0.4, 12.6, 80.2, 90.9)]  # as the model gives it: floats, a 0 edge
 AS_SAVED = [("pose", 1, 12, 80, 90)]  # as LabelImg saves and shows it
@@ -146,3 +148,54 @@ def test_whole_image_lists_say_so_and_old_lists_read_as_human(tmp_path):
     old = [c for c in lists.COLUMNS if c != "source"]
     fileio.write_tsv(tmp_path / "old.tsv", old, [item.row()[: len(old)]])
     assert lists.read_list(tmp_path / "old.tsv")[0].source == "human"
+
+
+# --- ranking and batching, on given detections -------------------------------------
+
+
+def ranked(sha: str, group: str, *scores: float, name: str = "pose") -> review.Ranked:
+    found = tuple(predict.Detection(name, s, 0, 0, 10, 10) for s in scores)
+    candidate = review.Candidate(sha, Path(f"{sha}.jpg"), Path(f"{sha}.xml"), group)
+    return review.Ranked(candidate, review.uncertainty("pose", found), found)
+
+
+def test_the_least_sure_images_come_first_one_per_near_duplicate_group():
+    items = [
+        ranked("a", "a", 0.9),
+        ranked("b", "g", 0.2),
+        ranked("c", "g", 0.1),  # b's near-duplicate, less sure: it takes the group's place
+        ranked("d", "d"),  # nothing found: the tag says it is there
+        ranked("e", "e", 0.95, name="other"),  # only another class's box
+        ranked("f", "f", 0.6, 0.3),
+    ]
+    queued = review.batch(items, 4)
+    assert [r.candidate.sha256 for r in queued] == ["d", "e", "c", "f"]
+    assert [round(r.score, 2) for r in queued] == [1.0, 1.0, 0.9, 0.4]
+    assert review.batch(list(reversed(items)), 4) == queued  # ties by content hash
+
+
+def test_near_duplicates_share_a_group(tmp_path, monkeypatch):
+    """A re-encoded copy is in its original's group; another picture is not."""
+    monkeypatch.chdir(tmp_path)
+    image_store = store.ImageStore(tmp_path / "store")
+    original = image(tmp_path / "a.jpg", (160, 120)).read_bytes()
+    copy = io.BytesIO()
+    Image.open(io.BytesIO(original)).save(copy, "JPEG", quality=40)
+    other = image(tmp_path / "zz.jpg", (160, 120)).read_bytes()
+    rows = [
+        stored_row(tmp_path, image_store, d, i)
+        for i, d in enumerate([original, copy.getvalue(), other])
+    ]
+    neardup.write_members(tmp_path / "sig.tsv", neardup.class_signatures(rows, {}))
+    found = [review.Candidate(r.sha256, Path(r.file), Path("x.xml"), r.sha256) for r in rows]
+    cfg = config.parse({"classes": {"pose": {}}})
+    groups = [c.group for c in review.grouped(found, cfg.split, [tmp_path / "sig.tsv"])]
+    assert groups[0] == groups[1] != groups[2]
+
+
+def test_the_command_opens_the_batch_in_labelimg_saving_where_the_stage_reads(tmp_path):
+    items = [ranked("a", "a"), ranked("b", "b")]
+    command = review.open_command(items, Path("data/pose") / label.CLASSES_FILE)
+    args = label.parse(command.split()[3:])
+    assert args.images == [Path("a.jpg"), Path("b.jpg")]
+    assert args.save_dir == Path(".") and args.classes == Path("data/pose/predefined_classes.txt")

@@ -197,6 +197,11 @@ class PredictConfig(_Strict):
 
 
 @dataclass(frozen=True)
+class ReviewConfig(_Strict):
+    batch: int
+
+
+@dataclass(frozen=True)
 class WorkflowConfig(_Strict):
     classes: tuple[ClassConfig, ...]
     demo: DemoConfig
@@ -207,6 +212,7 @@ class WorkflowConfig(_Strict):
     train: TrainConfig
     evaluate: EvaluateConfig
     predict: PredictConfig
+    review: ReviewConfig
 
     @property
     def class_names(self) -> list[str]:
@@ -452,6 +458,7 @@ def build(data: dict) -> WorkflowConfig:
         train=_build(TrainConfig, data["train"]),
         evaluate=_build(EvaluateConfig, data["evaluate"]),
         predict=_build(PredictConfig, data["predict"]),
+        review=_build(ReviewConfig, data["review"]),
     )
     # Before any job starts: a multi-worker job could otherwise wait in the queue to say it.
     unmet = cfg.feature_cache_unmet() if cfg.train.feature_cache is True else []
@@ -518,6 +525,7 @@ STAGE_MODULES = (
     "model",
     "predict",
     "report",
+    "review",
 )
 
 

@@ -11,7 +11,7 @@ from snakemake.settings.types import DeploymentMethod
 from tumbletrain import config as tt_config
 from tumbletrain import distribute
 from tumbletrain import records as tt_records
-from tumbletrain import annotations, predict, sources
+from tumbletrain import annotations, predict, prelabels, sources
 
 # The demo rule draws a demo class's images and XML here (its annotations_dir).
 DEMO_DIR = "resources/demo/{cls}"
@@ -114,6 +114,8 @@ def annotation_state(wildcards):
     if cls.demo is not None:
         return ""
     files, images = scanned(sources.annotation_folders(cls))
+    # Review's untouched pre-labels are no labels: writing them re-runs nothing.
+    files = [f for f in files if not prelabels.untouched(f)]
     return files_state(files + images)
 
 
