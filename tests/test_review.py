@@ -9,6 +9,7 @@ validated by the annotations stage.
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -18,7 +19,19 @@ from libs.labelFile import LabelFile
 from libs.pascal_voc_io import PascalVocReader
 from PIL import Image
 from test_label import hand_off, validate
-from tumbletrain import config, fileio, label, lists, neardup, predict, prelabels, review, store
+from test_model import exported, tiny_records, trained  # noqa: F401 (fixtures)
+from tumbletrain import (
+    config,
+    fileio,
+    label,
+    lists,
+    neardup,
+    predict,
+    prelabels,
+    report,
+    review,
+    store,
+)
 
 PRELABEL = [("pose", 0.4, 12.6, 80.2, 90.9)]  # as the model gives it: floats, a 0 edge
 AS_SAVED = [("pose", 1, 12, 80, 90)]  # as LabelImg saves and shows it
@@ -150,6 +163,22 @@ def test_whole_image_lists_say_so_and_old_lists_read_as_human(tmp_path):
     assert lists.read_list(tmp_path / "old.tsv")[0].source == "human"
 
 
+def test_the_account_counts_waiting_prelabels_apart_from_rejected_files(prelabelled, tmp_path):
+    """Three pre-labels waiting and one verified: no "rejected" warning, the counts said."""
+    raw, rows, xmls = prelabelled
+    labelimg_save(xmls[0], copy_of(tmp_path, rows[0]), shown(xmls[0])[0], verified=True)
+    ledger = prelabels.read_ledger(tmp_path / "data/pose")
+    picture = image(tmp_path / "data/pose/extra.jpg")
+    prelabels.write(picture.with_suffix(".xml"), picture, (200, 120), PRELABEL, ledger)
+    prelabels.write_ledger(tmp_path / "data/pose", ledger)
+    summary = validate(raw, "pose", tmp_path)
+    files = report.ClassFiles("pose", tmp_path / "results/lists/pose")
+    line, warnings = report.class_lines(files, summary)
+    assert "1 XML files: 1 kept (0 repaired), 0 rejected" in line  # a person's
+    assert "labels: 1 human" in line and "3 review pre-labels waiting for a person" in line
+    assert not [w for w in warnings if "rejected" in w]
+
+
 # --- ranking and batching, on given detections -------------------------------------
 
 
@@ -199,3 +228,110 @@ def test_the_command_opens_the_batch_in_labelimg_saving_where_the_stage_reads(tm
     args = label.parse(command.split()[3:])
     assert args.images == [Path("a.jpg"), Path("b.jpg")]
     assert args.save_dir == Path(".") and args.classes == Path("data/pose/predefined_classes.txt")
+
+
+# --- the queue, with a tiny trained and exported model -----------------------------
+
+
+def two_classes(project: Path, demo_images: Path, new: int = 0) -> dict:
+    """Tumblr classes `circle` (four demo pictures and a re-encoded copy of the first: a
+    near-duplicate pair) and `square` (two), each with its `label` hand-off."""
+    image_store = store.ImageStore(project / "resources/images")
+    pictures = sorted(demo_images.glob("*.jpg"))
+    copy = io.BytesIO()
+    Image.open(pictures[0]).save(copy, "JPEG", quality=50)
+    data = {
+        "circle": [p.read_bytes() for p in pictures[: 4 + new]] + [copy.getvalue()],
+        "square": [p.read_bytes() for p in pictures[-2:]],
+    }
+    raw = {
+        "classes": {name: {"tumblr": [{"tag": name}]} for name in data},
+        "predict": {"min_score": 0.0},  # every box in the pre-label, however unsure
+    }
+    for name, images in data.items():
+        rows = [stored_row(project, image_store, d, i) for i, d in enumerate(images)]
+        store.write_manifest(project / f"resources/manifests/{name}.tsv", rows)
+        neardup.write_members(
+            project / f"results/signatures/{name}.tsv", neardup.class_signatures(rows, {})
+        )
+        hand_off(raw, name, project)
+    return raw
+
+
+def run_review(project: Path, raw: dict, saved_model: Path) -> dict[str, list[dict]]:
+    """`review` as its rule runs it; each class's queue rows."""
+    classes = list(raw["classes"])
+    argv = ["--config-json", json.dumps(config.stage_config(config.validate(raw), "review"))]
+    argv += ["--model", str(saved_model)]
+    argv += ["--manifests", *(f"resources/manifests/{c}.tsv" for c in classes)]
+    argv += ["--lists", *(f"results/lists/{c}/{s}.tsv" for c in classes for s in config.SPLITS)]
+    argv += ["--signatures", *(f"results/signatures/{c}.tsv" for c in classes)]
+    argv += ["--labelling", *(f"data/{c}" for c in classes)]
+    argv += ["--queues", *(f"results/review/{c}/queue.tsv" for c in classes)]
+    assert review.main(argv) == 0
+    return {c: fileio.read_tsv(project / f"results/review/{c}/queue.tsv") for c in classes}
+
+
+def groups_of(project: Path, cls: str, shas) -> list[str]:
+    members = neardup.read_members(project / f"results/signatures/{cls}.tsv")
+    split = config.parse({"classes": {cls: {}}}).split
+    placed = neardup.place(members, split, split.near_duplicate_distance)
+    return [placed[sha].group for sha in shas]
+
+
+@pytest.mark.slow
+def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch, capsys):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    saved_model = exported / "results/export/tiny/saved_model"
+    raw = two_classes(tmp_path, exported / "data/circle")
+    queues = run_review(tmp_path, raw, saved_model)
+    circle = queues["circle"]
+    # Five unlabelled images, one near-duplicate pair: four queued, one of the pair.
+    assert [int(r["rank"]) for r in circle] == [1, 2, 3, 4]
+    groups = groups_of(tmp_path, "circle", [r["sha256"] for r in circle])
+    assert len(set(groups)) == 4
+    scores = [float(r["score"]) for r in circle]
+    assert scores == sorted(scores, reverse=True)
+    for row in circle + queues["square"]:
+        boxes = json.loads(row["boxes"])
+        assert boxes, "the model gives boxes at any score"
+        expected = sorted(
+            (b["name"], *prelabels.labelimg_box(*(b[k] for k in prelabels.BOX_TAGS))) for b in boxes
+        )
+        assert float(row["score"]) == pytest.approx(
+            1 - max((b["score"] for b in boxes if b["name"] == "circle"), default=0)
+            if row in circle
+            else 1 - max((b["score"] for b in boxes if b["name"] == "square"), default=0),
+            abs=1e-4,
+        )
+        found, verified = shown(Path(row["xml"]))
+        assert sorted(found) == expected and verified is False
+        assert (
+            Path(row["xml"]).parent
+            == (tmp_path / "data" / ("circle" if row in circle else "square")).resolve()
+        )
+    # The one command per class that opens the batch in LabelImg, saving where it is read.
+    told = [line for line in capsys.readouterr().out.splitlines() if line.startswith("circle")]
+    args = label.parse(told[0].split(": ", 1)[1].split()[3:])
+    assert [str(p) for p in args.images] == [r["image"] for r in circle]
+    assert args.save_dir == (tmp_path / "data/circle").resolve()
+    # Same model and data, same queue and files.
+    before = {r["xml"]: Path(r["xml"]).read_bytes() for r in circle}
+    assert run_review(tmp_path, raw, saved_model) == queues
+    assert {x: Path(x).read_bytes() for x in before} == before
+    # The person verifies the first, edits the second, leaves the rest: only those two
+    # become labels, and a new image arrives.
+    first, second = (Path(r["xml"]) for r in circle[:2])
+    labelimg_save(first, Path(circle[0]["image"]), shown(first)[0], verified=True)
+    labelimg_save(second, Path(circle[1]["image"]), [("circle", 5, 5, 40, 40)])
+    touched = {x: x.read_bytes() for x in (first, second)}
+    raw = two_classes(tmp_path, exported / "data/circle", new=1)
+    summary = validate(raw, "circle", tmp_path)
+    assert listed(tmp_path, "circle") == {first.name: "human", second.name: "human"}
+    assert summary["rejected_by_reason"]["prelabel_unreviewed"] == 2
+    again = run_review(tmp_path, raw, saved_model)["circle"]
+    assert {x: x.read_bytes() for x in touched} == touched
+    queued = {r["sha256"] for r in again}
+    assert not queued & {circle[0]["sha256"], circle[1]["sha256"]}
+    new_sha = {r.sha256 for r in store.read_manifest(tmp_path / "resources/manifests/circle.tsv")}
+    assert len(again) == 3 and queued <= new_sha - {circle[0]["sha256"], circle[1]["sha256"]}

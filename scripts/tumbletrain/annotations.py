@@ -899,6 +899,7 @@ def validate_class(
         items = [o.item for o in outcomes if o.kept and o.split == split]
         lists.write_list(outputs[split], [dataclasses.replace(i, source=source) for i in items])
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
+    summary["labels_by_source"] = {source: summary["kept"]} if summary["kept"] else {}
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:
         summary["shared_folders"] = {

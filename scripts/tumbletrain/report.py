@@ -261,8 +261,10 @@ def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
     """One line on what validation did with a class's files, and the class's warnings."""
     name = files.name
     per_split = summary.get("per_split", {})
-    rejected = summary.get("rejected_files", 0)
-    xml_files = summary.get("xml_files", 0)
+    # Review pre-labels no person has checked yet are not the user's mistakes.
+    waiting = summary.get("rejected_by_reason", {}).get("prelabel_unreviewed", 0)
+    rejected = summary.get("rejected_files", 0) - waiting
+    xml_files = summary.get("xml_files", 0) - waiting
     rejected_tsv = files.lists / "rejected.tsv"
     line = (
         f"{name}: {xml_files} XML files: {summary.get('kept', 0)} kept "
@@ -270,8 +272,13 @@ def class_lines(files: ClassFiles, summary: dict) -> tuple[str, list[str]]:
         + ", ".join(f"{per_split.get(split, 0)} {split}" for split in tt_config.SPLITS)
         + " images"
     )
+    sources = summary.get("labels_by_source") or {}
+    if sources:
+        line += "; labels: " + ", ".join(f"{n} {s.replace('_', '-')}" for s, n in sources.items())
     if summary.get("unlabelled_images"):
         line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
+    if waiting:
+        line += f"; {plural(waiting, 'review pre-label')} waiting for a person"
     near = summary.get("near_duplicates") or {}
     if near.get("groups"):
         line += (
