@@ -68,9 +68,18 @@ def read_ledger(folder: str | Path) -> dict[str, dict[str, str]]:
     return {row["xml"]: row for row in fileio.read_tsv(path)}
 
 
-@functools.cache
-def _ledger(folder: str) -> dict[str, dict[str, str]]:
+@functools.lru_cache(maxsize=64)
+def _ledger(folder: str, version: tuple[int, int] | None) -> dict[str, dict[str, str]]:
     return read_ledger(folder)
+
+
+def _cached_ledger(folder: str) -> dict[str, dict[str, str]]:
+    """The folder's ledger, read again only when it changed (a stat per call)."""
+    try:
+        stat = os.stat(os.path.join(folder, LEDGER))
+    except OSError:
+        return {}
+    return _ledger(folder, (stat.st_mtime_ns, stat.st_ino))
 
 
 def write_ledger(folder: str | Path, rows: dict[str, dict[str, str]]) -> None:
@@ -84,10 +93,10 @@ def write_ledger(folder: str | Path, rows: dict[str, dict[str, str]]) -> None:
 def untouched(xml_path: str | Path, ledger: dict[str, dict[str, str]] | None = None) -> bool:
     """Whether the file is a pre-label as `review` wrote it: unverified, the same boxes.
 
-    `ledger` is the folder's (read once per folder and process when not given).
+    `ledger` is the folder's (read once per folder and change when not given).
     """
     folder, name = os.path.split(os.path.abspath(xml_path))
-    entry = (_ledger(folder) if ledger is None else ledger).get(name)
+    entry = (_cached_ledger(folder) if ledger is None else ledger).get(name)
     if entry is None:
         return False
     try:

@@ -270,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     ledgers: dict[Path, dict] = {}
     commands = []
     for i, name in enumerate(classes):
+        if cfg.get_class(name).annotation == "whole_image":
+            # Its lists are the generated boxes: a person's file would not be read.
+            log.info("%s: annotation whole_image, nothing to review", name)
+            fileio.write_tsv(args.queues[i], QUEUE_COLUMNS, [])
+            continue
         rows = store.read_manifest(args.manifests[i])
         labelled = human_labelled(args.lists[2 * i : 2 * i + 2])
         found = candidates(rows, labelled, args.labelling[i] / label.MARKER, name, ledgers)
