@@ -335,3 +335,26 @@ def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch
     assert not queued & {circle[0]["sha256"], circle[1]["sha256"]}
     new_sha = {r.sha256 for r in store.read_manifest(tmp_path / "resources/manifests/circle.tsv")}
     assert len(again) == 3 and queued <= new_sha - {circle[0]["sha256"], circle[1]["sha256"]}
+
+
+@pytest.mark.slow
+def test_writing_prelabels_reruns_nothing_and_a_persons_save_reruns_the_class(tmp_path, tool_env):
+    """Snakemake's params trigger: untouched pre-labels leave the class's annotation
+    state as it was (no annotations, records or training re-run); a verify re-runs it."""
+    from conftest import snakemake, write_project
+    from test_own_data import dry_run_jobs
+
+    folder = tmp_path / "data/pose"
+    labelimg_save(folder / "p0.xml", image(folder / "p0.jpg"), [("pose", 10, 10, 60, 60)])
+    pictures = [image(folder / f"p{i}.jpg") for i in (1, 2)]
+    write_project(tmp_path, {"classes": {"pose": {}}})
+    target = "results/lists/pose/summary.json"
+    done = snakemake(tmp_path, tool_env, target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ledger: dict = {}
+    for picture in pictures:
+        prelabels.write(picture.with_suffix(".xml"), picture, (200, 120), PRELABEL, ledger)
+    prelabels.write_ledger(folder, ledger)
+    assert dry_run_jobs(tmp_path, tool_env, target) == set()
+    labelimg_save(pictures[0].with_suffix(".xml"), pictures[0], AS_SAVED, verified=True)
+    assert ("annotations", "pose") in dry_run_jobs(tmp_path, tool_env, target)
