@@ -154,6 +154,24 @@ def test_an_xml_without_a_ledger_entry_is_a_persons(tmp_path, monkeypatch):
     assert listed(tmp_path) == {picture.with_suffix(".xml").name: "human"}
 
 
+def test_a_review_stopped_after_writing_a_prelabel_leaves_it_the_models(tmp_path, monkeypatch):
+    """The ledger names a pre-label before the file exists: killed right after the XML is
+    written (before the ledger gets its size and time), it still counts as the model's."""
+    picture = image(tmp_path / "a.jpg")
+    write_bytes = fileio.write_bytes
+
+    def written_then_killed(path, data, sync=True):
+        write_bytes(path, data, sync)
+        if Path(path).suffix == ".xml":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio, "write_bytes", written_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        prelabels.write(picture.with_suffix(".xml"), picture, (200, 120), PRELABEL, {})
+    assert prelabels.untouched(picture.with_suffix(".xml"))
+    assert not prelabels.untouched(tmp_path / "b.xml")
+
+
 def test_whole_image_lists_say_so_and_old_lists_read_as_human(tmp_path):
     item = lists.ListedImage("a.jpg", "ab" * 32, "jpeg", 4, 3, source="whole_image")
     lists.write_list(tmp_path / "new.tsv", [item])

@@ -121,8 +121,9 @@ def write(
     boxes: Sequence[tuple[str, float, float, float, float]],
     ledger: dict[str, dict[str, str]],
 ) -> None:
-    """An unverified pre-label of `image` (width, height) at `xml_path`, entered in `ledger`
-    (the folder's, written by the caller with `write_ledger`)."""
+    """An unverified pre-label of `image` (width, height) at `xml_path`, entered in `ledger`,
+    the folder's (written here when the entry is new; the file's size and time, which
+    spare parsing it, by the caller with `write_ledger`)."""
     objects = [vocxml.VocObject(name, *labelimg_box(*box)) for name, *box in boxes]
     data = vocxml.labelimg_xml(
         folder=image.parent.name,
@@ -131,12 +132,13 @@ def write(
         size=(*size, 3),
         objects=objects,
     )
+    digest = boxes_digest((o.name, o.xmin, o.ymin, o.xmax, o.ymax) for o in objects)
+    if ledger.get(xml_path.name, {}).get("boxes") != digest:
+        # The ledger first: a run stopped between the two must not leave a pre-label
+        # that no ledger names, which would count as a person's.
+        ledger[xml_path.name] = {"xml": xml_path.name, "boxes": digest, "size": "", "mtime_ns": ""}
+        write_ledger(xml_path.parent, ledger)
     if not (xml_path.is_file() and xml_path.read_bytes() == data):
         fileio.write_bytes(xml_path, data)
     stat = xml_path.stat()
-    ledger[xml_path.name] = {
-        "xml": xml_path.name,
-        "boxes": boxes_digest((o.name, o.xmin, o.ymin, o.xmax, o.ymax) for o in objects),
-        "size": str(stat.st_size),
-        "mtime_ns": str(stat.st_mtime_ns),
-    }
+    ledger[xml_path.name].update(size=str(stat.st_size), mtime_ns=str(stat.st_mtime_ns))
