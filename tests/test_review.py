@@ -21,6 +21,7 @@ from PIL import Image
 from test_label import hand_off, validate
 from test_model import exported, tiny_records, trained  # noqa: F401 (fixtures)
 from tumbletrain import (
+    annotations,
     config,
     fileio,
     label,
@@ -28,6 +29,7 @@ from tumbletrain import (
     neardup,
     predict,
     prelabels,
+    pseudo,
     report,
     review,
     store,
@@ -197,6 +199,59 @@ def test_the_account_counts_waiting_prelabels_apart_from_rejected_files(prelabel
     assert not [w for w in warnings if "rejected" in w]
 
 
+def test_a_pseudo_label_holds_the_models_boxes_of_the_class_only():
+    info = annotations.ImageInfo("a.jpg", "jpeg", 200, 120, 1)
+    boxes = [
+        ("pose", 0.9, -3.0, 10.0, 80.0, 130.0),  # past the edges: clipped
+        ("pose", 0.4, 5.0, 5.0, 20.0, 20.0),  # under the threshold
+        ("cup", 0.95, 5.0, 5.0, 50.0, 50.0),  # another class's
+    ]
+    item = pseudo.listed("store/a.jpg", "ab" * 32, info, "pose", 0.5, boxes)
+    assert item.source == "pseudo" and item.image == "store/a.jpg"
+    assert [(o.name, o.xmin, o.ymin, o.xmax, o.ymax) for o in item.objects] == [
+        ("pose", 0.0, 10.0, 80.0, 120.0)
+    ]
+    assert pseudo.listed("store/a.jpg", "ab" * 32, info, "pose", 0.95, boxes) is None
+
+
+@pytest.mark.parametrize("setting", [None, 0.5])
+def test_pseudo_labels_train_only_and_only_where_no_person_labelled(tmp_path, monkeypatch, setting):
+    """With `pseudo_labels` set, the class's training list takes the review's pseudo-labels
+    of training-split images no person labelled; verification never does. Off by default."""
+    monkeypatch.chdir(tmp_path)
+    _, rows = tumblr_class(tmp_path, "pose", 12)
+    raw = {
+        "classes": {"pose": {"tumblr": [{"tag": "pose"}], "pseudo_labels": setting}},
+        "split": {"verification_percent": 50},
+    }
+    person = copy_of(tmp_path, rows[0])
+    labelimg_save(person.with_suffix(".xml"), person, AS_SAVED)
+    info = annotations.read_image_info(person)
+    made = [
+        pseudo.listed(r.file, r.sha256, info, "pose", 0.5, [("pose", 0.8, 5, 5, 50, 50)])
+        for r in rows
+    ]
+    pseudo.write(tmp_path / "resources/pseudo/pose.tsv", made)
+    summary = annotations.validate_class(
+        config.parse(config.stage_config(config.validate(raw), "annotations", "pose")),
+        "pose",
+        tmp_path / "resources/manifests/pose.tsv",
+        tmp_path / "results/lists/pose",
+        store_root=tmp_path / "resources/images",
+        pseudo_list=tmp_path / "resources/pseudo/pose.tsv",
+    )
+    split = {s: lists.read_list(tmp_path / f"results/lists/pose/{s}.tsv") for s in config.SPLITS}
+    assert {i.source for i in split["verification"]} <= {"human"}
+    taken = {i.sha256 for i in split["training"] if i.source == "pseudo"}
+    if setting is None:
+        assert taken == set() and summary["labels_by_source"] == {"human": 1}
+        return
+    cfg = config.parse(raw)
+    expected = {r.sha256 for r in rows[1:] if neardup.split_of(r.sha256, cfg.split) == "training"}
+    assert taken == expected and 0 < len(expected) < 11
+    assert summary["labels_by_source"] == {"human": 1, "pseudo": len(expected)}
+
+
 # --- ranking and batching, on given detections -------------------------------------
 
 
@@ -264,8 +319,10 @@ def two_classes(project: Path, demo_images: Path, new: int = 0) -> dict:
     }
     raw = {
         "classes": {name: {"tumblr": [{"tag": name}]} for name in data},
+        # circle's images train on the model's circles; square's do not (the default).
         "predict": {"min_score": 0.0},  # every box in the pre-label, however unsure
     }
+    raw["classes"]["circle"]["pseudo_labels"] = 0.0
     for name, images in data.items():
         rows = [stored_row(project, image_store, d, i) for i, d in enumerate(images)]
         store.write_manifest(project / f"resources/manifests/{name}.tsv", rows)
@@ -286,6 +343,7 @@ def run_review(project: Path, raw: dict, saved_model: Path) -> dict[str, list[di
     argv += ["--signatures", *(f"results/signatures/{c}.tsv" for c in classes)]
     argv += ["--labelling", *(f"data/{c}" for c in classes)]
     argv += ["--queues", *(f"results/review/{c}/queue.tsv" for c in classes)]
+    argv += ["--pseudo", *(f"resources/pseudo/{c}.tsv" for c in classes)]
     assert review.main(argv) == 0
     return {c: fileio.read_tsv(project / f"results/review/{c}/queue.tsv") for c in classes}
 
@@ -342,6 +400,13 @@ def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch
     args = label.parse(told[0].split(": ", 1)[1].split()[3:])
     assert [str(p) for p in args.images] == [r["image"] for r in circle]
     assert args.save_dir == (tmp_path / "data/circle").resolve()
+    # Pseudo-labels: for circle only, of the model's circles, every unlabelled image.
+    assert not (tmp_path / "resources/pseudo/square.tsv").exists()
+    made = lists.read_list(tmp_path / "resources/pseudo/circle.tsv")
+    assert {i.sha256 for i in made} == {
+        r.sha256 for r in store.read_manifest(tmp_path / "resources/manifests/circle.tsv")
+    }
+    assert all(i.source == "pseudo" and {o.name for o in i.objects} == {"circle"} for i in made)
     # Same model and data, same queue and files.
     before = {r["xml"]: Path(r["xml"]).read_bytes() for r in circle}
     assert run_review(tmp_path, raw, saved_model) == queues
@@ -353,6 +418,7 @@ def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch
     labelimg_save(second, Path(circle[1]["image"]), [("circle", 5, 5, 40, 40)])
     touched = {x: x.read_bytes() for x in (first, second)}
     raw = two_classes(tmp_path, exported / "data/circle", new=1)
+    raw["classes"]["circle"]["pseudo_labels"] = None  # pseudo-labels: test_pseudo_labels_*
     summary = validate(raw, "circle", tmp_path)
     assert listed(tmp_path, "circle") == {first.name: "human", second.name: "human"}
     assert summary["rejected_by_reason"]["prelabel_unreviewed"] == 2

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, labelformats, lists, neardup, prelabels, sources, store, vocxml
+from . import cli, fileio, labelformats, lists, neardup, prelabels, pseudo, sources, store, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -844,6 +844,7 @@ def validate_class(
     processes: int = 1,
     signatures: Sequence[Path] | None = None,
     split_memory: Path | None = None,
+    pseudo_list: Path | None = None,
 ) -> dict:
     """Validate a class's annotations; `outputs` holds the paths of `OUTPUTS` (a folder:
     their usual names in it), and `whole_image_dir` defaults to whole_image/ beside the
@@ -895,11 +896,16 @@ def validate_class(
             "harvest it first or set `annotations_dir` for the class"
         )
     source = "whole_image" if cls.annotation == "whole_image" else "human"
+    pseudo_items = []  # the model's boxes, for training only (`pseudo.py`)
+    if cls.pseudo_labels is not None and pseudo_list is not None and pseudo_list.is_file():
+        pseudo_items = pseudo.training_items(pseudo_list, cfg.split, labelled, signatures or [])
     for split in tt_config.SPLITS:
         items = [o.item for o in outcomes if o.kept and o.split == split]
-        lists.write_list(outputs[split], [dataclasses.replace(i, source=source) for i in items])
+        items = [dataclasses.replace(i, source=source) for i in items]
+        lists.write_list(outputs[split], items + (pseudo_items if split == "training" else []))
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
-    summary["labels_by_source"] = {source: summary["kept"]} if summary["kept"] else {}
+    by_source = {source: summary["kept"], "pseudo": len(pseudo_items)}
+    summary["labels_by_source"] = {k: n for k, n in by_source.items() if n}
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:
         summary["shared_folders"] = {
@@ -988,6 +994,12 @@ def main(argv: list[str] | None = None) -> int:
         help="every class's signature table (the signatures stage's): near-duplicate groups",
     )
     parser.add_argument(
+        "--pseudo",
+        type=Path,
+        help="the class's pseudo-label list (review's), added to training when the class "
+        "sets pseudo_labels",
+    )
+    parser.add_argument(
         "--split-memory",
         type=Path,
         help="each image's split as of the last run (read and updated): changes are reported",
@@ -1011,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         args.processes,
         args.signatures,
         args.split_memory,
+        args.pseudo,
     )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",

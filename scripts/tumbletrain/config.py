@@ -95,6 +95,7 @@ class ClassConfig(_Strict):
     annotation: str
     annotations_dir: str
     aliases: tuple[str, ...]
+    pseudo_labels: float | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +438,7 @@ def build(data: dict) -> WorkflowConfig:
                 annotation=spec.get("annotation", "labelimg"),
                 annotations_dir=spec.get("annotations_dir") or default_annotations_dir(name, spec),
                 aliases=tuple(spec.get("aliases", [])),
+                pseudo_labels=spec.get("pseudo_labels"),
             )
         )
     model = data["model"]

@@ -22,6 +22,7 @@ Same model and data, same queue (ties go by content hash).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cli, fileio, label, lists, neardup, predict, prelabels, store
+from . import annotations, cli, fileio, label, lists, neardup, predict, prelabels, pseudo, store
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.review")
@@ -48,6 +49,7 @@ class Candidate:
     image: Path  # the file LabelImg opens
     xml: Path  # where LabelImg saves its boxes: `<save folder>/<image stem>.xml`
     group: str  # its near-duplicate group (its own sha256 when alone)
+    stored: str = ""  # the manifest's file (the store's): what a pseudo-label lists
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def candidates(
         image = Path(os.path.realpath(place))
         xml = save_of[str(image)] / f"{image.stem}.xml"
         if not prelabels.touched(xml, ledger_of(ledgers, xml.parent)):
-            found.append(Candidate(row.sha256, image, xml, row.sha256))
+            found.append(Candidate(row.sha256, image, xml, row.sha256, row.file))
     if missing:
         log.warning(
             "%s: %d unlabelled images are not in the hand-off %s (re-run its `label` rule)",
@@ -138,9 +140,7 @@ def grouped(found: list[Candidate], split: tt_config.SplitConfig, tables: Sequen
     members = [m for table in tables for m in neardup.read_members(table)]
     placed = neardup.place(members, split, split.near_duplicate_distance, [c.sha256 for c in found])
     return [
-        Candidate(
-            c.sha256, c.image, c.xml, placed[c.sha256].group if c.sha256 in placed else c.sha256
-        )
+        dataclasses.replace(c, group=placed[c.sha256].group if c.sha256 in placed else c.sha256)
         for c in found
     ]
 
@@ -185,9 +185,10 @@ def review_class(
     found: list[Candidate],
     ledgers: dict[Path, dict],
     names: dict[int, str],
-) -> list[Ranked]:
+) -> tuple[list[Ranked], list[Ranked]]:
     """Predict, rank and batch a class's candidates; write the batch's pre-labels and
-    delete the untouched ones of the candidates left out."""
+    delete the untouched ones of the candidates left out. The batch, and every image
+    predicted."""
     ranked = []
     for candidate in cli.progress(found, f"{class_name} review", len(found), "images", log):
         try:
@@ -224,7 +225,20 @@ def review_class(
             if prelabels.untouched(candidate.xml, ledger):
                 candidate.xml.unlink(missing_ok=True)
             del ledger[candidate.xml.name]
-    return queued
+    return queued, [r for r, _ in ranked]
+
+
+def pseudo_labels(class_name: str, threshold: float, ranked: Sequence[Ranked]):
+    """The pseudo-labels of the predicted images (`pseudo.py`), in the store's files."""
+    items = []
+    for item in ranked:
+        info = annotations.read_image_info(item.candidate.image)
+        boxes = [(d.name, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in item.detections]
+        image = item.candidate.stored or str(item.candidate.image)
+        listed = pseudo.listed(image, item.candidate.sha256, info, class_name, threshold, boxes)
+        if listed is not None:
+            items.append(listed)
+    return items
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,10 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--signatures", type=Path, nargs="*", default=[], help="every class's signature table"
     )
+    parser.add_argument(
+        "--pseudo",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="per class: its pseudo-label list, written when the class sets pseudo_labels",
+    )
     args = parser.parse_args(argv)
     cfg = tt_config.from_arguments(args, CONFIG)
     classes = cfg.class_names
-    per_class = {"--manifests": 1, "--labelling": 1, "--queues": 1, "--lists": 2}
+    per_class = {"--manifests": 1, "--labelling": 1, "--queues": 1, "--lists": 2, "--pseudo": 1}
     for flag, count in per_class.items():
         given = getattr(args, flag[2:])
         if len(given) != count * len(classes):
@@ -260,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{flag}: {len(given)} paths for {len(classes)} classes ({', '.join(classes)}); "
                 f"give {count} per class, in the config's order"
             )
-    fileio.clean_leftovers(*{q.parent for q in args.queues}, logger=log)
+    fileio.clean_leftovers(*{p.parent for p in [*args.queues, *args.pseudo]}, logger=log)
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(predict.saved_model_of(args.model))).signatures[
@@ -279,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         labelled = human_labelled(args.lists[2 * i : 2 * i + 2])
         found = candidates(rows, labelled, args.labelling[i] / label.MARKER, name, ledgers)
         found = grouped(found, cfg.split, args.signatures)
-        queued = review_class(serve, cfg, name, found, ledgers, names)
+        queued, predicted = review_class(serve, cfg, name, found, ledgers, names)
+        threshold = cfg.get_class(name).pseudo_labels
+        if threshold is not None:
+            items = pseudo_labels(name, threshold, predicted)
+            pseudo.write(args.pseudo[i], items)
+            log.info("%s: %d pseudo-labelled images (score >= %s)", name, len(items), threshold)
         for folder, ledger in ledgers.items():
             prelabels.write_ledger(folder, ledger)
         fileio.write_tsv(args.queues[i], QUEUE_COLUMNS, queue_rows(queued))

@@ -119,6 +119,18 @@ def annotation_state(wildcards):
     return files_state(files + images)
 
 
+# Where `review` writes a class's pseudo-labels for its next annotations run.
+PSEUDO_LIST = "resources/pseudo/{cls}.tsv"
+
+
+def pseudo_state(wildcards):
+    """The class's pseudo-label list, when the class uses one (`pseudo_labels`)."""
+    path = Path(PSEUDO_LIST.format(cls=wildcards.cls))
+    if class_config(wildcards.cls).pseudo_labels is None or not path.is_file():
+        return ""
+    return files_state([str(path)])
+
+
 def image_state(wildcards):
     """The images of the folders a class is harvested from; a change re-harvests the
     class (and, when its manifest changes, rebuilds what follows)."""

@@ -23,8 +23,11 @@ rule review:
         # The LabelImg folders the hand-offs mark: the pre-labels and their ledger go
         # where LabelImg saves each image's boxes (not outputs: the user edits them).
         folders=lambda w, input: [Path(h).parent for h in input.handoffs],
+        # Each class's pseudo-labels, read by its next annotations run (a param there):
+        # not outputs, or the annotations rule would depend on the model it trains.
+        pseudo=expand(PSEUDO_LIST, cls=CLASSES),
     shell:
         "python -m tumbletrain.review --config-json {params.cfg} --model {input.saved_model}"
         " --manifests {input.manifests} --lists {input.lists}"
         " --signatures {input.signatures} --labelling {params.folders}"
-        " --queues {output} 2> {log}"
+        " --pseudo {params.pseudo} --queues {output} 2> {log}"
