@@ -23,6 +23,7 @@ include: "workflow/rules/annotate.smk"
 include: "workflow/rules/records.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:

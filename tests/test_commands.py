@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from tumbletrain import config
 
-STAGES = ["demo", "harvest", "labelimg", "annotations", "records", "model", "predict", "report"]
+# The stage commands, as the config module knows them.
+STAGES = list(config.STAGE_MODULES)
 COMMANDS = [*STAGES, "neardup", "config", "distribute", "label"]
 
 
@@ -69,7 +71,6 @@ def test_every_command_has_one_entry_shape(repo):
 
 
 def test_the_config_reference_goes_to_stdout_with_stderr_in_a_log(tmp_path, tool_env):
-    from tumbletrain import config
 
     with open(tmp_path / "log", "w") as log:
         result = subprocess.run(

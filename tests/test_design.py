@@ -132,7 +132,11 @@ def workflow(tmp_path_factory, tool_env) -> tuple[list[tuple[str, str]], list[Jo
     predict) and the Tumblr example."""
     outputs, shells = [], []
     for name, changes, targets in (
-        ("config.yaml", {"records": {"shards": 2}, "predict": {"input": "x"}}, ["label_all"]),
+        (
+            "config.yaml",
+            {"records": {"shards": 2}, "predict": {"input": "x"}},
+            ["label_all", "review"],
+        ),
         ("tumblr.example.yaml", {}, []),
     ):
         project = tmp_path_factory.mktemp("design")

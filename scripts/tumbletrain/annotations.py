@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from . import cli, fileio, labelformats, lists, neardup, sources, store, vocxml
+from . import cli, fileio, labelformats, lists, neardup, prelabels, pseudo, sources, store, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.annotations")
@@ -62,6 +62,7 @@ REASONS = {
     "box_degenerate": "the box has zero or negative area",
     "box_outside": "the box lies far outside the image",
     **labelformats.REASONS,
+    **prelabels.REASONS,
 }
 
 
@@ -590,6 +591,18 @@ def user_split(xml_path: str, root: Path) -> str | None:
     return first if first in tt_config.SPLITS else None
 
 
+def set_aside_prelabels(outcomes: list[Outcome]) -> None:
+    """A review pre-label no person has touched is the model's, not a label (`prelabels`).
+
+    Before duplicates are resolved: the model's boxes never win over a person's file.
+    What else is wrong with it (no box found) is the model's, not the user's to fix.
+    """
+    for outcome in outcomes:
+        if prelabels.untouched(outcome.xml):
+            outcome.item = None
+            outcome.rejected = [("", "prelabel_unreviewed")]
+
+
 def resolve_duplicates(outcomes: list[Outcome]) -> None:
     """One XML per image: the most recently saved one wins (ties: the first path)."""
     by_sha: dict[str, list[Outcome]] = {}
@@ -874,6 +887,7 @@ def validate_class(
     processes: int = 1,
     signatures: Sequence[Path] | None = None,
     split_memory: Path | None = None,
+    pseudo_list: Path | None = None,
 ) -> dict:
     """Validate a class's annotations; `outputs` holds the paths of `OUTPUTS` (a folder:
     their usual names in it), and `whole_image_dir` defaults to whole_image/ beside the
@@ -905,6 +919,7 @@ def validate_class(
             log,
         )
     )
+    set_aside_prelabels(outcomes)
     resolve_duplicates(outcomes)
     every_outcome = outcomes
     outcomes, given, shared_with = assign_owners(cfg, class_name, outcomes, folder_of)
@@ -923,9 +938,17 @@ def validate_class(
             f"{', '.join(map(str, folders))}; "
             "harvest it first or set `annotations_dir` for the class"
         )
+    source = "whole_image" if cls.annotation == "whole_image" else "human"
+    pseudo_items = []  # the model's boxes, for training only (`pseudo.py`)
+    if cls.pseudo_labels is not None and pseudo_list is not None and pseudo_list.is_file():
+        pseudo_items = pseudo.training_items(pseudo_list, cfg.split, labelled, signatures or [])
     for split in tt_config.SPLITS:
-        lists.write_list(outputs[split], [o.item for o in outcomes if o.kept and o.split == split])
+        items = [o.item for o in outcomes if o.kept and o.split == split]
+        items = [dataclasses.replace(i, source=source) for i in items]
+        lists.write_list(outputs[split], items + (pseudo_items if split == "training" else []))
     summary, rejected_rows = summarise(outcomes, unlabelled, class_name, skipped_files)
+    by_source = {source: summary["kept"], "pseudo": len(pseudo_items)}
+    summary["labels_by_source"] = {k: n for k, n in by_source.items() if n}
     summary["near_duplicates"] = near_duplicate_summary(cfg.split, kept, placements)
     if shared_with:
         summary["shared_folders"] = {
@@ -1014,6 +1037,12 @@ def main(argv: list[str] | None = None) -> int:
         help="every class's signature table (the signatures stage's): near-duplicate groups",
     )
     parser.add_argument(
+        "--pseudo",
+        type=Path,
+        help="the class's pseudo-label list (review's), added to training when the class "
+        "sets pseudo_labels",
+    )
+    parser.add_argument(
         "--split-memory",
         type=Path,
         help="each image's split as of the last run (read and updated): changes are reported",
@@ -1037,6 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
         args.processes,
         args.signatures,
         args.split_memory,
+        args.pseudo,
     )
     log.info(
         "%s: %d XML files, %d kept (%d repaired), %d rejected, %d unlabelled images; %s",

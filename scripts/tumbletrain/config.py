@@ -96,6 +96,7 @@ class ClassConfig(_Strict):
     annotation: str
     annotations_dir: str
     aliases: tuple[str, ...]
+    pseudo_labels: float | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,11 @@ class PredictConfig(_Strict):
 
 
 @dataclass(frozen=True)
+class ReviewConfig(_Strict):
+    batch: int
+
+
+@dataclass(frozen=True)
 class WorkflowConfig(_Strict):
     classes: tuple[ClassConfig, ...]
     demo: DemoConfig
@@ -208,6 +214,7 @@ class WorkflowConfig(_Strict):
     train: TrainConfig
     evaluate: EvaluateConfig
     predict: PredictConfig
+    review: ReviewConfig
 
     @property
     def class_names(self) -> list[str]:
@@ -476,6 +483,7 @@ def build(data: dict) -> WorkflowConfig:
                 annotation=spec.get("annotation", "labelimg"),
                 annotations_dir=spec.get("annotations_dir") or default_annotations_dir(name, spec),
                 aliases=tuple(spec.get("aliases", [])),
+                pseudo_labels=spec.get("pseudo_labels"),
             )
         )
     model = data["model"]
@@ -497,6 +505,7 @@ def build(data: dict) -> WorkflowConfig:
         train=_build(TrainConfig, data["train"]),
         evaluate=_build(EvaluateConfig, data["evaluate"]),
         predict=_build(PredictConfig, data["predict"]),
+        review=_build(ReviewConfig, data["review"]),
     )
     # Before any job starts: a multi-worker job could otherwise wait in the queue to say it.
     unmet = cfg.feature_cache_unmet() if cfg.train.feature_cache is True else []
@@ -604,6 +613,7 @@ STAGE_MODULES = (
     "model",
     "predict",
     "report",
+    "review",
 )
 
 

@@ -3,6 +3,8 @@
 A split's list (`{split}.tsv`, one per class and split) has one row per kept image. Boxes are in
 pixels of the upright image (EXIF orientation applied, as LabelImg shows it);
 `width`/`height` are that upright image's size, read from the image itself.
+`source` says whose boxes they are (`SOURCES`); a list written before it had the
+column reads as `human`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,20 @@ from dataclasses import dataclass, field
 from . import fileio
 from .vocxml import VocObject
 
-COLUMNS = ("image", "sha256", "format", "width", "height", "orientation", "xml", "objects")
+COLUMNS = (
+    "image",
+    "sha256",
+    "format",
+    "width",
+    "height",
+    "orientation",
+    "xml",
+    "objects",
+    "source",
+)
+# Whose boxes an image's are: a person's (LabelImg; a review pre-label once verified or
+# edited), the generated whole-image box of a `whole_image` class, or the model's.
+SOURCES = ("human", "whole_image", "pseudo")
 # A class's rejected.tsv: one row per rejected file or object.
 REJECTED_COLUMNS = ("file", "object", "reason", "message")
 
@@ -33,6 +48,7 @@ class ListedImage:
     orientation: int = 1
     xml: str = ""
     objects: tuple[ListedObject, ...] = field(default_factory=tuple)
+    source: str = "human"
 
     def row(self) -> list:
         # vars() rather than asdict(): asdict deep-copies, and this runs per object.
@@ -46,6 +62,7 @@ class ListedImage:
             self.orientation,
             self.xml,
             objects,
+            self.source,
         ]
 
 
@@ -69,6 +86,7 @@ def read_list(path) -> list[ListedImage]:
                 orientation=int(row["orientation"] or 1),
                 xml=row["xml"],
                 objects=objects,
+                source=row.get("source") or "human",
             )
         )
     return images

@@ -287,8 +287,10 @@ def class_lines(
     per_split = summary.get("per_split", {})
     if objects is not None:
         per_split = {split: objects.get(split, (0, 0))[0] for split in tt_config.SPLITS}
-    rejected = summary.get("rejected_files", 0)
-    xml_files = summary.get("xml_files", 0)
+    # Review pre-labels no person has checked yet are not the user's mistakes.
+    waiting = summary.get("rejected_by_reason", {}).get("prelabel_unreviewed", 0)
+    rejected = summary.get("rejected_files", 0) - waiting
+    xml_files = summary.get("xml_files", 0) - waiting
     rejected_tsv = files.lists / "rejected.tsv"
     line = (
         f"{name}: {xml_files} annotation files: {summary.get('kept', 0)} kept "
@@ -299,8 +301,13 @@ def class_lines(
     if objects is not None:
         total = sum(o for _, o in objects.values())
         line += f" holding its {plural(total, 'object')} (a shared folder: counted by objects)"
+    sources = summary.get("labels_by_source") or {}
+    if sources:
+        line += "; labels: " + ", ".join(f"{n} {s.replace('_', '-')}" for s, n in sources.items())
     if summary.get("unlabelled_images"):
         line += f"; {plural(summary['unlabelled_images'], 'image')} without XML"
+    if waiting:
+        line += f"; {plural(waiting, 'review pre-label')} waiting for a person"
     near = summary.get("near_duplicates") or {}
     if near.get("groups"):
         line += (

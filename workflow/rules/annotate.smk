@@ -52,10 +52,15 @@ rule annotations:
         # Each image's split as of the last run, to report the ones that moved:
         # kept between runs like the signature cache.
         splits="resources/cache/splits/{cls}.tsv",
+        # The review's pseudo-labels of the class (when it sets pseudo_labels): a change
+        # re-runs the class, as a changed annotation file does.
+        pseudo=PSEUDO_LIST,
+        pseudo_state=pseudo_state,
     shell:
         "python -m tumbletrain.annotations --config-json {params.cfg} --class {wildcards.cls}"
         " --manifest {input.manifest} --training {output.training}"
         " --verification {output.verification} --rejected {output.rejected}"
         " --summary {output.summary} --whole-image-dir {output.whole_image}"
         " --store {params.store} --processes {threads}"
-        " --signatures {input.signatures} --split-memory {params.splits} 2> {log}"
+        " --signatures {input.signatures} --split-memory {params.splits}"
+        " --pseudo {params.pseudo} 2> {log}"

@@ -11,7 +11,7 @@ from snakemake.settings.types import DeploymentMethod
 from tumbletrain import config as tt_config
 from tumbletrain import distribute
 from tumbletrain import records as tt_records
-from tumbletrain import annotations, predict, runner, sources
+from tumbletrain import annotations, predict, prelabels, runner, sources
 
 # The demo rule draws a demo class's images and XML here (its annotations_dir).
 DEMO_DIR = "resources/demo/{cls}"
@@ -117,7 +117,21 @@ def annotation_state(wildcards):
     if cls.demo is not None:
         return ""
     files, images = scanned(sources.annotation_folders(cls))
+    # Review's untouched pre-labels are no labels: writing them re-runs nothing.
+    files = [f for f in files if not prelabels.untouched(f)]
     return files_state(files + images)
+
+
+# Where `review` writes a class's pseudo-labels for its next annotations run.
+PSEUDO_LIST = "resources/pseudo/{cls}.tsv"
+
+
+def pseudo_state(wildcards):
+    """The class's pseudo-label list, when the class uses one (`pseudo_labels`)."""
+    path = Path(PSEUDO_LIST.format(cls=wildcards.cls))
+    if class_config(wildcards.cls).pseudo_labels is None or not path.is_file():
+        return ""
+    return files_state([str(path)])
 
 
 def image_state(wildcards):
