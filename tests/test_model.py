@@ -1192,3 +1192,14 @@ def test_the_snippets_of_using_the_model_agree(learned_export, repo, tmp_path):
     for key, result in measured.items():
         wanted = result["images"] if "float" in key else result["images"] - 2
         assert result["agree"] >= wanted, measured
+
+
+def test_iterate_trains_and_evaluates_without_exporting(tmp_path, tool_env):
+    """`snakemake iterate`, the documented target for tuning: no export job."""
+    from conftest import snakemake, write_project
+
+    write_project(tmp_path, TINY_CONFIG)
+    result = snakemake(tmp_path, tool_env, "-n", "iterate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.M))
+    assert {"train", "evaluate", "iterate"} <= rules and "export" not in rules, rules

@@ -60,6 +60,13 @@ rule train:
         " --feature-cache resources/cache/features --final {output} 2> {log}"
 
 
+# `snakemake iterate`: train and evaluate the run, without exporting; for a user
+# tuning train.steps and the like (the export costs minutes on every re-run).
+rule iterate:
+    input:
+        f"results/eval/{RUN}/metrics.json",
+
+
 rule evaluate:
     input:
         final="results/train/{run}/final.json",
