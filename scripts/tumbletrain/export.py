@@ -206,10 +206,11 @@ def export_tflite(
     outputs: dict[str, Path],
     labels: list[str],
     calibration: list,
+    seconds: dict[str, float],
 ) -> dict[str, Path]:
     """Float and int8 TFLite models (at `outputs`' paths of `QUANTISATION`'s keys, by
     their usual names) with their metadata; int8 is calibrated on `calibration`
-    (client inputs of training images)."""
+    (client inputs of training images). Each step's time is added to `seconds`."""
     import tensorflow as tf
     from official.vision.serving import export_saved_model_lib
 
@@ -217,6 +218,7 @@ def export_tflite(
     size = list(tflite.task.model.input_size[:2])
     work = outputs["tflite_float"].parent / ".tflite_saved_model"
     shutil.rmtree(work, ignore_errors=True)
+    started = time.monotonic()
     export_saved_model_lib.export_inference_graph(
         input_type="tflite",
         batch_size=1,
@@ -226,8 +228,10 @@ def export_tflite(
         export_dir=str(work),
         export_module=client_module(tflite, size),
     )
+    seconds["tflite_saved_model_s"] = time.monotonic() - started
     written = {}
     for key, quant in QUANTISATION.items():
+        started = time.monotonic()
         converter = tf.lite.TFLiteConverter.from_saved_model(str(work))
         if quant == "int8":
             # The Model Garden's `int8` (export_tflite_lib.convert_tflite_model): integer
@@ -238,6 +242,7 @@ def export_tflite(
         data = detection_layout(converter.convert(), len(labels))
         fileio.write_bytes(outputs[key], with_metadata(data, labels))
         written[OUTPUTS[key]] = outputs[key]
+        seconds[f"{key}_s"] = time.monotonic() - started
     shutil.rmtree(work, ignore_errors=True)
     return written
 
@@ -387,10 +392,10 @@ def export(
             params.task.train_data.input_path, max(calibration_images, check_images)
         )
         inputs = client_images(images, size)
+        timings["read_images_s"] = time.monotonic() - started
         tflite = export_tflite(
-            params, checkpoint, outputs, labels.splitlines(), inputs[:calibration_images]
+            params, checkpoint, outputs, labels.splitlines(), inputs[:calibration_images], timings
         )
-        timings["tflite_s"] = time.monotonic() - started
         progress.update(done="TFLite float and int8")
         started = time.monotonic()
         agreement = tflite_agreement(params, checkpoint, tflite, inputs[:check_images])
