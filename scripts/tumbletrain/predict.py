@@ -210,7 +210,7 @@ def predict_images(
             )
         except ValueError as error:
             # lxml refuses control characters, which a file name may hold and XML may not.
-            problem = fileio.FileProblem("name_not_xml", f"{path!r}: {error}")
+            problem = fileio.FileProblem("name_not_xml", f"{str(path)!r}: {error}")
             skipped.append((path, problem))
             log.warning("skipping %r: %s (%s)", str(path), problem.reason, problem)
             continue
