@@ -707,16 +707,18 @@ def test_evaluation_writes_every_metric(evaluated):
     assert metrics["objects"] > 0
     for name in ("pr_curves.png", "detections.png"):
         assert (evaluated / "results/eval/tiny" / name).read_bytes()[:4] == b"\x89PNG"
-    header, rows = fileio.read_table(evaluated / "results/eval/tiny/detections.csv", ",")
-    assert header == ["image", "source_id", "class", "score", "xmin", "ymin", "xmax", "ymax"]
+    detections = evaluated / "results/eval/tiny/detections.csv"
+    header = detections.read_text().splitlines()[0]
+    assert header == "image,source_id,class,score,xmin,ymin,xmax,ymax"
+    rows = fileio.read_table(detections, ",")
     # Each detection names its image as the lists do, beside the records' source id.
     listed = {
         records.source_id(item.sha256): item.image
         for name in TINY_CLASSES
         for item in lists.read_list(evaluated / f"results/lists/{name}/verification.tsv")
     }
-    assert rows and all(row[0] == listed[row[1]] for row in rows)
-    assert {row[2] for row in rows} <= set(TINY_CLASSES)
+    assert rows and all(row["image"] == listed[row["source_id"]] for row in rows)
+    assert {row["class"] for row in rows} <= set(TINY_CLASSES)
 
 
 @pytest.mark.slow
@@ -804,7 +806,7 @@ def test_the_export_records_its_classes_and_what_clients_need(exported):
     tflite = summary["clients"]["tflite"]
     assert tflite["input"]["shape"] == [1, 128, 128, 3] and tflite["input"]["dtype"] == "float32"
     assert "stretched to 128x128" in tflite["input"]["resize"]
-    assert list(tflite["outputs"]) == list(export.TFLITE_OUTPUTS)
+    assert [output["name"] for output in tflite["outputs"]] == list(export.TFLITE_OUTPUTS)
     assert tflite["labels"] == ["apple", "book"]
     assert "aspect ratio" in summary["clients"]["saved_model"]["preprocessing"]
     assert summary["calibration_images"] == 8

@@ -334,14 +334,22 @@ def client_interface(params, classes) -> dict:
             "per channel inside, and its metadata says mean 0, std 1)",
             "resize": f"the whole image stretched to {width}x{height}, bilinear, no padding",
         },
-        "outputs": {
-            "location": "float32 [1, N, 4]: ymin, xmin, ymax, xmax as fractions (0..1) of "
-            "the input, which are fractions of the image",
-            "category": f"float32 [1, N]: class index i, the line i of {modelclasses.LABELS_FILE} "
-            "(label id i + 1)",
-            "score": "float32 [1, N]: 0..1, sorted, one class per detection",
-            "number of detections": "float32 [1]: count, the first `count` entries are valid",
-        },
+        # A list: the outputs' order is the interface (export.json's keys are sorted).
+        "outputs": [
+            {"name": name, "is": meaning}
+            for name, meaning in zip(
+                TFLITE_OUTPUTS,
+                (
+                    "float32 [1, N, 4]: ymin, xmin, ymax, xmax as fractions (0..1) of the "
+                    "input, which are fractions of the image",
+                    f"float32 [1, N]: class index i, the line i of {modelclasses.LABELS_FILE} "
+                    "(label id i + 1)",
+                    "float32 [1, N]: 0..1, sorted, one class per detection",
+                    "float32 [1]: count, the first `count` entries are valid",
+                ),
+                strict=True,
+            )
+        ],
         "metadata": "TFLite Model Metadata (MediaPipe's object detector writer): labels, "
         "input normalisation (mean 0, std 1), output names",
         "labels": labels,

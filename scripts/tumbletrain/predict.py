@@ -251,6 +251,16 @@ def saved_model_of(model: Path) -> Path:
     )
 
 
+def leftover_folders(outputs: dict[str, Path]) -> list[Path]:
+    """Where a killed run of predict left temporary files: its two folders, and the folder
+    of detections.csv when it holds them (--outdir, the rule's), not a folder the user
+    named for the CSV alone (the project itself, whose whole tree would be walked)."""
+    folders = {outputs["images"], outputs["prelabels"]}
+    if outputs["detections"].parent in {folder.parent for folder in folders}:
+        folders = {outputs["detections"].parent}
+    return sorted(folders)
+
+
 def config_for(args, classes) -> tt_config.WorkflowConfig:
     """The predict settings: of --config or --config-json, whose classes must be the
     model's; without either, of config/config.yaml when it exists (its classes may be
@@ -288,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     saved_model_of(args.model)
     classes = modelclasses.of_export(args.model)
     cfg = config_for(args, classes)
-    fileio.clean_leftovers(*sorted({path.parent for path in outputs.values()}), logger=log)
+    fileio.clean_leftovers(*leftover_folders(outputs), logger=log)
     paths = args.paths or ([Path(cfg.predict.input).expanduser()] if cfg.predict.input else [])
     if not paths:
         raise cli.UserError("name image files or folders to predict, or set predict.input")
