@@ -1095,7 +1095,7 @@ def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
 def learned_export(learned, tmp_path_factory):
     """The learning demo exported: a model whose top detections mean something."""
     base = tmp_path_factory.mktemp("learned_export")
-    for part in ("results/train", "results/records", "results/lists"):
+    for part in ("data", "results/train", "results/records", "results/lists"):
         shutil.copytree(learned / part, base / part, symlinks=True)
     model_cli(
         base,
@@ -1165,7 +1165,7 @@ def test_the_snippets_of_using_the_model_agree(learned_export, repo, tmp_path):
         ):
             target = tmp_path / "images" / f"{item.sha256[:12]}.png"
             target.parent.mkdir(exist_ok=True)
-            with Image.open(item.image) as image:
+            with Image.open(learned_export / item.image) as image:
                 image.convert("RGB").resize((128, 128), Image.BILINEAR).save(target)
             images.append(str(target))
     assert len(images) >= 10
