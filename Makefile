@@ -6,11 +6,15 @@ CORES ?= all
 
 .PHONY: demo test test-quick lint format bench rulegraph label-deps
 
+# MediaPipe, without its dependencies (why: envs/tensorflow.yaml; the same pin there).
+MEDIAPIPE := mediapipe==1.2.2
+
 # Reinstall only when the pins change.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(MEDIAPIPE)
 	touch $@
 
 # The demo's terminal: the jobs' progress lines and the run's account (one

@@ -54,3 +54,15 @@ def test_the_gpu_extra_is_tensorflow_with_cuda_at_the_same_version(repo, project
     (gpu,) = [Requirement(r) for r in project["optional-dependencies"]["gpu"]]
     assert gpu.name == "tensorflow" and gpu.extras == {"and-cuda"}
     assert [s.version for s in gpu.specifier] == [project_pins["tensorflow"]]
+
+
+def test_mediapipe_is_pinned_alike_in_the_makefile_and_the_env(repo):
+    """MediaPipe is installed without its dependencies (it cannot resolve beside the Model
+    Garden), by the Makefile and by the tensorflow env: the same version in both."""
+    import re
+
+    make = re.search(r"^MEDIAPIPE := (\S+)$", (repo / "Makefile").read_text(), re.M)
+    spec = yaml.safe_load((repo / "envs" / "tensorflow.yaml").read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    assert make and f"--no-deps {make[1]}" in pip, (make, pip)
+    assert make[1] == "mediapipe==1.2.2"

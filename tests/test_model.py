@@ -30,6 +30,8 @@ from tumbletrain import (
 )
 
 TINY_MODEL = TINY_CONFIG["model"]
+# A user's own classes, not the demo's: the model must carry these names to every reader.
+TINY_CLASSES = ("apple", "book")
 TINY_TRAIN = {
     "run": "tiny",
     "steps": 6,
@@ -52,7 +54,7 @@ NO_SCORE_THRESHOLD = {
 
 def tiny_raw(**sections) -> dict:
     raw = {
-        "classes": {"circle": {"demo": {"images": 10}}, "square": {"demo": {"images": 10}}},
+        "classes": {name: {"demo": {"images": 10}} for name in TINY_CLASSES},
         "demo": {"seed": 1, "min_side": 96, "max_side": 128, "max_objects": 2},
         "split": {"verification_percent": 30},
         "model": json.loads(json.dumps(TINY_MODEL)),
@@ -118,7 +120,7 @@ def model_cli(
     return result
 
 
-def train_args(run: str, extra=(), classes=("circle", "square")) -> list[str]:
+def train_args(run: str, extra=(), classes=TINY_CLASSES) -> list[str]:
     return [
         "train",
         "--training-stats",
@@ -175,7 +177,7 @@ def test_default_architecture_is_the_published_checkpoints():
     assert list(params.task.init_checkpoint_modules) == ["backbone", "decoder", "head"]
 
 
-def tiny_inputs(base: Path, classes=("circle", "square")):
+def tiny_inputs(base: Path, classes=TINY_CLASSES):
     from tumbletrain import training
 
     return training.TrainInputs(
@@ -202,11 +204,11 @@ def test_the_fingerprint_follows_records_classes_and_model_config(tiny_records, 
         assert fingerprint(raw)["fingerprint"] != first["fingerprint"]
     copy = tmp_path / "copy"
     shutil.copytree(tiny_records / "results/records", copy / "results/records")
-    record = copy / "results/records/square_verification.tfrecord"
+    record = copy / "results/records/book_verification.tfrecord"
     record.write_bytes(record.read_bytes()[:-1] + b"x")
     changed = fingerprint(tiny_raw(), copy)
     assert changed["fingerprint"] != first["fingerprint"]
-    assert training.changes(first, changed) == "records changed: square_verification.tfrecord"
+    assert training.changes(first, changed) == "records changed: book_verification.tfrecord"
     # As read back from run.json: only what changed is named.
     stored = json.loads(json.dumps(first))
     assert training.changes(stored, fingerprint(tiny_raw(train={"steps": 7}))) == (
@@ -297,7 +299,7 @@ def test_train_from_scratch_writes_final_and_params(trained):
     assert (base / final["checkpoint"]).with_suffix(".index").exists()
     params = yaml.safe_load((base / final["params"]).read_text())
     assert params["task"]["model"]["num_classes"] == 3
-    assert "results/records/circle_training.tfrecord" in params["task"]["train_data"]["input_path"]
+    assert "results/records/apple_training.tfrecord" in params["task"]["train_data"]["input_path"]
     assert list((base / "results/train/tiny/train").glob("events.out.tfevents*"))
     assert final["losses"]["total_loss"] > 0
 
@@ -384,7 +386,10 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_records):
 LEARN_STEPS = 500
 
 
-def learn_raw(classes=("circle", "square"), **train) -> dict:
+LEARN_CLASSES = ("circle", "square")
+
+
+def learn_raw(classes=LEARN_CLASSES, **train) -> dict:
     return {
         "classes": {name: {"demo": {"images": 40}} for name in classes},
         "demo": {"seed": 5, "min_side": 96, "max_side": 128, "max_objects": 1},
@@ -422,7 +427,7 @@ def learned(tmp_path_factory):
     """The learning demo, trained with validation every 250 steps."""
     base = tmp_path_factory.mktemp("learn")
     make_records(base, learn_raw())
-    model_cli(base, learn_raw(), *train_args("learn"))
+    model_cli(base, learn_raw(), *train_args("learn", classes=LEARN_CLASSES))
     return base
 
 
@@ -503,7 +508,7 @@ def test_retraining_follows_the_data(learned, tmp_path):
     first = read_json(run_dir / "final.json")
 
     before = tree_state(run_dir)
-    result = model_cli(base, learn_raw(), *train_args("learn"))
+    result = model_cli(base, learn_raw(), *train_args("learn", classes=LEARN_CLASSES))
     assert "nothing to train" in result.stderr
     assert tree_state(run_dir) == before, "an unchanged re-run rewrote something"
 
@@ -516,7 +521,9 @@ def test_retraining_follows_the_data(learned, tmp_path):
     tree.write(str(xml))
     make_records(base, learn_raw(), draw=False)
     # A short fine-tune is enough to see it happen (the default is a quarter of the steps).
-    result = model_cli(base, learn_raw(warm_start_steps=25), *train_args("learn"))
+    result = model_cli(
+        base, learn_raw(warm_start_steps=25), *train_args("learn", classes=LEARN_CLASSES)
+    )
     assert "records changed: circle_training.tfrecord" in result.stderr, result.stderr[-3000:]
     second = read_json(run_dir / "final.json")
     assert second["fingerprint"] != first["fingerprint"]
@@ -665,7 +672,7 @@ def test_a_checkpoint_of_another_architecture_fails_before_training(
     assert not list((tiny_records / "results/train/other").glob("ckpt-*"))
 
 
-def evaluate_cli(base: Path, raw: dict, run: str, classes=("circle", "square")) -> dict:
+def evaluate_cli(base: Path, raw: dict, run: str, classes=TINY_CLASSES) -> dict:
     model_cli(
         base,
         raw,
@@ -674,6 +681,8 @@ def evaluate_cli(base: Path, raw: dict, run: str, classes=("circle", "square")) 
         f"results/train/{run}/final.json",
         "--verification-stats",
         *(f"results/records/{name}_verification.json" for name in classes),
+        "--verification-lists",
+        *(f"results/lists/{name}/verification.tsv" for name in classes),
         "--outdir",
         f"results/eval/{run}",
     )
@@ -689,15 +698,54 @@ def evaluated(trained):
 
 @pytest.mark.slow
 def test_evaluation_writes_every_metric(evaluated):
+    from tumbletrain import fileio, lists
+
     metrics = json.loads((evaluated / "results/eval/tiny/metrics.json").read_text())
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100"):
         assert isinstance(metrics[key], float), key
-    assert set(metrics["AP_per_class"]) == {"circle", "square"}
+    assert set(metrics["AP_per_class"]) == set(TINY_CLASSES)
     assert metrics["objects"] > 0
     for name in ("pr_curves.png", "detections.png"):
         assert (evaluated / "results/eval/tiny" / name).read_bytes()[:4] == b"\x89PNG"
-    header = (evaluated / "results/eval/tiny/detections.csv").read_text().splitlines()[0]
-    assert header == "source_id,class,score,xmin,ymin,xmax,ymax"
+    detections = evaluated / "results/eval/tiny/detections.csv"
+    header = detections.read_text().splitlines()[0]
+    assert header == "image,source_id,class,score,xmin,ymin,xmax,ymax"
+    rows = fileio.read_table(detections, ",")
+    # Each detection names its image as the lists do, beside the records' source id.
+    listed = {
+        records.source_id(item.sha256): item.image
+        for name in TINY_CLASSES
+        for item in lists.read_list(evaluated / f"results/lists/{name}/verification.tsv")
+    }
+    assert rows and all(row["image"] == listed[row["source_id"]] for row in rows)
+    assert {row["class"] for row in rows} <= set(TINY_CLASSES)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_config_with_other_classes(trained):
+    """The names come from the model; a config that names them otherwise is one ERROR line."""
+    base, _ = trained
+    raw = tiny_raw()
+    raw["classes"] = {"circle": {}, "square": {}}
+    result = model_cli(
+        base,
+        raw,
+        "evaluate",
+        "--final=results/train/tiny/final.json",
+        "--verification-stats=results/records/apple_verification.json",
+        "--outdir=results/eval/other",
+        check=False,
+    )
+    assert_refused_for_classes(result, "1=circle, 2=square")
+    assert not (base / "results/eval/other/metrics.json").exists()
+
+
+def assert_refused_for_classes(result, configured: str) -> None:
+    """One ERROR line naming the config's classes and the model's (apple and book)."""
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ERROR: the config's classes ({configured}) are not the model's")
+    assert "1=apple, 2=book" in last
 
 
 @pytest.fixture(scope="session")
@@ -711,8 +759,8 @@ def exported(trained):
         "results/train/tiny/final.json",
         "--outdir",
         "results/export/tiny",
-        "--calibration-steps",
-        "4",
+        "--calibration-images",
+        "8",
     )
     return base
 
@@ -724,10 +772,10 @@ def trained_params(base: Path) -> tuple:
     return params, str(base / final["checkpoint"])
 
 
-def test_tflite_post_processing_writes_one_entry_per_class(tmp_path):
-    """TFLite_Detection_PostProcess strides its outputs by max_classes_per_detection but
-    writes one entry per class: with fewer classes the first num_detections entries
-    hold unwritten memory (CI read scores of -0.5 and 1.4 from the int8 model)."""
+def test_tflite_post_processing_gives_one_class_per_detection(tmp_path):
+    """TFLite_Detection_PostProcess strides its outputs by max_classes_per_detection: one
+    class per box is the layout TFLite clients read (the first `count` entries), and
+    normalised anchors give boxes as fractions of the input, as MediaPipe maps them."""
     for classes in ({"pose": {}}, {f"c{i}": {} for i in range(7)}):
         cfg = config.parse({"classes": classes})
         built = experiment.build_experiment(
@@ -736,21 +784,48 @@ def test_tflite_post_processing_writes_one_entry_per_class(tmp_path):
         # As export gets it: the training run's params.yaml, loaded again.
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(built.as_dict()))
         params = experiment.load_params(tmp_path / "params.yaml", ["x"], 1)
-        post = export.tflite_params(params, "x").task.model.detection_generator
+        post = export.tflite_params(params).task.model.detection_generator
         assert post.nms_version == "tflite"
-        assert post.tflite_post_processing.max_classes_per_detection == min(
-            5, params.task.model.num_classes
-        )
+        assert post.tflite_post_processing.max_classes_per_detection == 1
+        assert post.tflite_post_processing.normalize_anchor_coordinates is True
 
 
 @pytest.mark.slow
-def test_export_signatures_and_tflite_run(exported):
+def test_the_export_records_its_classes_and_what_clients_need(exported):
+    """export.json, labels.txt and label_map.pbtxt carry the classes; export.json says
+    each file's input and outputs."""
+    from tumbletrain import modelclasses
+
+    folder = exported / "results/export/tiny"
+    summary = json.loads((folder / "export.json").read_text())
+    assert summary["classes"] == [{"id": 1, "name": "apple"}, {"id": 2, "name": "book"}]
+    assert (folder / "labels.txt").read_text() == "apple\nbook\n"
+    label_map = (folder / "label_map.pbtxt").read_text()
+    assert label_map == records.label_map_pbtxt(modelclasses.from_record(summary["classes"]))
+    assert "id: 2\n  name: 'book'" in label_map
+    tflite = summary["clients"]["tflite"]
+    assert tflite["input"]["shape"] == [1, 128, 128, 3] and tflite["input"]["dtype"] == "float32"
+    assert "stretched to 128x128" in tflite["input"]["resize"]
+    assert [output["name"] for output in tflite["outputs"]] == list(export.TFLITE_OUTPUTS)
+    assert tflite["labels"] == ["apple", "book"]
+    assert "aspect ratio" in summary["clients"]["saved_model"]["preprocessing"]
+    assert summary["calibration_images"] == 8
+    assert set(summary["seconds"]) == {
+        "saved_model_s",
+        "read_images_s",
+        "tflite_saved_model_s",
+        "tflite_float_s",
+        "tflite_int8_s",
+        "check_s",
+    }
+
+
+@pytest.mark.slow
+def test_export_signatures_agree(exported):
     import tensorflow as tf
 
-    summary = json.loads((exported / "results/export/tiny/export.json").read_text())
-    assert set(summary["tflite"]) == {"model_float.tflite", "model_int8.tflite"}
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
-    image_path = sorted((exported / "data/circle").glob("*.jpg"))[0]
+    image_path = sorted((exported / "data/apple").glob("*.jpg"))[0]
     # TensorFlow's own JPEG decoder, as the image_bytes signature uses: same pixels.
     pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
     by_tensor = loaded.signatures["serving_default"](inputs=tf.constant(pixels[None]))
@@ -758,22 +833,19 @@ def test_export_signatures_and_tflite_run(exported):
     np.testing.assert_allclose(
         by_tensor["detection_boxes"].numpy(), by_bytes["detection_boxes"].numpy(), atol=1e-3
     )
-    params, _ = trained_params(exported)
-    images, _ = export.tflite_input(params, pixels)
-    for name in ("model_float.tflite", "model_int8.tflite"):
-        interpreter = tf.lite.Interpreter(model_path=str(exported / "results/export/tiny" / name))
-        interpreter.allocate_tensors()
-        (inp,) = interpreter.get_input_details()
-        assert list(inp["shape"]) == [1, 128, 128, 3]
-        interpreter.set_tensor(inp["index"], images.astype(np.float32))
-        interpreter.invoke()
-        # TFLite_Detection_PostProcess's outputs, in order: boxes, classes, scores, count.
-        details = sorted(
-            interpreter.get_output_details(), key=lambda d: int(d["name"].rsplit(":", 1)[1])
-        )
-        boxes, _, scores, count = (interpreter.get_tensor(d["index"])[0] for d in details)
-        assert count >= 1 and np.isfinite(boxes[: int(count)]).all(), name
-        assert (scores[: int(count)] >= 0).all() and (scores[: int(count)] <= 1).all(), name
+
+
+def garden_input(params, pixels):
+    """A uint8 image as the Model Garden's serving preprocesses it (the SavedModel's way)."""
+    import tensorflow as tf
+    from official.vision.serving import detection
+
+    size = list(params.task.model.input_size[:2])
+    module = detection.DetectionModule(
+        params=params, batch_size=1, input_image_size=size, input_type="image_tensor"
+    )
+    images, _, image_info = module.preprocess(tf.constant(pixels[None], dtype=tf.uint8))
+    return images.numpy(), image_info.numpy()
 
 
 @pytest.mark.slow
@@ -783,9 +855,9 @@ def test_saved_model_detects_what_the_checkpoint_detects(exported):
     params, checkpoint = trained_params(exported)
     _, model = experiment.restore_model(params, checkpoint)
     loaded = tf.saved_model.load(str(exported / "results/export/tiny/saved_model"))
-    for image_path in sorted((exported / "data/square").glob("*.jpg"))[:3]:
+    for image_path in sorted((exported / "data/book").glob("*.jpg"))[:3]:
         pixels = tf.io.decode_jpeg(image_path.read_bytes(), channels=3).numpy()
-        images, image_info = export.tflite_input(params, pixels)
+        images, image_info = garden_input(params, pixels)
         ours = model(
             tf.constant(images), image_shape=tf.constant(image_info[:, 1, :]), training=False
         )
@@ -825,11 +897,12 @@ def test_tflite_networks_compute_what_the_checkpoint_computes(exported):
     params, checkpoint = trained_params(exported)
     paths = sorted((exported / "results/records").glob("*_verification.tfrecord"))
     images = export.first_record_images(",".join(map(str, paths)), 3)
+    inputs = export.client_images(images, [128, 128])
     tflite = {
         name: exported / "results/export/tiny" / name
         for name in ("model_float.tflite", "model_int8.tflite")
     }
-    measured = export.tflite_agreement(params, checkpoint, tflite, images)
+    measured = export.tflite_agreement(params, checkpoint, tflite, inputs)
     for agreement in (recorded, measured):
         float_error = agreement["max_abs_difference"]["model_float.tflite"]
         int8_error = agreement["max_abs_difference"]["model_int8.tflite"]
@@ -842,6 +915,67 @@ def test_tflite_networks_compute_what_the_checkpoint_computes(exported):
     assert measured["max_abs_difference"]["model_int8.tflite"]["score"] > 1e-4
 
 
+def predict_cli(base: Path, *args: str, raw: dict | None = None, check=True):
+    """`python -m tumbletrain.predict` as a user runs it: with --config-json only if given."""
+    config_args = ["--config-json", json.dumps(raw)] if raw is not None else []
+    result = subprocess.run(
+        [sys.executable, "-m", "tumbletrain.predict", *config_args, *args],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.slow
+def test_predict_names_the_models_classes_without_a_config(exported, tmp_path):
+    """The issue's case: a user's own two-class model, predict with no --config, in a
+    project whose config/config.yaml is the demo's: the user's names in the CSV and XML."""
+    import csv
+
+    from labelimg_files import read
+
+    project = tmp_path / "project"
+    shutil.copytree(exported / "results/export/tiny", project / "results/export/own")
+    (project / "config").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "config/config.yaml", project / "config")
+    shutil.copytree(exported / "data/book", project / "new")
+    predict_cli(
+        project,
+        "--model",
+        "results/export/own",
+        "--outdir",
+        "predicted",
+        "--min-score",
+        "0",
+        "new/",
+    )
+    with open(project / "predicted/detections.csv", newline="") as handle:
+        classes = {row["class"] for row in csv.DictReader(handle)}
+    assert classes and classes <= set(TINY_CLASSES), classes
+    xml = sorted((project / "predicted/prelabels").glob("*.xml"))[0]
+    shown = {name for name, *_ in read("voc", xml, xml)}
+    assert shown and shown <= set(TINY_CLASSES), shown
+    # A config given whose classes are not the model's: one ERROR line, nothing written.
+    result = predict_cli(
+        project,
+        "--config",
+        "config/config.yaml",
+        "--model",
+        "results/export/own/saved_model",
+        "--outdir",
+        "other",
+        "new/",
+        check=False,
+    )
+    assert_refused_for_classes(result, "1=circle, 2=square, 3=triangle")
+    assert not (project / "other").exists()
+
+
 @pytest.mark.slow
 def test_predict_writes_labelimg_prelabels(exported):
     """Files and folders named on the command line; LabelImg's own reader reads the boxes."""
@@ -850,19 +984,18 @@ def test_predict_writes_labelimg_prelabels(exported):
     from labelimg_files import read
 
     raw = tiny_raw(predict={"min_score": 0.0})
-    one = sorted((exported / "data/circle").glob("*.jpg"))[0]
-    model_cli(
+    one = sorted((exported / "data/apple").glob("*.jpg"))[0]
+    predict_cli(
         exported,
-        raw,
         "--model=results/export/tiny",
         "--outdir=results/predict/tiny",
-        "data/square",
+        "data/book",
         str(one),
-        module="tumbletrain.predict",
+        raw=raw,
     )
     out = exported / "results/predict/tiny"
     xmls = sorted((out / "prelabels").glob("*.xml"))
-    images = [p for p in (exported / "data/square").iterdir() if p.suffix != ".xml"]
+    images = [p for p in (exported / "data/book").iterdir() if p.suffix != ".xml"]
     assert {x.stem for x in xmls} == {p.stem for p in [*images, one]}
     assert len(list((out / "images").glob("*.jpg"))) == len(xmls)
     detected: dict[str, list] = {}
@@ -879,9 +1012,13 @@ def test_predict_writes_labelimg_prelabels(exported):
 
 
 @pytest.mark.slow
-def test_predict_writes_one_prelabel_per_image_and_skips_a_bomb(exported, tmp_path):
-    """a.jpg and a.png in one folder get a.jpg.xml and a.png.xml; a decompression bomb
-    and a FIFO are skipped with their reasons, the other images still predicted."""
+def test_predict_skips_bad_files_with_a_reason_and_predicts_the_rest(
+    exported, tmp_path, dead_writer
+):
+    """a.jpg and a.png in one folder get a.jpg.xml and a.png.xml; a decompression bomb, a
+    FIFO, a file over the byte cap (refused before it is read) and a name XML cannot hold
+    are skipped with their reasons, the other images still predicted; a killed run's
+    temporary files in the outputs are removed."""
     from fake_tumblr import bomb_png
     from lxml import etree
     from PIL import Image
@@ -889,22 +1026,41 @@ def test_predict_writes_one_prelabel_per_image_and_skips_a_bomb(exported, tmp_pa
 
     folder = tmp_path / "in"
     folder.mkdir()
-    for name, fmt in (("a.jpg", "JPEG"), ("a.png", "PNG"), ("b.jpg", "JPEG")):
+    for name in ("a.jpg", "a.png", "b.jpg", "bell\x07.jpg", "big.jpg"):
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
         Image.new("RGB", (64 + len(name), 48), (200, 30, 30)).save(folder / name, fmt)
+    with open(folder / "big.jpg", "ab") as handle:
+        handle.truncate(2_000_001)  # over a 2 MB cap
     (folder / "bomb.png").write_bytes(bomb_png())
     os.mkfifo(folder / "fifo.jpg")
-    result = predict.predict_folder(
-        exported / "results/export/tiny/saved_model", folder, tmp_path / "out", {1: "circle"}, 0.0
+    out = tmp_path / "out"
+    (out / "prelabels").mkdir(parents=True)
+    leftover = out / "prelabels" / f".b.xml.{dead_writer}.x1.tmp"
+    leftover.write_text("partial")
+    result = predict.main(
+        ["--model", str(exported / "results/export/tiny"), "--outdir", str(out), str(folder)]
+        + ["--min-score", "0"]
+        + ["--config-json", json.dumps(tiny_raw(predict={"max_image_mb": 2}))]
     )
-    assert result["images"] == 3
-    assert result["skipped"] == {"decompression_bomb": 1, "special_file": 1}
-    prelabels = tmp_path / "out" / "prelabels"
+    assert result == 0
+    assert not leftover.exists()
+    prelabels = out / "prelabels"
     assert sorted(p.name for p in prelabels.iterdir()) == ["a.jpg.xml", "a.png.xml", "b.xml"]
     for xml in ("a.jpg.xml", "a.png.xml"):
         filename = etree.parse(str(prelabels / xml)).getroot().findtext("filename")
         assert filename == xml.removesuffix(".xml")
-    drawn = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    drawn = sorted(p.name for p in (out / "images").iterdir())
     assert drawn == ["a.jpg.jpg", "a.png.jpg", "b.jpg"]
+    found = predict.predict_folder(
+        exported / "results/export/tiny", folder, tmp_path / "again", 0.0, 2_000_000
+    )
+    assert found["images"] == 3
+    assert found["skipped"] == {
+        "decompression_bomb": 1,
+        "name_not_xml": 1,
+        "special_file": 1,
+        "too_large": 1,
+    }
 
 
 @pytest.mark.slow
@@ -916,14 +1072,10 @@ def test_predicted_boxes_are_in_image_pixels(exported, tmp_path):
 
     folder = tmp_path / "one"
     folder.mkdir()
-    source = sorted((exported / "data/circle").glob("*.jpg"))[0]
+    source = sorted((exported / "data/apple").glob("*.jpg"))[0]
     (folder / source.name).write_bytes(source.read_bytes())
     predict.predict_folder(
-        exported / "results/export/tiny/saved_model",
-        folder,
-        tmp_path / "out",
-        {1: "circle", 2: "square"},
-        0.0,
+        exported / "results/export/tiny/saved_model", folder, tmp_path / "out", 0
     )
     rows = (tmp_path / "out" / "detections.csv").read_text().splitlines()[1:]
     assert rows
@@ -958,3 +1110,129 @@ def test_best_of_nothing_found_is_the_last_checkpoint(tmp_path):
     (best / "info.json").write_text(json.dumps(info))
     chosen = training.selected_checkpoint(tmp_path, "best")
     assert chosen["checkpoint"] == f"{experiment.BEST_SUBDIR}/best_ckpt-2"
+@pytest.fixture(scope="session")
+def learned_export(learned, tmp_path_factory):
+    """The learning demo exported: a model whose top detections mean something."""
+    base = tmp_path_factory.mktemp("learned_export")
+    for part in ("data", "results/train", "results/records", "results/lists"):
+        shutil.copytree(learned / part, base / part, symlinks=True)
+    model_cli(
+        base,
+        learn_raw(),
+        "export",
+        "--final=results/train/learn/final.json",
+        "--outdir=results/export/learn",
+    )
+    return base
+
+
+def snippets(repo: Path) -> dict[str, str]:
+    """docs/using-the-model.md's Python snippets, by the file name on their first line."""
+    text = (repo / "docs/using-the-model.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return {block.split(":", 1)[0].removeprefix("# ").strip(): block for block in blocks}
+
+
+def top_detections(output: str) -> dict[str, tuple[str, list[float]]]:
+    """The first (best) detection a snippet printed for each image: class and box."""
+    top: dict[str, tuple[str, list[float]]] = {}
+    for line in output.splitlines():
+        path, name, _score, *box = line.rsplit(" ", 6)
+        top.setdefault(path, (name, [float(v) for v in box]))
+    return top
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# MediaPipe gives boxes in whole pixels, cut down (1-2 px off a 30 px shape): IoU 0.89
+# against the SavedModel's with the float model; LiteRT's float boxes reach 0.96.
+AGREEING_IOU = 0.85
+
+
+def agreement(reference: dict, other: dict, images: list[str]) -> dict:
+    """Of the images, on how many the top detections share the class and overlap (IoU at
+    least AGREEING_IOU); an image without detections in both agrees."""
+    same, ious = 0, []
+    for image in images:
+        if image not in reference or image not in other:
+            same += image not in reference and image not in other
+            continue
+        overlap = iou(reference[image][1], other[image][1])
+        ious.append(overlap)
+        same += reference[image][0] == other[image][0] and overlap >= AGREEING_IOU
+    return {"images": len(images), "agree": same, "min_iou": min(ious, default=None)}
+
+
+@pytest.mark.slow
+def test_the_snippets_of_using_the_model_agree(learned_export, repo, tmp_path):
+    """MediaPipe Tasks' ObjectDetector and LiteRT's interpreter (in a process without
+    TensorFlow) run both TFLite files as docs/using-the-model.md shows, and their top
+    detection agrees with the SavedModel's on the verification images, each resized to
+    the input size first so that every client sees the same pixels."""
+    from PIL import Image
+
+    code = snippets(repo)
+    assert set(code) == {"mediapipe_detect.py", "litert_detect.py", "savedmodel_detect.py"}
+    for name, text in code.items():
+        (tmp_path / name).write_text(text)
+    folder = learned_export / "results/export/learn"
+    images = []
+    for name in LEARN_CLASSES:
+        for item in records.lists.read_list(
+            learned_export / f"results/lists/{name}/verification.tsv"
+        ):
+            target = tmp_path / "images" / f"{item.sha256[:12]}.png"
+            target.parent.mkdir(exist_ok=True)
+            with Image.open(learned_export / item.image) as image:
+                image.convert("RGB").resize((128, 128), Image.BILINEAR).save(target)
+            images.append(str(target))
+    assert len(images) >= 10
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, *args, *images],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    # LiteRT's snippet, then a check that nothing imported TensorFlow on the way.
+    without_tf = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'"
+    )
+    reference = top_detections(run(str(tmp_path / "savedmodel_detect.py"), str(folder)))
+    assert len(reference) >= len(images) // 2, "the learned model finds the shapes"
+    measured = {}
+    for model in ("model_float.tflite", "model_int8.tflite"):
+        for client, args in (
+            ("mediapipe", [str(tmp_path / "mediapipe_detect.py")]),
+            ("litert", ["-c", without_tf, str(tmp_path / "litert_detect.py")]),
+        ):
+            found = top_detections(run(*args, str(folder / model)))
+            measured[f"{client} {model}"] = agreement(reference, found, images)
+    print(json.dumps(measured, indent=1))
+    for key, result in measured.items():
+        wanted = result["images"] if "float" in key else result["images"] - 2
+        assert result["agree"] >= wanted, measured
+
+
+def test_iterate_trains_and_evaluates_without_exporting(tmp_path, tool_env):
+    """`snakemake iterate`, the documented target for tuning: no export job."""
+    from conftest import snakemake, write_project
+
+    write_project(tmp_path, TINY_CONFIG)
+    result = snakemake(tmp_path, tool_env, "-n", "iterate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.M))
+    assert {"train", "evaluate", "iterate"} <= rules and "export" not in rules, rules

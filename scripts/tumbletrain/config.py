@@ -196,6 +196,7 @@ class EvaluateConfig(_Strict):
 class PredictConfig(_Strict):
     input: str | None
     min_score: float
+    max_image_mb: float
 
 
 @dataclass(frozen=True)

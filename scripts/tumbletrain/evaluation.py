@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, fileio, plots
+from . import cli, fileio, lists, plots, records
 from .experiment import load_params, restore_model
 
 log = logging.getLogger("tumbletrain.evaluation")
@@ -35,7 +35,7 @@ SUMMARY_METRICS = (
     "ARm",
     "ARl",
 )
-DETECTION_COLUMNS = ("source_id", "class", "score", "xmin", "ymin", "xmax", "ymax")
+DETECTION_COLUMNS = ("image", "source_id", "class", "score", "xmin", "ymin", "xmax", "ymax")
 
 
 @dataclass
@@ -160,6 +160,15 @@ def mean_precision(curves: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
+def images_by_source(list_files: Sequence[Path]) -> dict[int, str]:
+    """Each verification image's file as the lists name it, by the records' source id."""
+    found: dict[int, str] = {}
+    for path in list_files:
+        for item in lists.read_list(path):
+            found.setdefault(int(records.source_id(item.sha256)), item.image)
+    return found
+
+
 def images_by_source_id(files: Sequence[str], wanted: set[int]) -> dict[int, np.ndarray]:
     """Decode the images with the given source ids from record files."""
     import tensorflow as tf
@@ -211,6 +220,7 @@ def evaluate(
     files: Sequence[str],
     images: int,
     names: dict[int, str],
+    image_files: dict[int, str],
     outputs: dict[str, Path],
     min_score: float,
     grid_images: int,
@@ -234,7 +244,16 @@ def evaluate(
         outputs["detections"],
         DETECTION_COLUMNS,
         (
-            [sid, names.get(c, c), f"{s:.4f}", f"{x0:.1f}", f"{y0:.1f}", f"{x1:.1f}", f"{y1:.1f}"]
+            [
+                image_files.get(sid, ""),
+                sid,
+                names.get(c, c),
+                f"{s:.4f}",
+                f"{x0:.1f}",
+                f"{y0:.1f}",
+                f"{x1:.1f}",
+                f"{y1:.1f}",
+            ]
             for sid, c, s, x0, y0, x1, y1 in sorted(collected.detections)
         ),
     )

@@ -9,9 +9,8 @@ import json
 import logging
 from pathlib import Path
 
-from . import cli, fileio
+from . import cli, export, fileio, modelclasses
 from . import config as tt_config
-from .export import OUTPUTS as EXPORT_OUTPUTS
 
 log = logging.getLogger("tumbletrain.model")
 # The config each command reads; its rule passes exactly this.
@@ -26,10 +25,6 @@ EVALUATE_OUTPUTS = {
     "pr_curves": "pr_curves.png",
     "grid": "detections.png",
 }
-
-
-def class_names(cfg: tt_config.WorkflowConfig) -> dict[int, str]:
-    return {c.label_id: c.name for c in cfg.classes}
 
 
 def read_final(path: Path) -> dict:
@@ -67,6 +62,8 @@ def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
     from . import evaluation, training
 
     final = read_final(args.final)
+    classes = modelclasses.of_training(args.final)
+    modelclasses.check_config(classes, cfg.classes, str(args.final))
     split = training.data_split(args.verification_stats)
     if split.images == 0:
         raise cli.UserError(
@@ -77,7 +74,8 @@ def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
         final["checkpoint"],
         split.files,
         split.images,
-        class_names(cfg),
+        modelclasses.names(classes),
+        evaluation.images_by_source(args.verification_lists),
         args.outputs,
         cfg.evaluate.min_score,
         cfg.evaluate.grid_images,
@@ -88,11 +86,14 @@ def cmd_evaluate(cfg: tt_config.WorkflowConfig, args) -> None:
 
 
 def cmd_export(cfg: tt_config.WorkflowConfig, args) -> None:
-    from . import experiment, export
+    from . import experiment
 
     final = read_final(args.final)
+    classes = modelclasses.of_training(args.final)
     params = experiment.load_params(Path(final["params"]), [], 1)
-    summary = export.export(params, final["checkpoint"], args.outputs, args.calibration_steps)
+    summary = export.export(
+        params, final["checkpoint"], classes, args.outputs, args.calibration_images
+    )
     log.info("exported %s and %s", summary["saved_model"], ", ".join(summary["tflite"]))
 
 
@@ -149,14 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True, help="the train command's final.json")
     p.add_argument("--verification-stats", type=Path, nargs="+", required=True)
+    p.add_argument(
+        "--verification-lists",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the annotations stage's verification.tsv of every class: detections.csv "
+        "names each image as they do",
+    )
     cli.add_outputs(p, **EVALUATE_OUTPUTS)
     p.set_defaults(run=cmd_evaluate, stage=EVALUATE)
 
     p = sub.add_parser("export", help="SavedModel and TFLite (float, int8)")
     tt_config.add_config_arguments(p)
     p.add_argument("--final", type=Path, required=True)
-    cli.add_outputs(p, **EXPORT_OUTPUTS)
-    p.add_argument("--calibration-steps", type=int, default=100)
+    cli.add_outputs(p, **export.OUTPUTS)
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=export.CALIBRATION_IMAGES,
+        help="training images that calibrate the int8 model (default: %(default)s)",
+    )
     p.set_defaults(run=cmd_export, stage=EXPORT)
 
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ drawing them from nothing, and feeds them back as annotations.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections import Counter
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from . import cli, fileio, store, vocxml
+from . import cli, fileio, modelclasses, store, vocxml
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.predict")
@@ -101,10 +102,11 @@ def output_stems(relatives: list[Path]) -> dict[Path, Path]:
     return {r: r.with_suffix("") if stems[r.with_suffix("")] == 1 else r for r in relatives}
 
 
-def load_upright(path: Path) -> np.ndarray:
+def load_upright(path: Path, max_bytes: int | None = None) -> np.ndarray:
     """RGB pixels as LabelImg shows them (EXIF orientation applied); a regular file only,
-    within Pillow's decompression-bomb limit (else FileProblem or RejectedImage)."""
-    data = fileio.read_regular(path)
+    of at most `max_bytes` (its size checked before it is read), within Pillow's
+    decompression-bomb limit (else FileProblem or RejectedImage)."""
+    data = fileio.read_regular(path, max_bytes)
     with store.pixel_limit(), Image.open(io.BytesIO(data)) as image:
         image.seek(0)
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
@@ -143,26 +145,35 @@ def draw(pixels: np.ndarray, detections: list[Detection]) -> Image.Image:
 
 
 def predict_folder(
-    saved_model: Path, folder: Path, outdir: Path, names: dict[int, str], min_score: float
+    model: Path,
+    folder: Path,
+    outdir: Path,
+    min_score: float,
+    max_bytes: int | None = None,
 ) -> dict:
-    """A folder's images, with the outputs in `outdir` under their usual names."""
+    """A folder's images, with the outputs in `outdir` under their usual names and the
+    model's class names."""
     outputs = cli.in_folder(OUTPUTS, outdir)
-    return predict_images(saved_model, *collect_images([folder]), outputs, names, min_score)
+    return predict_images(
+        model, *collect_images([folder]), outputs, min_score=min_score, max_bytes=max_bytes
+    )
 
 
 def predict_images(
-    saved_model: Path,
+    model: Path,
     images: list[tuple[Path, Path]],
     skipped: Skipped,
     outputs: dict[str, Path],
-    names: dict[int, str],
     min_score: float,
+    max_bytes: int | None = None,
 ) -> dict:
     """Detections, a drawn image and a pre-label for each (image, name) of `collect_images`,
-    at `outputs`' paths of `OUTPUTS`."""
+    at `outputs`' paths of `OUTPUTS`, by the exported `model` (its folder or saved_model/),
+    with its classes' names."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    names = modelclasses.names(modelclasses.of_export(model))
+    serve = tf.saved_model.load(str(saved_model_of(model))).signatures["serving_default"]
     # Both folders even when no image is predicted: they are the predict rule's outputs.
     for folder in ("images", "prelabels"):
         outputs[folder].mkdir(parents=True, exist_ok=True)
@@ -173,7 +184,7 @@ def predict_images(
         log.warning("skipping %s: %s (%s)", path, problem.reason, problem)
     for path, relative in images:
         try:
-            pixels = load_upright(path)
+            pixels = load_upright(path, max_bytes)
         except (fileio.FileProblem, store.RejectedImage) as problem:
             skipped.append((path, problem))
             log.warning("skipping %s: %s (%s)", path, problem.reason, problem)
@@ -182,32 +193,41 @@ def predict_images(
             skipped.append((path, fileio.FileProblem("image_unreadable", str(error))))
             log.warning("skipping %s: image_unreadable (%s)", path, error)
             continue
-        done += 1
         detections = detect(serve, pixels, names, min_score)
-        stem = stems[relative]
-        for d in detections:
-            rows.append(
-                [
-                    str(relative),
-                    d.name,
-                    f"{d.score:.4f}",
-                    f"{d.xmin:.1f}",
-                    f"{d.ymin:.1f}",
-                    f"{d.xmax:.1f}",
-                    f"{d.ymax:.1f}",
-                ]
-            )
         height, width = pixels.shape[:2]
-        xml = vocxml.labelimg_xml(
-            folder=path.parent.name,
-            filename=path.name,
-            path=str(path.resolve()),
-            size=(width, height, 3),
-            objects=[
-                vocxml.VocObject(d.name, round(d.xmin), round(d.ymin), round(d.xmax), round(d.ymax))
-                for d in detections
-            ],
-        )
+        try:
+            xml = vocxml.labelimg_xml(
+                folder=path.parent.name,
+                filename=path.name,
+                path=str(path.resolve()),
+                size=(width, height, 3),
+                objects=[
+                    vocxml.VocObject(
+                        d.name, round(d.xmin), round(d.ymin), round(d.xmax), round(d.ymax)
+                    )
+                    for d in detections
+                ],
+            )
+        except ValueError as error:
+            # lxml refuses control characters, which a file name may hold and XML may not.
+            problem = fileio.FileProblem("name_not_xml", f"{str(path)!r}: {error}")
+            skipped.append((path, problem))
+            log.warning("skipping %r: %s (%s)", str(path), problem.reason, problem)
+            continue
+        done += 1
+        stem = stems[relative]
+        rows += [
+            [
+                str(relative),
+                d.name,
+                f"{d.score:.4f}",
+                f"{d.xmin:.1f}",
+                f"{d.ymin:.1f}",
+                f"{d.xmax:.1f}",
+                f"{d.ymax:.1f}",
+            ]
+            for d in detections
+        ]
         fileio.write_bytes(outputs["prelabels"] / stem.parent / f"{stem.name}.xml", xml)
         with fileio.atomic_path(
             outputs["images"] / stem.parent / f"{stem.name}.jpg", suffix=".jpg"
@@ -231,6 +251,32 @@ def saved_model_of(model: Path) -> Path:
     )
 
 
+def leftover_folders(outputs: dict[str, Path]) -> list[Path]:
+    """Where a killed run of predict left temporary files: its two folders, and the folder
+    of detections.csv when it holds them (--outdir, the rule's), not a folder the user
+    named for the CSV alone (the project itself, whose whole tree would be walked)."""
+    folders = {outputs["images"], outputs["prelabels"]}
+    if outputs["detections"].parent in {folder.parent for folder in folders}:
+        folders = {outputs["detections"].parent}
+    return sorted(folders)
+
+
+def config_for(args, classes) -> tt_config.WorkflowConfig:
+    """The predict settings: of --config or --config-json, whose classes must be the
+    model's; without either, of config/config.yaml when it exists (its classes may be
+    another model's, as the demo's are), else the defaults."""
+    if args.config is not None or args.config_json:
+        cfg = tt_config.from_arguments(args, CONFIG)
+        source = "--config-json" if args.config_json else str(args.config)
+        modelclasses.check_config(classes, cfg.classes, f"{args.model}, not {source}")
+        return cfg
+    if tt_config.DEFAULT_CONFIG.exists():
+        args.config = tt_config.DEFAULT_CONFIG
+        return tt_config.from_arguments(args, CONFIG)
+    args.config_json = json.dumps({"classes": {c.name: {} for c in classes}})
+    return tt_config.from_arguments(args, CONFIG)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = tt_config.command_parser(
         "predict",
@@ -245,17 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_outputs(parser, **OUTPUTS)
     parser.add_argument("--min-score", type=float, help="default: predict.min_score")
+    # The classes come from the model; a config given is checked against them.
+    parser.set_defaults(config=None)
     args = parser.parse_args(argv)
-    cfg = tt_config.from_arguments(args, CONFIG)
     outputs = cli.outputs(args)
+    saved_model_of(args.model)
+    classes = modelclasses.of_export(args.model)
+    cfg = config_for(args, classes)
+    fileio.clean_leftovers(*leftover_folders(outputs), logger=log)
     paths = args.paths or ([Path(cfg.predict.input).expanduser()] if cfg.predict.input else [])
     if not paths:
         raise cli.UserError("name image files or folders to predict, or set predict.input")
-    saved_model = saved_model_of(args.model)
     images, skipped = collect_images(paths)
     min_score = cfg.predict.min_score if args.min_score is None else args.min_score
-    names = {c.label_id: c.name for c in cfg.classes}
-    result = predict_images(saved_model, images, skipped, outputs, names, min_score)
+    max_bytes = int(cfg.predict.max_image_mb * 1e6)
+    result = predict_images(
+        args.model, images, skipped, outputs, min_score=min_score, max_bytes=max_bytes
+    )
     log.info(
         "%d detections on %d images (skipped: %s); LabelImg pre-labels in %s",
         result["detections"],

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cli, distribute, experiment, fileio
+from . import cli, distribute, experiment, fileio, modelclasses
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.training")
@@ -424,6 +424,8 @@ def finish(
         "fingerprint": state["fingerprint"],
         "start": start,
         "params": os.path.relpath(model_dir / "params.yaml"),
+        # The classes it was trained on: what every reader of the model names them by.
+        "classes": modelclasses.record(cfg.classes),
         "losses": losses,
         "training_images": inputs.training.images,
         "init_checkpoint": start["checkpoint"],

@@ -25,6 +25,8 @@ BENCHMARKS = [
     "harvest",
     "dag",
     "neardup",
+    # Trains the demo model 50 steps, then exports it twice (about 5 min here).
+    "export",
     "training",
     "warm_start",
     "workers",

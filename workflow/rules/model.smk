@@ -60,10 +60,18 @@ rule train:
         " --feature-cache resources/cache/features --final {output} 2> {log}"
 
 
+# `snakemake iterate`: train and evaluate the run, without exporting; for a user
+# tuning train.steps and the like (the export costs minutes on every re-run).
+rule iterate:
+    input:
+        f"results/eval/{RUN}/metrics.json",
+
+
 rule evaluate:
     input:
         final="results/train/{run}/final.json",
         verification=expand("results/records/{cls}_verification.json", cls=CLASSES),
+        lists=expand("results/lists/{cls}/verification.tsv", cls=CLASSES),
     output:
         metrics="results/eval/{run}/metrics.json",
         detections="results/eval/{run}/detections.csv",
@@ -92,7 +100,8 @@ rule evaluate:
         cfg=stage_json("evaluate"),
     shell:
         "python -m tumbletrain.model evaluate --config-json {params.cfg} --final {input.final}"
-        " --verification-stats {input.verification} --metrics {output.metrics}"
+        " --verification-stats {input.verification}"
+        " --verification-lists {input.lists} --metrics {output.metrics}"
         " --detections {output.detections} --pr-curves {output.pr_curves}"
         " --grid {output.grid} 2> {log}"
 
@@ -106,6 +115,8 @@ rule export:
         saved_model=directory("results/export/{run}/saved_model"),
         tflite_float="results/export/{run}/model_float.tflite",
         tflite_int8="results/export/{run}/model_int8.tflite",
+        labels="results/export/{run}/labels.txt",
+        label_map="results/export/{run}/label_map.pbtxt",
     log:
         "logs/export/{run}.log",
     benchmark:
@@ -122,7 +133,8 @@ rule export:
     shell:
         "python -m tumbletrain.model export --config-json {params.cfg} --final {input.final}"
         " --summary {output.summary} --saved-model {output.saved_model}"
-        " --tflite-float {output.tflite_float} --tflite-int8 {output.tflite_int8} 2> {log}"
+        " --tflite-float {output.tflite_float} --tflite-int8 {output.tflite_int8}"
+        " --labels {output.labels} --label-map {output.label_map} 2> {log}"
 
 
 rule predict:
