@@ -249,3 +249,44 @@ def tiny_run(tiny_run_started):
     log = output.read_text()
     assert process.returncode == 0, log[-6000:]
     return project, log
+
+
+# The tiny model, trained and exported once a session for every test that needs one
+# (test_model, test_review): defined here so that pytest makes each once.
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory):
+    """Demo images -> lists -> records, in-process, for every model test."""
+    from test_model import make_records, tiny_raw
+
+    base = tmp_path_factory.mktemp("model_data")
+    make_records(base, tiny_raw())
+    return base
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_records):
+    import json
+
+    from test_model import model_cli, tiny_raw, train_args
+
+    model_cli(tiny_records, tiny_raw(), *train_args("tiny"))
+    return tiny_records, json.loads((tiny_records / "results/train/tiny/final.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    from test_model import model_cli, tiny_raw
+
+    base, _ = trained
+    model_cli(
+        base,
+        tiny_raw(),
+        "export",
+        "--final",
+        "results/train/tiny/final.json",
+        "--outdir",
+        "results/export/tiny",
+        "--calibration-images",
+        "8",
+    )
+    return base

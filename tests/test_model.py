@@ -88,14 +88,6 @@ def make_records(base: Path, raw: dict, draw: bool = True) -> None:
         os.chdir(cwd)
 
 
-@pytest.fixture(scope="session")
-def tiny_records(tmp_path_factory):
-    """Demo images -> lists -> records, in-process, for every model test."""
-    base = tmp_path_factory.mktemp("model_data")
-    make_records(base, tiny_raw())
-    return base
-
-
 def model_cli(
     base: Path, raw: dict, *args: str, timeout=600, check=True, module="tumbletrain.model"
 ):
@@ -133,12 +125,6 @@ def train_args(run: str, extra=(), classes=TINY_CLASSES) -> list[str]:
         f"results/train/{run}/final.json",
         *extra,
     ]
-
-
-@pytest.fixture(scope="session")
-def trained(tiny_records):
-    model_cli(tiny_records, tiny_raw(), *train_args("tiny"))
-    return tiny_records, json.loads((tiny_records / "results/train/tiny/final.json").read_text())
 
 
 def test_default_architecture_is_the_published_checkpoints():
@@ -748,23 +734,6 @@ def assert_refused_for_classes(result, configured: str) -> None:
     assert "1=apple, 2=book" in last
 
 
-@pytest.fixture(scope="session")
-def exported(trained):
-    base, _ = trained
-    model_cli(
-        base,
-        tiny_raw(),
-        "export",
-        "--final",
-        "results/train/tiny/final.json",
-        "--outdir",
-        "results/export/tiny",
-        "--calibration-images",
-        "8",
-    )
-    return base
-
-
 def trained_params(base: Path) -> tuple:
     """The tiny run's experiment config and the path of its final checkpoint."""
     params = experiment.load_params(base / "results/train/tiny/params.yaml", [], 1)
@@ -1110,6 +1079,8 @@ def test_best_of_nothing_found_is_the_last_checkpoint(tmp_path):
     (best / "info.json").write_text(json.dumps(info))
     chosen = training.selected_checkpoint(tmp_path, "best")
     assert chosen["checkpoint"] == f"{experiment.BEST_SUBDIR}/best_ckpt-2"
+
+
 @pytest.fixture(scope="session")
 def learned_export(learned, tmp_path_factory):
     """The learning demo exported: a model whose top detections mean something."""

@@ -19,7 +19,6 @@ from libs.labelFile import LabelFile
 from libs.pascal_voc_io import PascalVocReader
 from PIL import Image
 from test_label import hand_off, validate
-from test_model import exported, tiny_records, trained  # noqa: F401 (fixtures)
 from tumbletrain import (
     annotations,
     config,
@@ -307,22 +306,22 @@ def test_the_command_opens_the_batch_in_labelimg_saving_where_the_stage_reads(tm
 
 
 def two_classes(project: Path, demo_images: Path, new: int = 0) -> dict:
-    """Tumblr classes `circle` (four demo pictures and a re-encoded copy of the first: a
-    near-duplicate pair) and `square` (two), each with its `label` hand-off."""
+    """Tumblr classes `apple` (four demo pictures and a re-encoded copy of the first: a
+    near-duplicate pair) and `book` (two), each with its `label` hand-off."""
     image_store = store.ImageStore(project / "resources/images")
     pictures = sorted(demo_images.glob("*.jpg"))
     copy = io.BytesIO()
     Image.open(pictures[0]).save(copy, "JPEG", quality=50)
     data = {
-        "circle": [p.read_bytes() for p in pictures[: 4 + new]] + [copy.getvalue()],
-        "square": [p.read_bytes() for p in pictures[-2:]],
+        "apple": [p.read_bytes() for p in pictures[: 4 + new]] + [copy.getvalue()],
+        "book": [p.read_bytes() for p in pictures[-2:]],
     }
     raw = {
         "classes": {name: {"tumblr": [{"tag": name}]} for name in data},
-        # circle's images train on the model's circles; square's do not (the default).
+        # apple's images train on the model's apples; book's do not (the default).
         "predict": {"min_score": 0.0},  # every box in the pre-label, however unsure
     }
-    raw["classes"]["circle"]["pseudo_labels"] = 0.0
+    raw["classes"]["apple"]["pseudo_labels"] = 0.0
     for name, images in data.items():
         rows = [stored_row(project, image_store, d, i) for i, d in enumerate(images)]
         store.write_manifest(project / f"resources/manifests/{name}.tsv", rows)
@@ -359,19 +358,19 @@ def groups_of(project: Path, cls: str, shas) -> list[str]:
 def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     saved_model = exported / "results/export/tiny/saved_model"
-    raw = two_classes(tmp_path, exported / "data/circle")
+    raw = two_classes(tmp_path, exported / "data/apple")
     queues = run_review(tmp_path, raw, saved_model)
-    circle = queues["circle"]
+    apple = queues["apple"]
     # Five unlabelled images, one near-duplicate pair: four queued, one of the pair.
-    assert [int(r["rank"]) for r in circle] == [1, 2, 3, 4]
-    groups = groups_of(tmp_path, "circle", [r["sha256"] for r in circle])
+    assert [int(r["rank"]) for r in apple] == [1, 2, 3, 4]
+    groups = groups_of(tmp_path, "apple", [r["sha256"] for r in apple])
     assert len(set(groups)) == 4
-    scores = [float(r["score"]) for r in circle]
+    scores = [float(r["score"]) for r in apple]
     assert scores == sorted(scores, reverse=True)
-    for row in circle + queues["square"]:
+    for row in apple + queues["book"]:
         boxes = json.loads(row["boxes"])
         assert boxes, "the model gives boxes at any score"
-        cls = "circle" if row in circle else "square"
+        cls = "apple" if row in apple else "book"
         top = max((b["score"] for b in boxes if b["name"] == cls), default=0)
         assert float(row["score"]) == pytest.approx(1 - top, abs=1e-3)
         # LabelImg shows the queue's boxes (whole pixels; the queue has tenths), unverified.
@@ -394,50 +393,48 @@ def test_the_review_queue_and_the_round_after_it(exported, tmp_path, monkeypatch
     # The one command per class that opens the batch in LabelImg, saving where it is read.
     told = [line for line in capsys.readouterr().out.splitlines() if "--images" in line]
     assert [line.split()[:3] for line in told] == [
-        ["circle", "(4", "images):"],
-        ["square", "(2", "images):"],
+        ["apple", "(4", "images):"],
+        ["book", "(2", "images):"],
     ]
     args = label.parse(told[0].split(": ", 1)[1].split()[3:])
-    assert [str(p) for p in args.images] == [r["image"] for r in circle]
-    assert args.save_dir == (tmp_path / "data/circle").resolve()
-    # Pseudo-labels: for circle only, of the model's circles, every unlabelled image.
-    assert not (tmp_path / "resources/pseudo/square.tsv").exists()
-    made = {i.sha256: i for i in lists.read_list(tmp_path / "resources/pseudo/circle.tsv")}
+    assert [str(p) for p in args.images] == [r["image"] for r in apple]
+    assert args.save_dir == (tmp_path / "data/apple").resolve()
+    # Pseudo-labels: for apple only, of the model's apples, every unlabelled image.
+    assert not (tmp_path / "resources/pseudo/book.tsv").exists()
+    made = {i.sha256: i for i in lists.read_list(tmp_path / "resources/pseudo/apple.tsv")}
     assert all(
-        i.source == "pseudo" and {o.name for o in i.objects} == {"circle"} for i in made.values()
+        i.source == "pseudo" and {o.name for o in i.objects} == {"apple"} for i in made.values()
     )
-    for row in circle:  # the queue lists every box the model gave
+    for row in apple:  # the queue lists every box the model gave
         boxes = json.loads(row["boxes"])
         sides = [
-            min(b["xmax"] - b["xmin"], b["ymax"] - b["ymin"])
-            for b in boxes
-            if b["name"] == "circle"
+            min(b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]) for b in boxes if b["name"] == "apple"
         ]
         if any(side >= 1.2 for side in sides):  # whole pixels either side of the tenths
             assert row["sha256"] in made, row
         elif all(side < 0.8 for side in sides):
             assert row["sha256"] not in made, row
     # Same model and data, same queue and files.
-    before = {r["xml"]: Path(r["xml"]).read_bytes() for r in circle}
+    before = {r["xml"]: Path(r["xml"]).read_bytes() for r in apple}
     assert run_review(tmp_path, raw, saved_model) == queues
     assert {x: Path(x).read_bytes() for x in before} == before
     # The person verifies the first, edits the second, leaves the rest: only those two
     # become labels, and a new image arrives.
-    first, second = (Path(r["xml"]) for r in circle[:2])
-    labelimg_save(first, Path(circle[0]["image"]), shown(first)[0], verified=True)
-    labelimg_save(second, Path(circle[1]["image"]), [("circle", 5, 5, 40, 40)])
+    first, second = (Path(r["xml"]) for r in apple[:2])
+    labelimg_save(first, Path(apple[0]["image"]), shown(first)[0], verified=True)
+    labelimg_save(second, Path(apple[1]["image"]), [("apple", 5, 5, 40, 40)])
     touched = {x: x.read_bytes() for x in (first, second)}
-    raw = two_classes(tmp_path, exported / "data/circle", new=1)
-    raw["classes"]["circle"]["pseudo_labels"] = None  # pseudo-labels: test_pseudo_labels_*
-    summary = validate(raw, "circle", tmp_path)
-    assert listed(tmp_path, "circle") == {first.name: "human", second.name: "human"}
+    raw = two_classes(tmp_path, exported / "data/apple", new=1)
+    raw["classes"]["apple"]["pseudo_labels"] = None  # pseudo-labels: test_pseudo_labels_*
+    summary = validate(raw, "apple", tmp_path)
+    assert listed(tmp_path, "apple") == {first.name: "human", second.name: "human"}
     assert summary["rejected_by_reason"]["prelabel_unreviewed"] == 2
-    again = run_review(tmp_path, raw, saved_model)["circle"]
+    again = run_review(tmp_path, raw, saved_model)["apple"]
     assert {x: x.read_bytes() for x in touched} == touched
     queued = {r["sha256"] for r in again}
-    assert not queued & {circle[0]["sha256"], circle[1]["sha256"]}
-    new_sha = {r.sha256 for r in store.read_manifest(tmp_path / "resources/manifests/circle.tsv")}
-    assert len(again) == 3 and queued <= new_sha - {circle[0]["sha256"], circle[1]["sha256"]}
+    assert not queued & {apple[0]["sha256"], apple[1]["sha256"]}
+    new_sha = {r.sha256 for r in store.read_manifest(tmp_path / "resources/manifests/apple.tsv")}
+    assert len(again) == 3 and queued <= new_sha - {apple[0]["sha256"], apple[1]["sha256"]}
 
 
 @pytest.mark.slow

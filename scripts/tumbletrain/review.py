@@ -31,7 +31,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import annotations, cli, fileio, label, lists, neardup, predict, prelabels, pseudo, store
+from . import (
+    annotations,
+    cli,
+    fileio,
+    label,
+    lists,
+    modelclasses,
+    neardup,
+    predict,
+    prelabels,
+    pseudo,
+    store,
+)
 from . import config as tt_config
 
 log = logging.getLogger("tumbletrain.review")
@@ -287,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = tf.saved_model.load(str(predict.saved_model_of(args.model))).signatures[
         "serving_default"
     ]
-    names = {c.label_id: c.name for c in cfg.classes}
+    # The model's own classes (a class added to the config since is not among them).
+    names = modelclasses.names(modelclasses.of_export(args.model))
     ledgers: dict[Path, dict] = {}
     commands = []
     for i, name in enumerate(classes):
