@@ -23,7 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-CATEGORIES = ("Harvest", "Annotations", "Records", "Training", "Evaluation")
+# As workflow/rules/common.smk names them: numbered, so the menu lists them in stage order.
+CATEGORIES = ("1. Harvest", "2. Annotations", "3. Records", "4. Training", "5. Evaluation")
 FLAGS = [
     "--headless",
     "--no-sandbox",

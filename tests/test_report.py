@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import TINY_CONFIG, snakemake, write_project
 from PIL import Image
+from report_screenshots import CATEGORIES
 from tumbletrain import cli, config, fileio, lists, plots, report, store
 
 CONFIG = {"classes": {"cat": {"demo": {"images": 4}}, "dog": {"demo": {"images": 4}}}}
@@ -526,7 +527,7 @@ def test_data_categories_render_in_a_real_browser(data_report_run, tmp_path):
     project, _ = data_report_run
     browser_or_skip()
     check_category_screenshots(
-        project / "results" / "data_report.html", ["Harvest", "Annotations", "Records"], tmp_path
+        project / "results" / "data_report.html", list(CATEGORIES[:3]), tmp_path
     )
 
 
@@ -537,9 +538,7 @@ def test_every_category_renders_in_a_real_browser(tiny_run, tool_env, tmp_path):
     result = snakemake(project, tool_env, "--report", str(report_html))
     assert result.returncode == 0, result.stderr[-3000:]
     browser_or_skip()
-    check_category_screenshots(
-        report_html, ["Harvest", "Annotations", "Records", "Training", "Evaluation"], tmp_path
-    )
+    check_category_screenshots(report_html, list(CATEGORIES), tmp_path)
 
 
 def test_near_duplicate_groups_are_drawn_once_across_classes(tmp_path):

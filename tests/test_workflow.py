@@ -149,7 +149,9 @@ def test_report_builds(tiny_run, tool_env):
     result = snakemake(project, tool_env, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for category in ("Harvest", "Annotations", "Records", "Training", "Evaluation"):
+    from report_screenshots import CATEGORIES
+
+    for category in CATEGORIES:
         assert category in html, f"report has no {category} category"
 
 

@@ -13,6 +13,15 @@ from tumbletrain import distribute
 from tumbletrain import records as tt_records
 from tumbletrain import annotations, predict, prelabels, runner, sources
 
+# The report's categories, numbered: its menu sorts them by name, and a reader
+# should meet them in the order of the stages.
+CATEGORY = {
+    stage: f"{number}. {stage.capitalize()}"
+    for number, stage in enumerate(
+        ("harvest", "annotations", "records", "training", "evaluation"), 1
+    )
+}
+
 # The demo rule draws a demo class's images and XML here (its annotations_dir).
 DEMO_DIR = "resources/demo/{cls}"
 # Validated once, here: defaults are filled into `config`, and a mistake ends

@@ -77,12 +77,12 @@ rule evaluate:
         detections="results/eval/{run}/detections.csv",
         pr_curves=report(
             "results/eval/{run}/pr_curves.png",
-            category="Evaluation",
+            category=CATEGORY["evaluation"],
             caption="../report/pr_curves.rst",
         ),
         grid=report(
             "results/eval/{run}/detections.png",
-            category="Evaluation",
+            category=CATEGORY["evaluation"],
             caption="../report/detections.rst",
         ),
     log:

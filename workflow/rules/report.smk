@@ -4,23 +4,23 @@ rule report_data:
     output:
         counts=report(
             "results/report/class_counts.png",
-            category="Harvest",
+            category=CATEGORY["harvest"],
             caption="../report/class_counts.rst",
         ),
         validation=report(
             "results/report/validation.png",
-            category="Annotations",
+            category=CATEGORY["annotations"],
             caption="../report/validation.rst",
         ),
         rejected=report(
             "results/report/rejected.html",
-            category="Annotations",
+            category=CATEGORY["annotations"],
             caption="../report/rejected.rst",
         ),
         rejected_tsv="results/report/rejected.tsv",
         near_duplicates=report(
             "results/report/near_duplicates.png",
-            category="Annotations",
+            category=CATEGORY["annotations"],
             caption="../report/near_duplicates.rst",
         ),
     log:
@@ -50,7 +50,7 @@ rule report_samples:
     output:
         report(
             "results/report/samples_{cls}.png",
-            category="Records",
+            category=CATEGORY["records"],
             subcategory="{cls}",
             caption="../report/samples.rst",
         ),
@@ -77,7 +77,7 @@ rule report_training:
     output:
         report(
             "results/report/training_{run}.png",
-            category="Training",
+            category=CATEGORY["training"],
             caption="../report/training.rst",
         ),
     log:
@@ -105,12 +105,12 @@ rule report_evaluation:
     output:
         ap=report(
             "results/report/ap_per_class_{run}.png",
-            category="Evaluation",
+            category=CATEGORY["evaluation"],
             caption="../report/ap_per_class.rst",
         ),
         table=report(
             "results/report/metrics_{run}.html",
-            category="Evaluation",
+            category=CATEGORY["evaluation"],
             caption="../report/metrics.rst",
         ),
         table_tsv="results/report/metrics_{run}.tsv",
