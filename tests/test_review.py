@@ -193,7 +193,7 @@ def test_the_account_counts_waiting_prelabels_apart_from_rejected_files(prelabel
     summary = validate(raw, "pose", tmp_path)
     files = report.ClassFiles("pose", tmp_path / "results/lists/pose")
     line, warnings = report.class_lines(files, summary)
-    assert "1 XML files: 1 kept (0 repaired), 0 rejected" in line  # a person's
+    assert "1 annotation files: 1 kept (0 repaired), 0 rejected" in line  # a person's
     assert "labels: 1 human" in line and "3 review pre-labels waiting for a person" in line
     assert not [w for w in warnings if "rejected" in w]
 
@@ -292,6 +292,9 @@ def test_near_duplicates_share_a_group(tmp_path, monkeypatch):
     cfg = config.parse({"classes": {"pose": {}}})
     groups = [c.group for c in review.grouped(found, cfg.split, [tmp_path / "sig.tsv"])]
     assert groups[0] == groups[1] != groups[2]
+    # Once a person labelled the original, its near copy is no longer worth queueing.
+    left = review.grouped(found[1:], cfg.split, [tmp_path / "sig.tsv"], {rows[0].sha256})
+    assert [c.sha256 for c in left] == [rows[2].sha256]
 
 
 def test_the_command_opens_the_batch_in_labelimg_saving_where_the_stage_reads(tmp_path):

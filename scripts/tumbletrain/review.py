@@ -147,13 +147,25 @@ def candidates(
     return found
 
 
-def grouped(found: list[Candidate], split: tt_config.SplitConfig, tables: Sequence[Path]):
-    """The candidates with their near-duplicate groups, from every class's signatures."""
+def grouped(
+    found: list[Candidate],
+    split: tt_config.SplitConfig,
+    tables: Sequence[Path],
+    labelled: set[str] = frozenset(),
+) -> list[Candidate]:
+    """The candidates with their near-duplicate groups, from every class's signatures,
+    less those whose group a person labelled already: a near copy of a labelled image
+    teaches little, and it trains in the labelled one's split anyway."""
     members = [m for table in tables for m in neardup.read_members(table)]
-    placed = neardup.place(members, split, split.near_duplicate_distance, [c.sha256 for c in found])
+    wanted = [c.sha256 for c in found] + sorted(labelled)
+    placed = neardup.place(members, split, split.near_duplicate_distance, wanted)
+
+    def group(sha256: str) -> str:
+        return placed[sha256].group if sha256 in placed else sha256
+
+    taken = {group(sha256) for sha256 in labelled}
     return [
-        dataclasses.replace(c, group=placed[c.sha256].group if c.sha256 in placed else c.sha256)
-        for c in found
+        dataclasses.replace(c, group=group(c.sha256)) for c in found if group(c.sha256) not in taken
     ]
 
 
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = store.read_manifest(args.manifests[i])
         labelled = human_labelled(args.lists[2 * i : 2 * i + 2])
         found = candidates(rows, labelled, args.labelling[i] / label.MARKER, name, ledgers)
-        found = grouped(found, cfg.split, args.signatures)
+        found = grouped(found, cfg.split, args.signatures, labelled)
         queued, predicted = review_class(serve, cfg, name, found, ledgers, names)
         threshold = cfg.get_class(name).pseudo_labels
         if threshold is not None:
