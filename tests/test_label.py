@@ -127,27 +127,31 @@ def kept_boxes(project: Path, cls: str) -> dict[str, tuple[str, list]]:
     return kept
 
 
+def stored_row(project: Path, image_store, data: bytes, i: int) -> store.ManifestRow:
+    """`data` stored, and its manifest row as a Tumblr harvest writes it."""
+    checked, path = image_store.put(data)
+    return store.ManifestRow(
+        checked.sha256,
+        os.path.relpath(path, project),
+        "tumblr",
+        blog="someblog",
+        post_id=str(100 + i),
+        image_url=f"https://64.media.tumblr.com/{i}/tumblr_{i}_1280.jpg",
+        width=checked.width,
+        height=checked.height,
+        bytes=checked.bytes,
+    )
+
+
 def tumblr_rows(project: Path, count: int) -> list[store.ManifestRow]:
     """A Tumblr class's manifest rows and store files, as the harvest writes them."""
     image_store = store.ImageStore(project / "resources/images")
-    rows = []
-    for i in range(count):
-        picture = image(project / "downloads" / f"tumblr_{i}.jpg")
-        checked, path = image_store.put(picture.read_bytes())
-        rows.append(
-            store.ManifestRow(
-                checked.sha256,
-                os.path.relpath(path, project),
-                "tumblr",
-                blog="someblog",
-                post_id=str(100 + i),
-                image_url=f"https://64.media.tumblr.com/{i}/tumblr_{i}_1280.jpg",
-                width=checked.width,
-                height=checked.height,
-                bytes=checked.bytes,
-            )
+    return [
+        stored_row(
+            project, image_store, image(project / "downloads" / f"tumblr_{i}.jpg").read_bytes(), i
         )
-    return rows
+        for i in range(count)
+    ]
 
 
 def own_flat(project: Path) -> tuple[dict, str, dict]:

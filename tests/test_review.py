@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from labelimg_files import image
 from libs.labelFile import LabelFile
 from libs.pascal_voc_io import PascalVocReader
 from PIL import Image
-from test_label import hand_off, validate
+from test_label import hand_off, stored_row, validate
 from tumbletrain import (
     annotations,
     config,
@@ -46,21 +45,6 @@ def rows_of(project: Path, cls: str, count: int, prefix: str = "") -> list[store
         picture = image(project / "downloads" / f"{prefix or cls}_{i}.jpg")
         rows.append(stored_row(project, image_store, picture.read_bytes(), i))
     return rows
-
-
-def stored_row(project: Path, image_store, data: bytes, i: int) -> store.ManifestRow:
-    checked, path = image_store.put(data)
-    return store.ManifestRow(
-        checked.sha256,
-        os.path.relpath(path, project),
-        "tumblr",
-        blog="someblog",
-        post_id=str(100 + i),
-        image_url=f"https://64.media.tumblr.com/{i}/tumblr_{i}_1280.jpg",
-        width=checked.width,
-        height=checked.height,
-        bytes=checked.bytes,
-    )
 
 
 def tumblr_class(project: Path, cls: str, count: int) -> tuple[dict, list[store.ManifestRow]]:
