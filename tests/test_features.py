@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_model import learn_raw, make_records, model_cli, train_args
+from test_model import LEARN_CLASSES, learn_raw, make_records, model_cli, train_args
 from tumbletrain import cli, config, experiment, features, training
 
 # Square demo images: the parser pads nothing, so a flipped image is the unflipped one mirrored.
@@ -173,14 +173,14 @@ def test_training_on_cached_features_learns(tmp_path):
     schedule = {"checkpoint_every": PRETRAIN_STEPS, "eval_every": PRETRAIN_STEPS}
     pretrain = learn_raw(run="pretrain", steps=PRETRAIN_STEPS, **schedule)
     make_records(tmp_path, pretrain)
-    model_cli(tmp_path, pretrain, *train_args("pretrain"))
+    model_cli(tmp_path, pretrain, *train_args("pretrain", classes=LEARN_CLASSES))
     prefix = tmp_path / f"results/train/pretrain/ckpt-{PRETRAIN_STEPS}"
     (tmp_path / "checkpoint.json").write_text(json.dumps({"prefix": str(prefix)}))
 
     raw = cached_raw(steps=CACHED_STEPS, checkpoint_every=CACHED_STEPS, eval_every=CACHED_STEPS)
     raw["model"]["init_modules"] = ["backbone"]
     extra = ["--checkpoint-json", "checkpoint.json", "--feature-cache", "features"]
-    result = model_cli(tmp_path, raw, *train_args("learn", extra))
+    result = model_cli(tmp_path, raw, *train_args("learn", extra, LEARN_CLASSES))
     assert "train.feature_cache auto: on" in result.stderr, result.stderr[-3000:]
     assert re.search(r"0 images read from it, \d+ computed", result.stderr), result.stderr[-3000:]
     final = json.loads((tmp_path / "results/train/learn/final.json").read_text())
