@@ -225,8 +225,9 @@ def test_every_output_is_named_on_its_jobs_command_line(workflow):
 MARKS_ITS_FOLDER = {"label"}
 
 
-# Written by Snakemake itself (`snakemake --report`), not by a job.
-SNAKEMAKE_REPORTS = ("results/report.html", "results/data_report.html")
+# Written by Snakemake itself (`snakemake --report`), or by the Snakefile's onsuccess
+# (the account's record of the last run, common.smk's ACCOUNT_STATE), not by a job.
+SNAKEMAKE_REPORTS = ("results/report.html", "results/data_report.html", "results/account.json")
 
 
 @pytest.mark.slow
